@@ -1,0 +1,158 @@
+"""Admin: staff upload, relabel, delete and re-embed images here."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from . import services
+from .forms import BulkUploadForm, ImageChangeForm, LabelForm
+from .importing import InvalidArchive, uploads_from_files, uploads_from_zip
+from .models import Image, Label
+
+
+@admin.register(Image)
+class ImageAdmin(admin.ModelAdmin):
+    form = ImageChangeForm
+    list_display = ["preview", "label_list", "status", "failure_reason", "uploaded_at", "dimensions"]
+    list_display_links = ["preview", "label_list"]
+    list_filter = ["status", "uploaded_at", ("labels", admin.RelatedOnlyFieldListFilter)]
+    search_fields = ["labels__name", "original_name", "sha256"]
+    list_per_page = 50
+    readonly_fields = ["large_preview", "original_name", "dimensions", "sha256", "status",
+                       "failure_reason", "embedding_model", "uploaded_by", "uploaded_at"]
+    fields = ["large_preview", "label_text", "original_name", "dimensions", "status",
+              "failure_reason", "embedding_model", "sha256", "uploaded_by", "uploaded_at"]
+    actions = ["reembed_selected", "delete_selected"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Image]:
+        return super().get_queryset(request).prefetch_related("labels").defer(
+            "image_vector", "hybrid_vector"
+        )
+
+    @admin.display(description="Image")
+    def preview(self, obj: Image) -> str:
+        if not obj.thumbnail:
+            return "-"
+        return format_html('<img src="{}" alt="{}" style="height:64px;border-radius:4px">',
+                           obj.thumbnail.url, ", ".join(obj.label_names))
+
+    @admin.display(description="Image")
+    def large_preview(self, obj: Image) -> str:
+        if not obj.pk:
+            return "-"
+        return format_html('<a href="{}"><img src="{}" alt="" style="max-height:320px"></a>',
+                           obj.file.url, obj.thumbnail.url if obj.thumbnail else obj.file.url)
+
+    @admin.display(description="Labels")
+    def label_list(self, obj: Image) -> str:
+        return ", ".join(obj.label_names)
+
+    @admin.display(description="Size")
+    def dimensions(self, obj: Image) -> str:
+        return f"{obj.width}×{obj.height}"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("gallery.add_image")
+
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context=None) -> HttpResponse:
+        # One image or many: the same upload page, through the same service.
+        return HttpResponseRedirect(reverse("admin:gallery_image_upload"))
+
+    def save_model(self, request: HttpRequest, obj: Image, form, change: bool) -> None:
+        services.image_relabel(image=obj, names=form.cleaned_data["label_text"])
+
+    def save_related(self, request, form, formsets, change) -> None:
+        pass  # labels were saved by the relabel service
+
+    def delete_model(self, request: HttpRequest, obj: Image) -> None:
+        services.images_delete(images=[obj])
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Image]) -> None:
+        services.images_delete(images=list(queryset))
+
+    @admin.action(description="Re-embed selected images", permissions=["change"])
+    def reembed_selected(self, request: HttpRequest, queryset: QuerySet[Image]) -> None:
+        from search.services import images_reembed
+
+        count = images_reembed(image_ids=list(queryset.values_list("pk", flat=True)))
+        self.message_user(request, f"{count} image(s) queued for embedding.", messages.SUCCESS)
+
+    def get_urls(self):
+        return [
+            path("upload/", self.admin_site.admin_view(self.upload_view), name="gallery_image_upload"),
+            *super().get_urls(),
+        ]
+
+    def upload_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        result = None
+        if request.method == "POST":
+            form = BulkUploadForm(request.POST, request.FILES)
+            if form.is_valid():
+                try:
+                    result = _run_upload(request, form.cleaned_data)
+                except InvalidArchive as exc:
+                    form.add_error("archive", str(exc))
+                else:
+                    level = messages.SUCCESS if result.added else messages.WARNING
+                    note = "" if result.queued else " Embedding is delayed: the background queue is unreachable; the images will be processed when it is back."
+                    self.message_user(request, f"Upload finished: {result.summary()}.{note}", level)
+                    form = BulkUploadForm()
+        else:
+            form = BulkUploadForm()
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Upload images",
+            "opts": self.model._meta,
+            "form": form,
+            "result": result,
+            "added": Image.objects.filter(pk__in=result.added) if result else None,
+        }
+        return render(request, "admin/gallery/image/upload.html", context, status=400 if form.errors else 200)
+
+
+def _run_upload(request: HttpRequest, data: dict) -> services.ImportResult:
+    uploads = list(uploads_from_files(data["files"], labels=data["labels"]))
+    archive = data.get("archive")
+    if archive:
+        uploads += list(uploads_from_zip(archive, labels=data["labels"], labels_from_dirs=data["labels_from_dirs"]))
+    return services.images_create(uploads=uploads, uploaded_by=request.user)
+
+
+@admin.register(Label)
+class LabelAdmin(admin.ModelAdmin):
+    form = LabelForm
+    list_display = ["name", "image_count", "has_vector"]
+    search_fields = ["name"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Label]:
+        return super().get_queryset(request).annotate(n_images=Count("images")).defer("vector")
+
+    @admin.display(description="Images", ordering="n_images")
+    def image_count(self, obj: Label) -> int:
+        return obj.n_images
+
+    @admin.display(description="Text vector", boolean=True)
+    def has_vector(self, obj: Label) -> bool:
+        return bool(obj.vector_model)
+
+    def save_model(self, request: HttpRequest, obj: Label, form, change: bool) -> None:
+        if change:
+            services.label_rename(label=Label.objects.get(pk=obj.pk), name=obj.name)
+        else:
+            services.labels_get_or_create(names=[obj.name])
+
+    def delete_model(self, request: HttpRequest, obj: Label) -> None:
+        services.label_delete(label=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Label]) -> None:
+        for label in queryset:
+            services.label_delete(label=label)
+

@@ -1,0 +1,85 @@
+"""Turn folders, zip archives and browser uploads into :class:`ImageUpload` items.
+
+Names inside archives are used only for labels and messages, never as paths on disk.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path, PurePosixPath
+
+from django.conf import settings
+
+from .services import ImageUpload
+
+MAX_ARCHIVE_ENTRIES = 20_000
+MAX_ARCHIVE_TOTAL_BYTES = 20 * 1024**3
+
+
+class InvalidArchive(ValueError):
+    pass
+
+
+def _skip(name: str) -> bool:
+    parts = PurePosixPath(name).parts
+    return any(p.startswith(".") or p == "__MACOSX" for p in parts)
+
+
+def _folder_label(parts: Sequence[str]) -> list[str]:
+    return [parts[-2]] if len(parts) >= 2 else []
+
+
+def uploads_from_zip(
+    source, *, labels: Sequence[str], labels_from_dirs: bool
+) -> Iterator[ImageUpload]:
+    """Entries of a zip archive (a path or a file object). Checks the archive's declared sizes
+    before reading anything, so a zip bomb is refused instead of unpacked."""
+    try:
+        archive = zipfile.ZipFile(source)
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise InvalidArchive(f"The archive cannot be read: {exc}") from None
+    entries = [i for i in archive.infolist() if not i.is_dir() and not _skip(i.filename)]
+    if len(entries) > MAX_ARCHIVE_ENTRIES:
+        raise InvalidArchive(f"The archive holds {len(entries)} files; the limit is {MAX_ARCHIVE_ENTRIES}.")
+    if sum(i.file_size for i in entries) > MAX_ARCHIVE_TOTAL_BYTES:
+        raise InvalidArchive("The archive unpacks to more than 20 GB.")
+    limit = settings.IMAGESEARCH_MAX_UPLOAD_BYTES
+
+    def reader(info: zipfile.ZipInfo):
+        def read() -> bytes:
+            with archive.open(info) as fh:
+                return fh.read(limit + 1)  # never more than the limit, whatever the header says
+
+        return read
+
+    for info in entries:
+        parts = PurePosixPath(info.filename.replace("\\", "/")).parts
+        item_labels = list(labels) + (_folder_label(parts) if labels_from_dirs else [])
+        yield ImageUpload(name=parts[-1] if parts else "entry", size=info.file_size, read=reader(info), labels=item_labels)
+
+
+def uploads_from_directory(
+    root: Path, *, labels: Sequence[str], labels_from_dirs: bool
+) -> Iterator[ImageUpload]:
+    """Every file under ``root`` (hidden files and folders skipped), in a stable order."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for filename in sorted(filenames):
+            if filename.startswith("."):
+                continue
+            path = Path(dirpath) / filename
+            item_labels = list(labels) + ([path.parent.name] if labels_from_dirs else [])
+            yield ImageUpload(
+                name=str(path.relative_to(root)),
+                size=path.stat().st_size,
+                read=path.read_bytes,
+                labels=item_labels,
+            )
+
+
+def uploads_from_files(files, *, labels: Sequence[str]) -> Iterator[ImageUpload]:
+    """Browser uploads (Django ``UploadedFile`` objects)."""
+    for f in files:
+        yield ImageUpload(name=os.path.basename(f.name or "upload"), size=f.size, read=f.read, labels=list(labels))

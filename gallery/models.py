@@ -1,0 +1,118 @@
+"""Images and their labels: the source of truth that every index generation is derived from."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models.functions import Lower
+
+
+def normalize_label_name(name: str) -> str:
+    """Collapse inner whitespace and strip the ends: the stored spelling of a label."""
+    return " ".join(str(name).split())
+
+
+class LabelQuerySet(models.QuerySet["Label"]):
+    def named(self, name: str) -> LabelQuerySet:
+        """Labels equal to ``name`` ignoring case and surrounding spaces."""
+        return self.filter(name__iexact=normalize_label_name(name))
+
+
+class Label(models.Model):
+    name = models.CharField(max_length=100)
+    # The text vector is cached per label (computed once, reused by every image that carries it).
+    vector = models.BinaryField(null=True, blank=True, editable=False)
+    vector_model = models.CharField(max_length=500, blank=True, editable=False)
+
+    objects = LabelQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(Lower("name"), name="gallery_label_name_ci_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def has_vector_for(self, model_name: str) -> bool:
+        return self.vector is not None and self.vector_model == model_name
+
+
+class ImageQuerySet(models.QuerySet["Image"]):
+    def pending(self) -> ImageQuerySet:
+        return self.filter(status=Image.Status.PENDING)
+
+    def ready(self) -> ImageQuerySet:
+        return self.filter(status=Image.Status.READY)
+
+    def failed(self) -> ImageQuerySet:
+        return self.filter(status=Image.Status.FAILED)
+
+    def searchable(self, model_name: str) -> ImageQuerySet:
+        """Ready images whose hybrid vector was made by ``model_name``: what the index holds."""
+        return self.ready().filter(embedding_model=model_name, hybrid_vector__isnull=False)
+
+    def stale(self, model_name: str) -> ImageQuerySet:
+        """Images whose image vector is missing or was made by another model."""
+        return self.filter(
+            models.Q(image_vector__isnull=True) | ~models.Q(embedding_model=model_name)
+        )
+
+
+def _image_path(instance: Image, filename: str) -> str:
+    # Generated names only: the client's path never reaches the file system.
+    ext = filename.rsplit(".", 1)[-1].lower() if "." in filename else "bin"
+    return f"images/{instance.sha256[:2]}/{instance.sha256}.{ext}"
+
+
+def _thumbnail_path(instance: Image, filename: str) -> str:
+    return f"thumbnails/{instance.sha256[:2]}/{instance.sha256}.jpg"
+
+
+class Image(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        READY = "ready", "Ready"
+        FAILED = "failed", "Failed"
+
+    file = models.FileField(upload_to=_image_path)
+    thumbnail = models.FileField(upload_to=_thumbnail_path, blank=True)
+    original_name = models.CharField(max_length=255, blank=True)
+    content_type = models.CharField(max_length=50)
+    sha256 = models.CharField(max_length=64, unique=True, editable=False)
+    width = models.PositiveIntegerField(default=0)
+    height = models.PositiveIntegerField(default=0)
+    labels = models.ManyToManyField(Label, related_name="images")
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    uploaded_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    status = models.CharField(
+        max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True
+    )
+    failure_reason = models.TextField(blank=True)
+    status_changed_at = models.DateTimeField(auto_now_add=True)
+    # When the image was last handed to the broker; NULL while it never was (broker down).
+    queued_at = models.DateTimeField(null=True, blank=True)
+
+    # The image vector (L2-normalised float32) and the model that made it.
+    image_vector = models.BinaryField(null=True, blank=True, editable=False)
+    embedding_model = models.CharField(max_length=500, blank=True, db_index=True)
+    # The hybrid is derived from the image vector and the label vectors with this weight.
+    hybrid_vector = models.BinaryField(null=True, blank=True, editable=False)
+    hybrid_weight = models.FloatField(null=True, blank=True)
+    hybrid_updated_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    objects = ImageQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-uploaded_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.original_name or f"image {self.pk}"
+
+    @property
+    def label_names(self) -> list[str]:
+        return [label.name for label in self.labels.all()]

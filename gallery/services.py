@@ -1,0 +1,264 @@
+"""Writes to the gallery: create images, relabel them, rename labels, delete images.
+
+Each service keeps the database and the media files consistent (a file is never left without
+its row, nor a row without its file) and enqueues background work only after the transaction
+commits (invariant 4).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.files.base import ContentFile
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from .models import Image, Label, normalize_label_name
+from .validation import InvalidImage, validate_image_bytes
+
+logger = logging.getLogger(__name__)
+
+MAX_LABEL_LENGTH = 100
+
+
+@dataclass
+class ImageUpload:
+    """One file to add: its client-side name (for messages only), size, a reader, its labels."""
+
+    name: str
+    size: int
+    read: Callable[[], bytes]
+    labels: Sequence[str]
+
+
+@dataclass
+class ImportResult:
+    added: list[int] = field(default_factory=list)
+    duplicates: list[tuple[str, int]] = field(default_factory=list)  # (name, existing image id)
+    refused: list[tuple[str, str]] = field(default_factory=list)  # (name, reason)
+    queued: bool = True  # False when the broker could not be reached: embedding is delayed
+
+    def summary(self) -> str:
+        parts = [f"{len(self.added)} added", f"{len(self.duplicates)} skipped as duplicates"]
+        parts.append(f"{len(self.refused)} refused")
+        return ", ".join(parts)
+
+
+class InvalidLabels(ValueError):
+    pass
+
+
+def clean_label_names(names: Iterable[str]) -> list[str]:
+    """Normalise, drop empties and case-insensitive repeats, and check lengths."""
+    seen: set[str] = set()
+    cleaned: list[str] = []
+    for raw in names:
+        name = normalize_label_name(raw)
+        if not name:
+            continue
+        if len(name) > MAX_LABEL_LENGTH:
+            raise InvalidLabels(f"Labels are at most {MAX_LABEL_LENGTH} characters: {name[:30]!r}...")
+        if any(ord(ch) < 32 for ch in name):
+            raise InvalidLabels("Labels cannot contain control characters.")
+        if name.lower() not in seen:
+            seen.add(name.lower())
+            cleaned.append(name)
+    return cleaned
+
+
+def split_label_text(text: str) -> list[str]:
+    """Labels typed in one box, separated by commas."""
+    return clean_label_names(text.split(","))
+
+
+def labels_get_or_create(*, names: Iterable[str]) -> list[Label]:
+    """The labels with these names (ignoring case and spaces), created where missing."""
+    labels = []
+    for name in clean_label_names(names):
+        label = Label.objects.named(name).first()
+        if label is None:
+            try:
+                with transaction.atomic():
+                    label = Label.objects.create(name=name)
+            except IntegrityError:  # created by a concurrent upload a moment ago
+                label = Label.objects.named(name).get()
+        labels.append(label)
+    return labels
+
+
+def _uploader(user: AbstractBaseUser | AnonymousUser | None) -> AbstractBaseUser | None:
+    return user if user is not None and user.is_authenticated else None
+
+
+def images_create(
+    *,
+    uploads: Iterable[ImageUpload],
+    uploaded_by: AbstractBaseUser | AnonymousUser | None = None,
+    on_progress: Callable[[ImageUpload], None] | None = None,
+) -> ImportResult:
+    """Validate and store each upload; report what was added, skipped and refused.
+
+    Each image is stored in its own transaction, so one bad file never loses the others. The
+    same bytes are stored once: a second upload (even a concurrent one) is reported as a
+    duplicate of the first. The new ids are enqueued for embedding after commit; if the broker
+    is down the images stay ``pending`` and the periodic sweep enqueues them later.
+    """
+    from search.services import enqueue_embedding
+
+    result = ImportResult()
+    user = _uploader(uploaded_by)
+    for upload in uploads:
+        try:
+            _image_create_one(upload=upload, user=user, result=result)
+        finally:
+            if on_progress is not None:
+                on_progress(upload)
+    if result.added:
+
+        def enqueue() -> None:
+            result.queued = enqueue_embedding(result.added)
+
+        # Runs at once when no transaction is open, else when the caller's transaction commits.
+        transaction.on_commit(enqueue)
+    return result
+
+
+def _image_create_one(*, upload: ImageUpload, user: AbstractBaseUser | None, result: ImportResult) -> None:
+    from django.conf import settings
+
+    name = upload.name or "upload"
+    if upload.size > settings.IMAGESEARCH_MAX_UPLOAD_BYTES:
+        limit = settings.IMAGESEARCH_MAX_UPLOAD_BYTES / 1e6
+        result.refused.append((name, f"the file is {upload.size / 1e6:.1f} MB; the limit is {limit:.1f} MB."))
+        return
+    try:
+        label_names = clean_label_names(upload.labels)
+        if not label_names:
+            raise InvalidLabels("give at least one label.")
+        validated = validate_image_bytes(upload.read())
+    except (InvalidImage, InvalidLabels) as exc:
+        result.refused.append((name, str(exc)))
+        return
+    existing = Image.objects.filter(sha256=validated.sha256).values_list("pk", flat=True).first()
+    if existing is not None:
+        result.duplicates.append((name, existing))
+        return
+    thumbnail = validated.thumbnail_jpeg()
+    image = Image(
+        sha256=validated.sha256,
+        original_name=name[-255:],
+        content_type=validated.content_type,
+        uploaded_by=user,
+    )
+    saved: list[str] = []
+    try:
+        with transaction.atomic():
+            image.file.save(f"upload.{validated.extension}", ContentFile(validated.data), save=False)
+            saved.append(image.file.name)
+            image.thumbnail.save("thumb.jpg", ContentFile(thumbnail), save=False)
+            saved.append(image.thumbnail.name)
+            # width/height are the displayed (orientation-applied) size
+            image.width, image.height = validated.width, validated.height
+            image.save()
+            image.labels.set(labels_get_or_create(names=label_names))
+    except IntegrityError:
+        _delete_files(saved)
+        existing = Image.objects.filter(sha256=validated.sha256).values_list("pk", flat=True).first()
+        if existing is None:
+            raise
+        result.duplicates.append((name, existing))
+        return
+    except BaseException:
+        _delete_files(saved)
+        raise
+    result.added.append(image.pk)
+
+
+def _delete_files(names: Iterable[str]) -> None:
+    from django.core.files.storage import default_storage
+
+    for name in names:
+        if not name:
+            continue
+        try:
+            default_storage.delete(name)
+        except OSError:
+            logger.warning("could not delete %s", name, exc_info=True)
+
+
+def image_relabel(*, image: Image, names: Iterable[str]) -> Image:
+    """Replace the image's labels; its hybrid is recomputed in the background from stored
+    vectors (the image model does not run again)."""
+    from search.services import enqueue_hybrid_refresh
+
+    cleaned = clean_label_names(names)
+    if not cleaned:
+        raise InvalidLabels("An image needs at least one label.")
+    with transaction.atomic():
+        image.labels.set(labels_get_or_create(names=cleaned))
+        image_ids = [image.pk]
+        transaction.on_commit(lambda: enqueue_hybrid_refresh(image_ids))
+    return image
+
+
+def label_rename(*, label: Label, name: str) -> Label:
+    """Rename a label; its text vector and the hybrids of its images are recomputed."""
+    from search.services import enqueue_hybrid_refresh
+
+    cleaned = clean_label_names([name])
+    if not cleaned:
+        raise InvalidLabels("A label needs a name.")
+    new_name = cleaned[0]
+    clash = Label.objects.named(new_name).exclude(pk=label.pk).exists()
+    if clash:
+        raise InvalidLabels(f"A label named {new_name!r} already exists.")
+    with transaction.atomic():
+        label.name = new_name
+        label.vector = None
+        label.vector_model = ""
+        label.save(update_fields=["name", "vector", "vector_model"])
+        image_ids = list(label.images.values_list("pk", flat=True))
+        if image_ids:
+            transaction.on_commit(lambda: enqueue_hybrid_refresh(image_ids))
+    return label
+
+
+def label_delete(*, label: Label) -> None:
+    """Delete a label; the images that carried it get their hybrids recomputed."""
+    from search.services import enqueue_hybrid_refresh
+
+    with transaction.atomic():
+        image_ids = list(label.images.values_list("pk", flat=True))
+        label.delete()
+        if image_ids:
+            transaction.on_commit(lambda: enqueue_hybrid_refresh(image_ids))
+
+
+def images_delete(*, images: Iterable[Image]) -> int:
+    """Delete images: rows first, then (after commit) their files; the index catches up.
+
+    Search re-reads rows from the database, so a deleted image leaves the results at once,
+    before the next index rebuild.
+    """
+    from search.services import request_rebuild
+
+    images = list(images)
+    if not images:
+        return 0
+    files = [name for image in images for name in (image.file.name, image.thumbnail.name)]
+    with transaction.atomic():
+        deleted = Image.objects.filter(pk__in=[i.pk for i in images]).delete()[1].get(
+            Image._meta.label, 0
+        )
+        transaction.on_commit(lambda: _delete_files(files))
+        transaction.on_commit(request_rebuild)
+    return deleted
+
+
+def image_mark_failed(*, image_id: int, reason: str) -> None:
+    Image.objects.filter(pk=image_id).update(
+        status=Image.Status.FAILED, failure_reason=reason[:2000], status_changed_at=timezone.now()
+    )

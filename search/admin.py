@@ -1,0 +1,66 @@
+"""Admin: the index status page and its actions (embed missing, retry, re-embed, rebuild)."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.urls import path, reverse
+
+from gallery.models import Image
+
+from . import services
+from .models import IndexState
+
+
+@admin.register(IndexState)
+class IndexStatusAdmin(admin.ModelAdmin):
+    """Shows up in the admin index as "Index status"; its list page is the status page."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def get_urls(self):
+        return [
+            path("status/", self.admin_site.admin_view(self.status_view), name="search_status"),
+            *super().get_urls(),
+        ]
+
+    def changelist_view(self, request: HttpRequest, extra_context=None) -> HttpResponse:
+        return HttpResponseRedirect(reverse("admin:search_status"))
+
+    def status_view(self, request: HttpRequest) -> HttpResponse:
+        if not request.user.has_perm("gallery.change_image"):
+            raise PermissionDenied
+        if request.method == "POST":
+            self._run_action(request, request.POST.get("action", ""))
+            return HttpResponseRedirect(reverse("admin:search_status"))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Index status",
+            "status": services.index_status(),
+        }
+        return render(request, "admin/search/status.html", context)
+
+    def _run_action(self, request: HttpRequest, action: str) -> None:
+        with transaction.atomic():
+            if action == "embed_missing":
+                done = services.embed_missing()
+                message = f"{done['reembed']} image(s) queued for embedding, {done['reweigh']} hybrid(s) to recompute."
+            elif action == "retry_failed":
+                message = f"{services.failed_retry()} failed image(s) queued again."
+            elif action == "reembed_all":
+                ids = list(Image.objects.values_list("pk", flat=True))
+                message = f"{services.images_reembed(image_ids=ids)} image(s) queued for embedding."
+            elif action == "rebuild":
+                transaction.on_commit(services.request_rebuild)
+                message = "An index rebuild was requested."
+            else:
+                self.message_user(request, "Unknown action.", messages.ERROR)
+                return
+        self.message_user(request, message, messages.SUCCESS)

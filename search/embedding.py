@@ -1,0 +1,209 @@
+"""The CLIP model: load it once per process, encode images and texts, combine hybrids.
+
+Nothing heavy is imported at module import time: torch and sentence-transformers load on the
+first call that needs the model (invariant 8). Vectors leave this module as L2-normalised
+float32 numpy arrays.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL.Image import Image as PILImage
+
+logger = logging.getLogger(__name__)
+
+HUB_HOST = "huggingface.co"
+
+
+class ModelUnavailable(RuntimeError):
+    """The configured model cannot be loaded; the message says why, for a person."""
+
+
+_lock = threading.Lock()
+_model: Any = None
+_model_name: str | None = None
+_dimension: int | None = None
+_load_error: str | None = None
+_text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+_TEXT_CACHE_SIZE = 512
+_worker_processes = 1
+
+
+def set_worker_processes(count: int) -> None:
+    """Record how many worker processes share the cores (called when a Celery worker starts)."""
+    global _worker_processes
+    _worker_processes = max(1, int(count))
+
+
+def torch_threads() -> int:
+    """Threads for torch in this process: the setting, or the cores shared among the processes.
+
+    Oversubscribing cores is ruinous here: two 2-thread processes on 2 cores ran 28x slower
+    than one, and 4 threads in one process 50x slower.
+    """
+    from django.conf import settings
+
+    configured = settings.IMAGESEARCH_TORCH_THREADS
+    if configured:
+        return configured
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // _worker_processes)
+
+
+def model_name() -> str:
+    from django.conf import settings
+
+    return settings.IMAGESEARCH_CLIP_MODEL
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    try:
+        with socket.create_connection((HUB_HOST, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _load(name: str) -> Any:
+    from django.conf import settings
+
+    local_dir = os.path.isdir(name)
+    if local_dir:
+        # A local model must never touch the network (and must not wait minutes for it).
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    torch.set_num_threads(torch_threads())
+    device = settings.IMAGESEARCH_TORCH_DEVICE
+    if local_dir:
+        return SentenceTransformer(name, device=device, local_files_only=True)
+    try:
+        return SentenceTransformer(name, device=device, local_files_only=True)
+    except Exception:  # noqa: BLE001 - not in the local cache: try the hub below
+        pass
+    if not _hub_reachable():
+        raise ModelUnavailable(
+            f"The model {name!r} is not in the local cache and the Hugging Face hub cannot be "
+            "reached. Download it on a machine with network access, or set "
+            "IMAGESEARCH_CLIP_MODEL to a local directory."
+        )
+    return SentenceTransformer(name, device=device)
+
+
+def get_model() -> Any:
+    """The process-wide SentenceTransformer for the configured model, loaded on first use."""
+    global _model, _model_name, _dimension, _load_error
+    name = model_name()
+    if _model is not None and _model_name == name:
+        return _model
+    with _lock:
+        if _model is not None and _model_name == name:
+            return _model
+        try:
+            model = _load(name)
+            probe = model.encode(["a"], convert_to_numpy=True)
+        except ModelUnavailable as exc:
+            _load_error = str(exc)
+            raise
+        except Exception as exc:  # noqa: BLE001 - any loader failure becomes a visible state
+            _load_error = f"The model {name!r} could not be loaded: {exc}"
+            logger.exception("loading model %s failed", name)
+            raise ModelUnavailable(_load_error) from exc
+        _model, _model_name, _dimension, _load_error = model, name, int(probe.shape[1]), None
+        _text_cache.clear()
+        logger.info("loaded model %s (dimension %d, %d torch threads)", name, _dimension, torch_threads())
+        return _model
+
+
+def dimension() -> int:
+    get_model()
+    assert _dimension is not None
+    return _dimension
+
+
+def last_load_error() -> str | None:
+    return _load_error
+
+
+def reset() -> None:
+    """Forget the loaded model (tests, or after the model setting changed)."""
+    global _model, _model_name, _dimension, _load_error
+    with _lock:
+        _model = _model_name = _dimension = _load_error = None
+        _text_cache.clear()
+
+
+def normalize(vectors: np.ndarray) -> np.ndarray:
+    """L2-normalise rows (a zero row stays zero)."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return (vectors / np.where(norms == 0, 1, norms)).astype(np.float32)
+
+
+def encode_images(images: Sequence[PILImage], *, batch_size: int = 16) -> np.ndarray:
+    """Encode RGB images into an (n, d) array of unit vectors."""
+    if not images:
+        return np.zeros((0, dimension()), dtype=np.float32)
+    model = get_model()
+    vectors = model.encode(list(images), batch_size=batch_size, convert_to_numpy=True)
+    return normalize(vectors)
+
+
+def encode_texts(texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
+    """Encode texts into an (n, d) array of unit vectors. Long texts are truncated by CLIP."""
+    if not texts:
+        return np.zeros((0, dimension()), dtype=np.float32)
+    model = get_model()
+    vectors = model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True)
+    return normalize(vectors)
+
+
+def encode_query_text(text: str) -> np.ndarray:
+    """One query's unit vector; repeated queries come from a small LRU and skip the model."""
+    get_model()  # also resets the cache when the model changed
+    cached = _text_cache.get(text)
+    if cached is not None:
+        _text_cache.move_to_end(text)
+        return cached
+    vector = encode_texts([text])[0]
+    vector.setflags(write=False)
+    _text_cache[text] = vector
+    if len(_text_cache) > _TEXT_CACHE_SIZE:
+        _text_cache.popitem(last=False)
+    return vector
+
+
+def combine(
+    image_vector: np.ndarray, label_vectors: Sequence[np.ndarray], weight: float
+) -> np.ndarray:
+    """The hybrid vector: ``normalize(w * n(image) + (1 - w) * n(mean of n(labels))))``.
+
+    With no labels the hybrid is the normalised image vector. ``weight`` 0.5 is the plain
+    average of the two normalised parts.
+    """
+    image_part = normalize(np.asarray(image_vector, dtype=np.float32).reshape(1, -1))[0]
+    if len(label_vectors) == 0:
+        return image_part
+    labels = normalize(np.stack([np.asarray(v, dtype=np.float32) for v in label_vectors]))
+    label_part = normalize(labels.mean(axis=0, keepdims=True))[0]
+    return normalize((weight * image_part + (1.0 - weight) * label_part).reshape(1, -1))[0]
+
+
+def to_bytes(vector: np.ndarray) -> bytes:
+    return np.asarray(vector, dtype="<f4").tobytes()
+
+
+def from_bytes(data: bytes | memoryview) -> np.ndarray:
+    return np.frombuffer(bytes(data), dtype="<f4")

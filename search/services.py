@@ -1,0 +1,603 @@
+"""Embedding images, rebuilding the index and answering queries.
+
+Celery tasks and views are thin interfaces to these functions. Everything here is safe to run
+twice: state lives in the database (invariant 4), vectors in the index are derived from rows
+(invariant 1), and results are re-read from the database (invariant 3).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, F, Max, Q
+from django.utils import timezone
+
+from gallery.models import Image, Label
+from gallery.validation import THUMBNAIL_SIZE, InvalidImage, validate_image_bytes
+
+from . import embedding
+from . import index as search_index
+from .models import IndexState
+
+logger = logging.getLogger(__name__)
+
+MAX_RESULTS = 1000  # deepest result a query pages to
+MAX_QUERY_CHARS = 2000  # CLIP reads 77 tokens; a longer text is cut before tokenising
+
+
+def index_dir() -> Path:
+    return Path(settings.INDEX_DIR)
+
+
+def _chunks(ids: Sequence[int], size: int) -> Iterable[list[int]]:
+    for start in range(0, len(ids), size):
+        yield list(ids[start : start + size])
+
+
+# --- Enqueueing (called after commit) ----------------------------------------------------------
+
+
+def enqueue_embedding(image_ids: Sequence[int]) -> bool:
+    """Hand ids to the worker in batches. Returns False (and logs) if the broker is down: the
+    images stay pending with no ``queued_at`` and the periodic sweep enqueues them later."""
+    from . import tasks
+
+    try:
+        for chunk in _chunks(list(image_ids), settings.IMAGESEARCH_EMBED_BATCH_SIZE):
+            tasks.embed_images.apply_async(args=[chunk], retry=False)
+            Image.objects.filter(pk__in=chunk).update(queued_at=timezone.now())
+    except Exception:  # noqa: BLE001 - any broker failure: the sweep recovers
+        logger.warning("could not enqueue embedding; the sweep will retry", exc_info=True)
+        return False
+    return True
+
+
+def enqueue_hybrid_refresh(image_ids: Sequence[int]) -> bool:
+    from . import tasks
+
+    try:
+        for chunk in _chunks(list(image_ids), 500):
+            tasks.refresh_hybrids.apply_async(args=[chunk], retry=False)
+    except Exception:  # noqa: BLE001
+        logger.warning("could not enqueue a hybrid refresh; the sweep will retry", exc_info=True)
+        return False
+    return True
+
+
+# --- Embedding ---------------------------------------------------------------------------------
+
+
+def _open_for_embedding(image: Image) -> Any:
+    """Decode an image for the model, as cheaply as possible.
+
+    For a large original, the thumbnail (long side 512, made when the upload was decoded)
+    already holds more pixels than CLIP reads (224 short side), so it is decoded instead;
+    otherwise the original is, with JPEG draft mode shrinking it while decoding.
+    """
+    from PIL import Image as PILImage
+    from PIL import ImageOps
+
+    from gallery.validation import to_rgb
+
+    long_side, short_side = max(image.width, image.height), min(image.width, image.height)
+    if image.thumbnail and long_side > THUMBNAIL_SIZE and short_side * THUMBNAIL_SIZE / long_side >= 224:
+        with image.thumbnail.open("rb") as fh:
+            pil = PILImage.open(fh)
+            pil.load()
+        return pil.convert("RGB")
+    with image.file.open("rb") as fh:
+        pil = PILImage.open(fh)
+        if pil.format == "JPEG":
+            pil.draft("RGB", (448, 448))
+        pil.load()
+        try:
+            pil = ImageOps.exif_transpose(pil)
+        except Exception:  # noqa: BLE001
+            pass
+        return to_rgb(pil)
+
+
+def label_vectors_ensure(labels: Iterable[Label]) -> dict[int, np.ndarray]:
+    """Text vectors for labels, computed once per label and cached on the row."""
+    model = embedding.model_name()
+    labels = list({label.pk: label for label in labels}.values())
+    missing = [label for label in labels if not label.has_vector_for(model)]
+    if missing:
+        vectors = embedding.encode_texts([label.name for label in missing])
+        for label, vector in zip(missing, vectors, strict=True):
+            Label.objects.filter(pk=label.pk, name=label.name).update(
+                vector=embedding.to_bytes(vector), vector_model=model
+            )
+            label.vector, label.vector_model = embedding.to_bytes(vector), model
+    return {label.pk: embedding.from_bytes(label.vector) for label in labels}
+
+
+def _hybrid_for(image: Image, image_vector: np.ndarray, label_vectors: dict[int, np.ndarray]) -> np.ndarray:
+    parts = [label_vectors[label.pk] for label in image.labels.all()]
+    return embedding.combine(image_vector, parts, settings.IMAGESEARCH_IMAGE_WEIGHT)
+
+
+@dataclass
+class EmbedReport:
+    embedded: int = 0
+    refreshed: int = 0
+    failed: int = 0
+    skipped: int = 0
+
+
+def images_embed(*, image_ids: Sequence[int]) -> EmbedReport:
+    """Embed these images (those not already embedded by the current model), store their image
+    and hybrid vectors, mark them ready or failed, and request an index rebuild.
+
+    Idempotent: an image whose image vector was made by the current model is not run through
+    the model again; only its hybrid is refreshed if the labels or the weight changed.
+    """
+    report = EmbedReport()
+    model = embedding.model_name()
+    weight = settings.IMAGESEARCH_IMAGE_WEIGHT
+    images = list(Image.objects.filter(pk__in=image_ids).prefetch_related("labels"))
+    report.skipped = len(set(image_ids)) - len(images)  # deleted meanwhile: nothing to do
+    if not images:
+        return report
+    try:
+        embedding.get_model()
+    except embedding.ModelUnavailable as exc:
+        for image in images:
+            if image.status != Image.Status.READY:
+                _mark_failed(image.pk, str(exc))
+                report.failed += 1
+        return report
+
+    todo = [i for i in images if i.embedding_model != model or i.image_vector is None]
+    done = [i for i in images if i not in todo]
+    decoded: list[tuple[Image, Any]] = []
+    for image in todo:
+        try:
+            decoded.append((image, _open_for_embedding(image)))
+        except (OSError, ValueError, InvalidImage) as exc:
+            _mark_failed(image.pk, f"The image file could not be read: {exc}")
+            report.failed += 1
+
+    label_vectors = label_vectors_ensure(label for i in images for label in i.labels.all())
+    now = timezone.now()
+    if decoded:
+        vectors = embedding.encode_images(
+            [pil for _, pil in decoded], batch_size=settings.IMAGESEARCH_EMBED_BATCH_SIZE
+        )
+        for (image, _), vector in zip(decoded, vectors, strict=True):
+            hybrid = _hybrid_for(image, vector, label_vectors)
+            Image.objects.filter(pk=image.pk).update(
+                image_vector=embedding.to_bytes(vector),
+                embedding_model=model,
+                hybrid_vector=embedding.to_bytes(hybrid),
+                hybrid_weight=weight,
+                hybrid_updated_at=now,
+                status=Image.Status.READY,
+                failure_reason="",
+                status_changed_at=now,
+            )
+            report.embedded += 1
+    for image in done:
+        hybrid = _hybrid_for(image, embedding.from_bytes(image.image_vector), label_vectors)
+        Image.objects.filter(pk=image.pk).update(
+            hybrid_vector=embedding.to_bytes(hybrid),
+            hybrid_weight=weight,
+            hybrid_updated_at=now,
+            status=Image.Status.READY,
+            failure_reason="",
+            status_changed_at=now,
+        )
+        report.refreshed += 1
+    if report.embedded or report.refreshed:
+        request_rebuild()
+    return report
+
+
+def _mark_failed(image_id: int, reason: str) -> None:
+    Image.objects.filter(pk=image_id).update(
+        status=Image.Status.FAILED, failure_reason=reason[:2000], status_changed_at=timezone.now()
+    )
+
+
+def hybrids_refresh(*, image_ids: Sequence[int]) -> int:
+    """Recompute hybrids from stored image and label vectors (after a relabel, a label rename
+    or a weight change). The image model does not run; only new label texts are encoded."""
+    model = embedding.model_name()
+    weight = settings.IMAGESEARCH_IMAGE_WEIGHT
+    images = list(
+        Image.objects.filter(pk__in=image_ids, embedding_model=model, image_vector__isnull=False)
+        .prefetch_related("labels")
+    )
+    if not images:
+        return 0
+    label_vectors = label_vectors_ensure(label for i in images for label in i.labels.all())
+    now = timezone.now()
+    for image in images:
+        hybrid = _hybrid_for(image, embedding.from_bytes(image.image_vector), label_vectors)
+        Image.objects.filter(pk=image.pk).update(
+            hybrid_vector=embedding.to_bytes(hybrid), hybrid_weight=weight, hybrid_updated_at=now
+        )
+    request_rebuild()
+    return len(images)
+
+
+def images_reembed(*, image_ids: Sequence[int]) -> int:
+    """Forget the image vectors of these images and embed them again."""
+    with transaction.atomic():
+        count = Image.objects.filter(pk__in=image_ids).update(
+            image_vector=None,
+            embedding_model="",
+            status=Image.Status.PENDING,
+            failure_reason="",
+            status_changed_at=timezone.now(),
+            queued_at=None,
+        )
+        ids = list(image_ids)
+        transaction.on_commit(lambda: enqueue_embedding(ids))
+    return count
+
+
+def embed_missing() -> dict[str, int]:
+    """Bring every row up to date with the current model and weight.
+
+    Re-embeds only images without a vector from the current model (pending, failed, or made
+    by another model: invariant 6); recomputes hybrids made with another weight; rebuilds.
+    """
+    model = embedding.model_name()
+    weight = settings.IMAGESEARCH_IMAGE_WEIGHT
+    stale_ids = list(Image.objects.stale(model).values_list("pk", flat=True))
+    if stale_ids:
+        Image.objects.filter(pk__in=stale_ids).update(
+            status=Image.Status.PENDING, failure_reason="", status_changed_at=timezone.now()
+        )
+        transaction.on_commit(lambda: enqueue_embedding(stale_ids))
+    reweigh_ids = list(
+        Image.objects.filter(embedding_model=model, image_vector__isnull=False)
+        .exclude(hybrid_weight=weight)
+        .values_list("pk", flat=True)
+    )
+    if reweigh_ids:
+        transaction.on_commit(lambda: enqueue_hybrid_refresh(reweigh_ids))
+    transaction.on_commit(request_rebuild)
+    return {"reembed": len(stale_ids), "reweigh": len(reweigh_ids)}
+
+
+def failed_retry() -> int:
+    ids = list(Image.objects.failed().values_list("pk", flat=True))
+    return images_reembed(image_ids=ids) if ids else 0
+
+
+# --- The index ---------------------------------------------------------------------------------
+
+
+def request_rebuild() -> None:
+    """Ask for an index rebuild. Bursts coalesce: at most one rebuild task waits in the queue,
+    and it runs ``IMAGESEARCH_REBUILD_DELAY`` seconds later, after the burst."""
+    IndexState.get()
+    IndexState.objects.filter(pk=1).update(requested=F("requested") + 1)
+    _schedule_rebuild()
+
+
+def _schedule_rebuild() -> bool:
+    from . import tasks
+
+    claimed = IndexState.objects.filter(pk=1, rebuild_queued=False).update(
+        rebuild_queued=True, queued_at=timezone.now()
+    )
+    if not claimed:
+        return False  # one is already waiting; it will see this request
+    try:
+        tasks.rebuild_index.apply_async(countdown=settings.IMAGESEARCH_REBUILD_DELAY, retry=False)
+    except Exception:  # noqa: BLE001 - broker down: the sweep schedules it later
+        IndexState.objects.filter(pk=1).update(rebuild_queued=False)
+        logger.warning("could not enqueue an index rebuild; the sweep will retry", exc_info=True)
+        return False
+    return True
+
+
+def _read_vectors(model: str) -> tuple[np.ndarray, np.ndarray]:
+    rows = (
+        Image.objects.searchable(model)
+        .order_by()
+        .values_list("pk", "hybrid_vector")
+        .iterator(chunk_size=5000)
+    )
+    ids: list[int] = []
+    blobs: list[bytes] = []
+    for pk, blob in rows:
+        ids.append(pk)
+        blobs.append(bytes(blob))
+    if not ids:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
+    dims = {len(b) for b in blobs}
+    if len(dims) != 1:
+        raise search_index.SearchIndexError(
+            f"hybrid vectors of model {model!r} have different sizes {sorted(dims)}: re-embed them"
+        )
+    vectors = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(ids), -1)
+    return np.asarray(ids, dtype=np.int64), vectors.astype(np.float32, copy=False)
+
+
+@dataclass
+class RebuildReport:
+    built: bool
+    generation: int | None = None
+    count: int = 0
+    seconds: float = 0.0
+
+
+def index_rebuild() -> RebuildReport:
+    """Write a new index generation from the ready rows, unless another process is writing.
+
+    One writer at a time (a file lock): a second caller backs off at once; the writer checks at
+    the end whether requests arrived while it ran and schedules one more rebuild if so.
+    """
+    started = time.monotonic()
+    directory = index_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        with search_index.writer_lock(directory, blocking=False):
+            state = IndexState.get()
+            seen = state.requested
+            # New requests from here on schedule another rebuild.
+            IndexState.objects.filter(pk=1).update(rebuild_queued=False)
+            model = embedding.model_name()
+            ids, vectors = _read_vectors(model)
+            dim = vectors.shape[1] if len(ids) else _known_dimension()
+            if not len(ids):
+                vectors = np.zeros((0, dim), dtype=np.float32)
+            manifest = search_index.write_generation(
+                directory, ids, vectors, model=model, image_weight=settings.IMAGESEARCH_IMAGE_WEIGHT
+            )
+            seconds = time.monotonic() - started
+            IndexState.objects.filter(pk=1).update(
+                built_request=seen,
+                last_rebuild_at=timezone.now(),
+                last_rebuild_seconds=seconds,
+                last_error="",
+            )
+    except search_index.IndexLocked:
+        logger.info("another process is rebuilding the index; backing off")
+        return RebuildReport(built=False)
+    if IndexState.objects.filter(pk=1, requested__gt=seen).exists():
+        _schedule_rebuild()
+    logger.info("index generation %s: %d vectors in %.2fs", manifest.generation, len(ids), seconds)
+    return RebuildReport(built=True, generation=manifest.generation, count=len(ids), seconds=seconds)
+
+
+def _known_dimension() -> int:
+    """The model's dimension, for an empty index (loads the model if needed)."""
+    try:
+        return embedding.dimension()
+    except embedding.ModelUnavailable:
+        manifest = search_index.read_current_manifest(index_dir())
+        return manifest.dim if manifest else 1
+
+
+def sweep() -> dict[str, int]:
+    """Periodic repair: re-enqueue images pending for too long (or never handed to the broker)
+    and schedule a rebuild when the index is behind and none is waiting."""
+    now = timezone.now()
+    timeout = timedelta(seconds=settings.IMAGESEARCH_PENDING_TIMEOUT)
+    stuck = list(
+        Image.objects.pending()
+        .filter(Q(queued_at__isnull=True) | Q(queued_at__lt=now - timeout))
+        .values_list("pk", flat=True)[:50_000]
+    )
+    if stuck:
+        enqueue_embedding(stuck)
+    state = IndexState.get()
+    stale_queue = state.rebuild_queued and state.queued_at and state.queued_at < now - timedelta(
+        seconds=max(120.0, 10 * settings.IMAGESEARCH_REBUILD_DELAY)
+    )
+    if stale_queue:
+        IndexState.objects.filter(pk=1).update(rebuild_queued=False)
+    rebuild = False
+    if index_behind() or stale_queue:
+        rebuild = _schedule_rebuild()
+    return {"requeued": len(stuck), "rebuild_scheduled": int(rebuild)}
+
+
+def index_behind() -> bool:
+    """True when the index does not hold exactly what the database says it should."""
+    state = IndexState.get()
+    manifest = search_index.read_current_manifest(index_dir())
+    model = embedding.model_name()
+    searchable = Image.objects.searchable(model)
+    count = searchable.count()
+    if manifest is None:
+        return count > 0
+    if state.behind_requests or manifest.count != count or manifest.model != model:
+        return True
+    newest = searchable.aggregate(newest=Max("hybrid_updated_at"))["newest"]
+    return bool(newest and newest.timestamp() > manifest.created_at)
+
+
+def index_status() -> dict[str, Any]:
+    """What the admin status page shows."""
+    counts = {status: 0 for status in Image.Status.values}
+    for row in Image.objects.order_by().values("status").annotate(n=Count("pk")):
+        counts[row["status"]] = row["n"]
+    reader_status: dict[str, Any] = {}
+    try:
+        reader = _reader()
+        reader_status = reader.status()
+    except search_index.IndexUnavailable as exc:
+        reader_status = {"last_error": str(exc)}
+    manifest = search_index.read_current_manifest(index_dir())
+    state = IndexState.get()
+    return {
+        "counts": counts,
+        "total": sum(counts.values()),
+        "manifest": manifest,
+        "age_seconds": (time.time() - manifest.created_at) if manifest else None,
+        "reader": reader_status,
+        "behind": index_behind(),
+        "state": state,
+        "model": embedding.model_name(),
+        "stale": Image.objects.stale(embedding.model_name()).count(),
+        "model_error": embedding.last_load_error(),
+    }
+
+
+def _reader() -> search_index.IndexReader:
+    return search_index.get_reader(index_dir(), expected_model=embedding.model_name())
+
+
+# --- Queries -----------------------------------------------------------------------------------
+
+
+class QueryError(ValueError):
+    """A query this application cannot answer; the message is for the person who asked."""
+
+    status_code = 400
+
+
+class SearchUnavailable(QueryError):
+    """The query is fine but search cannot answer now (no index yet, model missing)."""
+
+    status_code = 503
+
+
+@dataclass
+class Hit:
+    image: Image
+    score: float
+
+
+@dataclass
+class ResultPage:
+    hits: list[Hit]
+    page: int
+    page_size: int
+    has_next: bool
+    generation: int | None
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def has_previous(self) -> bool:
+        return self.page > 1
+
+    @property
+    def start_rank(self) -> int:
+        return (self.page - 1) * self.page_size + 1
+
+
+def clean_query_text(text: str) -> str:
+    """Drop control characters and surplus whitespace; cut what CLIP would never read."""
+    text = "".join(ch if ch.isprintable() or ch in "\t\n" else " " for ch in text[: MAX_QUERY_CHARS * 4])
+    return " ".join(text.split())[:MAX_QUERY_CHARS]
+
+
+def query_vector_for_text(text: str) -> np.ndarray:
+    cleaned = clean_query_text(text)
+    if not cleaned:
+        raise QueryError("Type a few words to search for, or choose an image.")
+    try:
+        return embedding.encode_query_text(cleaned)
+    except embedding.ModelUnavailable as exc:
+        raise SearchUnavailable(f"Search is unavailable: {exc}") from None
+
+
+def query_vector_for_image(data: bytes) -> np.ndarray:
+    try:
+        validated = validate_image_bytes(data)
+    except InvalidImage as exc:
+        raise QueryError(f"That image cannot be used for search: {exc}") from None
+    try:
+        return embedding.encode_images([validated.rgb])[0]
+    except embedding.ModelUnavailable as exc:
+        raise SearchUnavailable(f"Search is unavailable: {exc}") from None
+
+
+def query_vector_for_image_id(image_id: int) -> np.ndarray:
+    row = (
+        Image.objects.searchable(embedding.model_name())
+        .filter(pk=image_id)
+        .values_list("hybrid_vector", flat=True)
+        .first()
+    )
+    if row is None:
+        raise QueryError("That image does not exist (any more), or is not indexed yet.")
+    return embedding.from_bytes(row)
+
+
+def search(
+    vector: np.ndarray, *, page: int = 1, page_size: int | None = None, exclude_id: int | None = None
+) -> ResultPage:
+    """One page of the images nearest to ``vector``, best first, re-read from the database.
+
+    Asks the index for more ids than the page needs (rows deleted or no longer ready since
+    the last rebuild drop out) and widens the request until the page is full or the index
+    is exhausted.
+    """
+    page_size = page_size or settings.IMAGESEARCH_PAGE_SIZE
+    if page < 1 or page_size < 1:
+        raise QueryError("Page numbers start at 1.")
+    if page * page_size > MAX_RESULTS:
+        raise QueryError(f"Results stop at {MAX_RESULTS}; refine the query to see others.")
+    try:
+        reader = _reader()
+        manifest = reader.manifest
+    except search_index.IndexUnavailable:
+        manifest = None
+    if manifest is None:
+        raise SearchUnavailable(_no_index_message())
+    vector = np.asarray(vector, dtype=np.float32).reshape(1, -1)
+    if vector.shape[1] != manifest.dim:
+        raise SearchUnavailable("The index was built with another model; it is being rebuilt.")
+    needed = page * page_size + 1 + (1 if exclude_id is not None else 0)
+    total = manifest.count
+    k = min(total, needed * 2 + 16)
+    hits: list[Hit] = []
+    while k > 0:
+        scores, ids = reader.search(vector, k)
+        pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0 and i != exclude_id]
+        rows = Image.objects.ready().filter(pk__in=[i for i, _ in pairs]).prefetch_related("labels").in_bulk()
+        hits = [Hit(rows[i], s) for i, s in pairs if i in rows]
+        if len(hits) >= needed - (1 if exclude_id is not None else 0) or k >= total:
+            break
+        k = min(total, k * 4)
+    start = (page - 1) * page_size
+    notices = _notices()
+    generation = reader.manifest.generation if reader.manifest else None
+    return ResultPage(
+        hits=hits[start : start + page_size],
+        page=page,
+        page_size=page_size,
+        has_next=len(hits) > start + page_size,
+        generation=generation,
+        notices=notices,
+    )
+
+
+def _no_index_message() -> str:
+    pending = Image.objects.pending().count()
+    if Image.objects.count() == 0:
+        return "Nothing has been indexed yet: an administrator can upload images."
+    if pending:
+        return f"The index is not built yet: {pending} image(s) are still being processed."
+    return "The search index is not available yet; it is being rebuilt."
+
+
+def _notices() -> list[str]:
+    notices = []
+    pending = Image.objects.pending().count()
+    if pending:
+        notices.append(f"{pending} image(s) are still being indexed and may be missing from the results.")
+    try:
+        error = _reader().last_error
+    except search_index.IndexUnavailable:
+        error = None
+    if error:
+        notices.append("The newest index could not be loaded; showing results from the previous one.")
+    return notices
