@@ -28,7 +28,7 @@ ALLOWED_FORMATS: dict[str, tuple[str, str]] = {
 ALLOWED_DESCRIPTION = "JPEG, PNG, WebP, GIF, BMP or TIFF"
 
 # Only these decoders are ever asked to open an upload, so a file cannot pick an exotic one.
-_OPEN_FORMATS = ["JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF"]
+_OPEN_FORMATS = ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"]
 
 THUMBNAIL_SIZE = 512  # long side; also big enough (>= 224 short side for most photos) to embed
 

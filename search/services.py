@@ -545,11 +545,9 @@ def search(
         raise QueryError("Page numbers start at 1.")
     if page * page_size > MAX_RESULTS:
         raise QueryError(f"Results stop at {MAX_RESULTS}; refine the query to see others.")
-    try:
-        reader = _reader()
-        manifest = reader.manifest
-    except search_index.IndexUnavailable:
-        manifest = None
+    reader = _reader()
+    reader.refresh()
+    manifest = reader.manifest
     if manifest is None:
         raise SearchUnavailable(_no_index_message())
     vector = np.asarray(vector, dtype=np.float32).reshape(1, -1)

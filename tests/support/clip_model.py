@@ -22,7 +22,8 @@ Two sizes are available:
 
 The on-disk layout mirrors the published ``sentence-transformers/clip-ViT-B-32`` model::
 
-    PATH/modules.json                 [{"type": "sentence_transformers.models.CLIPModel", "path": "0_CLIPModel", ...}]
+    PATH/modules.json                 [{"type": "sentence_transformers.models.CLIPModel",
+                                        "path": "0_CLIPModel", ...}]
     PATH/0_CLIPModel/config.json      CLIPConfig
     PATH/0_CLIPModel/model.safetensors
     PATH/0_CLIPModel/vocab.json, merges.txt, tokenizer.json, tokenizer_config.json
@@ -38,16 +39,22 @@ from __future__ import annotations
 
 import argparse
 import functools
+import heapq
 import json
 import os
 import shutil
 import sys
 import tempfile
+import threading
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
+from itertools import pairwise
 from pathlib import Path
-from typing import Any, Final, Literal, cast
+from typing import TYPE_CHECKING, Any, Final, Literal, cast
+
+if TYPE_CHECKING:  # pragma: no cover
+    from transformers import CLIPConfig, CLIPTokenizer
 
 __all__ = [
     "FORMAT_VERSION",
@@ -85,6 +92,8 @@ _END_OF_WORD: Final = "</w>"
 
 #: Number of BPE merges learned from the corpus (the vocabulary is 512 + merges + 2 tokens).
 _NUM_MERGES: Final = 1000
+
+_INIT_LOCK: Final = threading.Lock()
 
 # A few hundred common English words, plus vocabulary an image-search test is likely to use.
 # Listed roughly by frequency: earlier words weigh more in the BPE training.
@@ -171,7 +180,9 @@ def build_clip_model(path: Path, *, size: str = "tiny", seed: int = 0) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.building-", dir=path.parent))
     try:
         _write_model(staging, checked_size, seed)
-        (staging / MARKER_FILE).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        (staging / MARKER_FILE).write_text(
+            json.dumps(marker, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
         _move_into_place(staging, path, marker)
     finally:
         if staging.exists():
@@ -231,7 +242,7 @@ def _move_into_place(staging: Path, path: Path, marker: dict[str, Any]) -> None:
 def _write_model(root: Path, size: Size, seed: int) -> None:
     """Write a complete sentence-transformers CLIP model into the (empty) ``root`` directory."""
     import torch
-    from transformers import CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+    from transformers import CLIPModel, CLIPProcessor, CLIPTokenizer
 
     module_dir = root / MODULE_DIR
     module_dir.mkdir()
@@ -250,13 +261,14 @@ def _write_model(root: Path, size: Size, seed: int) -> None:
         raise RuntimeError(f"tokenizer has {len(tokenizer)} tokens, expected {len(vocab)}")
 
     image_size = 32 if size == "tiny" else 224
-    # Without torchvision, transformers 5 falls back to CLIPImageProcessorPil (and says so).
-    image_processor = CLIPImageProcessor(
+    image_processor = _image_processor_class()(
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
     )
 
     config = _clip_config(size, tokenizer)
-    with torch.random.fork_rng(devices=[]):
+    # The initialisers draw from torch's global generator: seed it in a forked RNG state, so the
+    # caller's state is untouched, and under a lock, so concurrent builds in threads can't interleave.
+    with _INIT_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = CLIPModel(config).eval()
     model.save_pretrained(module_dir, safe_serialization=True)
@@ -276,7 +288,28 @@ def _write_model(root: Path, size: Size, seed: int) -> None:
             os.chmod(os.path.join(directory, name), 0o644)
 
 
-def _clip_config(size: Size, tokenizer: Any) -> Any:
+def _image_processor_class() -> type[Any]:
+    """``CLIPImageProcessor``, or its PIL twin when torchvision is missing.
+
+    transformers 5 makes ``CLIPImageProcessor`` torchvision-based and, without torchvision,
+    falls back to ``CLIPImageProcessorPil`` with a warning; pick the fallback directly.  Both
+    save ``"image_processor_type": "CLIPImageProcessor"``.
+    """
+    from transformers.utils import is_torchvision_available
+
+    if not is_torchvision_available():
+        try:
+            from transformers import CLIPImageProcessorPil
+        except ImportError:  # transformers 4: CLIPImageProcessor is PIL-based already.
+            pass
+        else:
+            return CLIPImageProcessorPil
+    from transformers import CLIPImageProcessor
+
+    return CLIPImageProcessor
+
+
+def _clip_config(size: Size, tokenizer: CLIPTokenizer) -> CLIPConfig:
     """Return the ``CLIPConfig`` for ``size``, with the tokenizer's special-token ids.
 
     The text tower pools the hidden state at the first ``eos_token_id``; the config default
@@ -315,7 +348,11 @@ def _clip_config(size: Size, tokenizer: Any) -> Any:
 
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2/CLIP's reversible map from the 256 byte values to printable unicode characters."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
     mapping = {byte: chr(byte) for byte in printable}
     extra = 0
     for byte in range(256):
@@ -340,11 +377,14 @@ def _corpus() -> Counter[str]:
     return freqs
 
 
-def _learn_merges(word_freqs: Counter[str], byte_chars: dict[int, str], num_merges: int) -> list[tuple[str, str]]:
+def _learn_merges(
+    word_freqs: Counter[str], byte_chars: dict[int, str], num_merges: int
+) -> list[tuple[str, str]]:
     """Learn BPE merges from ``word_freqs``, CLIP style (``</w>`` marks the end of a word).
 
-    The most frequent adjacent pair is merged first; ties are broken by the pairs' sort
-    order, so the result never depends on hashing or dict order.
+    The most frequent adjacent pair is merged first; ties go to the smallest pair in sort
+    order, so the result never depends on hashing or dict order (the ``tokenizers`` trainer
+    breaks ties in hash order, which makes two trainings differ).
     """
     words: list[list[str]] = []
     weights: list[int] = []
@@ -357,23 +397,27 @@ def _learn_merges(word_freqs: Counter[str], byte_chars: dict[int, str], num_merg
     pair_counts: Counter[tuple[str, str]] = Counter()
     pair_words: defaultdict[tuple[str, str], set[int]] = defaultdict(set)
     for index, symbols in enumerate(words):
-        for pair in zip(symbols, symbols[1:]):
+        for pair in pairwise(symbols):
             pair_counts[pair] += weights[index]
             pair_words[pair].add(index)
+    # Max-heap of (-count, pair); entries go stale when a count changes and are skipped.
+    heap = [(-count, pair) for pair, count in pair_counts.items()]
+    heapq.heapify(heap)
 
     merges: list[tuple[str, str]] = []
-    while len(merges) < num_merges and pair_counts:
-        best, count = min(pair_counts.items(), key=lambda item: (-item[1], item[0]))
-        if count <= 0:
-            break
+    while len(merges) < num_merges and heap:
+        negative_count, best = heapq.heappop(heap)
+        if negative_count != -pair_counts.get(best, 0) or negative_count >= 0:
+            continue  # Stale entry, or a pair that no longer occurs.
         merges.append(best)
         merged = best[0] + best[1]
+        changed: set[tuple[str, str]] = set()
         for index in sorted(pair_words.pop(best)):
             symbols, weight = words[index], weights[index]
-            for pair in zip(symbols, symbols[1:]):
+            for pair in pairwise(symbols):
                 pair_counts[pair] -= weight
-                if pair in pair_words:
-                    pair_words[pair].discard(index)
+                pair_words[pair].discard(index)
+                changed.add(pair)
             new_symbols: list[str] = []
             position = 0
             while position < len(symbols):
@@ -383,13 +427,15 @@ def _learn_merges(word_freqs: Counter[str], byte_chars: dict[int, str], num_merg
                 else:
                     new_symbols.append(symbols[position])
                     position += 1
-            for pair in zip(new_symbols, new_symbols[1:]):
+            for pair in pairwise(new_symbols):
                 pair_counts[pair] += weight
                 pair_words[pair].add(index)
+                changed.add(pair)
             words[index] = new_symbols
-        for pair in [pair for pair, value in pair_counts.items() if value <= 0]:
-            del pair_counts[pair]
-            pair_words.pop(pair, None)
+        pair_counts.pop(best, None)
+        for pair in sorted(changed - {best}):
+            if pair_counts[pair] > 0:
+                heapq.heappush(heap, (-pair_counts[pair], pair))
     return merges
 
 
