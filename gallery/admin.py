@@ -15,6 +15,11 @@ from .forms import BulkUploadForm, ImageChangeForm, LabelForm
 from .importing import InvalidArchive, uploads_from_files, uploads_from_zip
 from .models import Image, Label
 
+DELAYED_NOTE = (
+    " Embedding is delayed: the background queue is unreachable; the images are stored and"
+    " will be processed when it is back."
+)
+
 
 @admin.register(Image)
 class ImageAdmin(admin.ModelAdmin):
@@ -24,30 +29,53 @@ class ImageAdmin(admin.ModelAdmin):
     list_filter = ["status", "uploaded_at", ("labels", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["labels__name", "original_name", "sha256"]
     list_per_page = 50
-    readonly_fields = ["large_preview", "original_name", "dimensions", "sha256", "status",
-                       "failure_reason", "embedding_model", "uploaded_by", "uploaded_at"]
-    fields = ["large_preview", "label_text", "original_name", "dimensions", "status",
-              "failure_reason", "embedding_model", "sha256", "uploaded_by", "uploaded_at"]
+    readonly_fields = [
+        "large_preview",
+        "original_name",
+        "dimensions",
+        "sha256",
+        "status",
+        "failure_reason",
+        "embedding_model",
+        "uploaded_by",
+        "uploaded_at",
+    ]
+    fields = [
+        "large_preview",
+        "label_text",
+        "original_name",
+        "dimensions",
+        "status",
+        "failure_reason",
+        "embedding_model",
+        "sha256",
+        "uploaded_by",
+        "uploaded_at",
+    ]
     actions = ["reembed_selected", "delete_selected"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Image]:
-        return super().get_queryset(request).prefetch_related("labels").defer(
-            "image_vector", "hybrid_vector"
-        )
+        return super().get_queryset(request).prefetch_related("labels").defer("image_vector", "hybrid_vector")
 
     @admin.display(description="Image")
     def preview(self, obj: Image) -> str:
         if not obj.thumbnail:
             return "-"
-        return format_html('<img src="{}" alt="{}" style="height:64px;border-radius:4px">',
-                           obj.thumbnail.url, ", ".join(obj.label_names))
+        return format_html(
+            '<img src="{}" alt="{}" style="height:64px;border-radius:4px">',
+            obj.thumbnail.url,
+            ", ".join(obj.label_names),
+        )
 
     @admin.display(description="Image")
     def large_preview(self, obj: Image) -> str:
         if not obj.pk:
             return "-"
-        return format_html('<a href="{}"><img src="{}" alt="" style="max-height:320px"></a>',
-                           obj.file.url, obj.thumbnail.url if obj.thumbnail else obj.file.url)
+        return format_html(
+            '<a href="{}"><img src="{}" alt="" style="max-height:320px"></a>',
+            obj.file.url,
+            obj.thumbnail.url if obj.thumbnail else obj.file.url,
+        )
 
     @admin.display(description="Labels")
     def label_list(self, obj: Image) -> str:
@@ -102,7 +130,7 @@ class ImageAdmin(admin.ModelAdmin):
                     form.add_error("archive", str(exc))
                 else:
                     level = messages.SUCCESS if result.added else messages.WARNING
-                    note = "" if result.queued else " Embedding is delayed: the background queue is unreachable; the images will be processed when it is back."
+                    note = "" if result.queued else DELAYED_NOTE
                     self.message_user(request, f"Upload finished: {result.summary()}.{note}", level)
                     form = BulkUploadForm()
         else:
@@ -122,7 +150,9 @@ def _run_upload(request: HttpRequest, data: dict) -> services.ImportResult:
     uploads = list(uploads_from_files(data["files"], labels=data["labels"]))
     archive = data.get("archive")
     if archive:
-        uploads += list(uploads_from_zip(archive, labels=data["labels"], labels_from_dirs=data["labels_from_dirs"]))
+        uploads += list(
+            uploads_from_zip(archive, labels=data["labels"], labels_from_dirs=data["labels_from_dirs"])
+        )
     return services.images_create(uploads=uploads, uploaded_by=request.user)
 
 
@@ -155,4 +185,3 @@ class LabelAdmin(admin.ModelAdmin):
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Label]) -> None:
         for label in queryset:
             services.label_delete(label=label)
-

@@ -60,8 +60,10 @@ class BulkUploadForm(forms.Form):
         cleaned = super().clean()
         if not cleaned.get("files") and not cleaned.get("archive"):
             raise forms.ValidationError("Choose at least one image or a zip archive.")
-        if "labels" in cleaned and not cleaned["labels"] and not (
-            cleaned.get("archive") and cleaned.get("labels_from_dirs")
+        if (
+            "labels" in cleaned
+            and not cleaned["labels"]
+            and not (cleaned.get("archive") and cleaned.get("labels_from_dirs"))
         ):
             raise forms.ValidationError(
                 "Give at least one label, or upload a zip and take labels from its folder names."

@@ -31,9 +31,7 @@ def _folder_label(parts: Sequence[str]) -> list[str]:
     return [parts[-2]] if len(parts) >= 2 else []
 
 
-def uploads_from_zip(
-    source, *, labels: Sequence[str], labels_from_dirs: bool
-) -> Iterator[ImageUpload]:
+def uploads_from_zip(source, *, labels: Sequence[str], labels_from_dirs: bool) -> Iterator[ImageUpload]:
     """Entries of a zip archive (a path or a file object). Checks the archive's declared sizes
     before reading anything, so a zip bomb is refused instead of unpacked."""
     try:
@@ -57,7 +55,9 @@ def uploads_from_zip(
     for info in entries:
         parts = PurePosixPath(info.filename.replace("\\", "/")).parts
         item_labels = list(labels) + (_folder_label(parts) if labels_from_dirs else [])
-        yield ImageUpload(name=parts[-1] if parts else "entry", size=info.file_size, read=reader(info), labels=item_labels)
+        yield ImageUpload(
+            name=parts[-1] if parts else "entry", size=info.file_size, read=reader(info), labels=item_labels
+        )
 
 
 def uploads_from_directory(
@@ -82,4 +82,6 @@ def uploads_from_directory(
 def uploads_from_files(files, *, labels: Sequence[str]) -> Iterator[ImageUpload]:
     """Browser uploads (Django ``UploadedFile`` objects)."""
     for f in files:
-        yield ImageUpload(name=os.path.basename(f.name or "upload"), size=f.size, read=f.read, labels=list(labels))
+        yield ImageUpload(
+            name=os.path.basename(f.name or "upload"), size=f.size, read=f.read, labels=list(labels)
+        )

@@ -55,9 +55,7 @@ class ImageQuerySet(models.QuerySet["Image"]):
 
     def stale(self, model_name: str) -> ImageQuerySet:
         """Images whose image vector is missing or was made by another model."""
-        return self.filter(
-            models.Q(image_vector__isnull=True) | ~models.Q(embedding_model=model_name)
-        )
+        return self.filter(models.Q(image_vector__isnull=True) | ~models.Q(embedding_model=model_name))
 
 
 def _image_path(instance: Image, filename: str) -> str:
@@ -89,9 +87,7 @@ class Image(models.Model):
     )
     uploaded_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
-    status = models.CharField(
-        max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True
-    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
     failure_reason = models.TextField(blank=True)
     status_changed_at = models.DateTimeField(auto_now_add=True)
     # When the image was last handed to the broker; NULL while it never was (broker down).

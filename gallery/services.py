@@ -250,9 +250,7 @@ def images_delete(*, images: Iterable[Image]) -> int:
         return 0
     files = [name for image in images for name in (image.file.name, image.thumbnail.name)]
     with transaction.atomic():
-        deleted = Image.objects.filter(pk__in=[i.pk for i in images]).delete()[1].get(
-            Image._meta.label, 0
-        )
+        deleted = Image.objects.filter(pk__in=[i.pk for i in images]).delete()[1].get(Image._meta.label, 0)
         transaction.on_commit(lambda: _delete_files(files))
         transaction.on_commit(request_rebuild)
     return deleted

@@ -123,9 +123,7 @@ def validate_image_bytes(data: bytes, *, name: str = "") -> ValidatedImage:
     except InvalidImage:
         raise
     except UnidentifiedImageError:
-        raise InvalidImage(
-            f"{label}this is not an image we can read; use {ALLOWED_DESCRIPTION}."
-        ) from None
+        raise InvalidImage(f"{label}this is not an image we can read; use {ALLOWED_DESCRIPTION}.") from None
     except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning):
         raise InvalidImage(
             f"{label}the image declares too many pixels (limit {max_pixels / 1e6:.0f} megapixels)."

@@ -76,9 +76,7 @@ if not SECRET_KEY:
     SECRET_KEY = "django-insecure-development-only-key-do-not-use-in-production"
 
 ALLOWED_HOSTS = [
-    h.strip()
-    for h in envstr("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",")
-    if h.strip()
+    h.strip() for h in envstr("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h.strip()
 ]
 CSRF_TRUSTED_ORIGINS = [
     o.strip() for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()
@@ -189,9 +187,7 @@ LOGIN_URL = "admin:login"
 
 IMAGESEARCH_MAX_UPLOAD_BYTES = envint("IMAGESEARCH_MAX_UPLOAD_BYTES", 30 * 1024 * 1024, minimum=1)
 IMAGESEARCH_MAX_UPLOAD_FILES = envint("IMAGESEARCH_MAX_UPLOAD_FILES", 500, minimum=1)
-IMAGESEARCH_MAX_REQUEST_BYTES = envint(
-    "IMAGESEARCH_MAX_REQUEST_BYTES", 512 * 1024 * 1024, minimum=1024
-)
+IMAGESEARCH_MAX_REQUEST_BYTES = envint("IMAGESEARCH_MAX_REQUEST_BYTES", 512 * 1024 * 1024, minimum=1024)
 IMAGESEARCH_MAX_IMAGE_PIXELS = envint("IMAGESEARCH_MAX_IMAGE_PIXELS", 80_000_000, minimum=1)
 IMAGESEARCH_MAX_FRAMES = envint("IMAGESEARCH_MAX_FRAMES", 1000, minimum=1)
 # Django refuses more form fields / files than this before a view runs (a 400, not a crash).

@@ -51,7 +51,10 @@ class IndexStatusAdmin(admin.ModelAdmin):
         with transaction.atomic():
             if action == "embed_missing":
                 done = services.embed_missing()
-                message = f"{done['reembed']} image(s) queued for embedding, {done['reweigh']} hybrid(s) to recompute."
+                message = (
+                    f"{done['reembed']} image(s) queued for embedding, "
+                    f"{done['reweigh']} hybrid(s) to recompute."
+                )
             elif action == "retry_failed":
                 message = f"{services.failed_retry()} failed image(s) queued again."
             elif action == "reembed_all":

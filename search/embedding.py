@@ -185,9 +185,7 @@ def encode_query_text(text: str) -> np.ndarray:
     return vector
 
 
-def combine(
-    image_vector: np.ndarray, label_vectors: Sequence[np.ndarray], weight: float
-) -> np.ndarray:
+def combine(image_vector: np.ndarray, label_vectors: Sequence[np.ndarray], weight: float) -> np.ndarray:
     """The hybrid vector: ``normalize(w * n(image) + (1 - w) * n(mean of n(labels))))``.
 
     With no labels the hybrid is the normalised image vector. ``weight`` 0.5 is the plain

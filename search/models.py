@@ -24,6 +24,9 @@ class IndexState(models.Model):
     class Meta:
         verbose_name = "index state"
 
+    def __str__(self) -> str:
+        return "index state"
+
     @classmethod
     def get(cls) -> IndexState:
         state, _ = cls.objects.get_or_create(pk=1)

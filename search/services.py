@@ -214,8 +214,9 @@ def hybrids_refresh(*, image_ids: Sequence[int]) -> int:
     model = embedding.model_name()
     weight = settings.IMAGESEARCH_IMAGE_WEIGHT
     images = list(
-        Image.objects.filter(pk__in=image_ids, embedding_model=model, image_vector__isnull=False)
-        .prefetch_related("labels")
+        Image.objects.filter(
+            pk__in=image_ids, embedding_model=model, image_vector__isnull=False
+        ).prefetch_related("labels")
     )
     if not images:
         return 0
@@ -396,8 +397,10 @@ def sweep() -> dict[str, int]:
     if stuck:
         enqueue_embedding(stuck)
     state = IndexState.get()
-    stale_queue = state.rebuild_queued and state.queued_at and state.queued_at < now - timedelta(
-        seconds=max(120.0, 10 * settings.IMAGESEARCH_REBUILD_DELAY)
+    stale_queue = (
+        state.rebuild_queued
+        and state.queued_at
+        and state.queued_at < now - timedelta(seconds=max(120.0, 10 * settings.IMAGESEARCH_REBUILD_DELAY))
     )
     if stale_queue:
         IndexState.objects.filter(pk=1).update(rebuild_queued=False)
@@ -559,7 +562,9 @@ def search(
     hits: list[Hit] = []
     while k > 0:
         scores, ids = reader.search(vector, k)
-        pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0 and i != exclude_id]
+        pairs = [
+            (int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0 and i != exclude_id
+        ]
         rows = Image.objects.ready().filter(pk__in=[i for i, _ in pairs]).prefetch_related("labels").in_bulk()
         hits = [Hit(rows[i], s) for i, s in pairs if i in rows]
         if len(hits) >= needed - (1 if exclude_id is not None else 0) or k >= total:

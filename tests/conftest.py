@@ -85,9 +85,25 @@ class WorkerProcess:
         self.log_path = log_path
         self.log = log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "imagesearch", "worker", "--loglevel", "INFO",
-             "--without-mingle", "--without-gossip", "--without-heartbeat", *extra_args],
-            cwd=ROOT, env=env_vars, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "imagesearch",
+                "worker",
+                "--loglevel",
+                "INFO",
+                "--without-mingle",
+                "--without-gossip",
+                "--without-heartbeat",
+                *extra_args,
+            ],
+            cwd=ROOT,
+            env=env_vars,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self._wait_ready()
 
@@ -148,7 +164,9 @@ def worker(start_worker, transactional_db) -> WorkerProcess:
     return start_worker()
 
 
-def wait_for(predicate: Callable[[], object], *, timeout: float = 60, interval: float = 0.1, what: str = "") -> object:
+def wait_for(
+    predicate: Callable[[], object], *, timeout: float = 60, interval: float = 0.1, what: str = ""
+) -> object:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()

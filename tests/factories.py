@@ -12,6 +12,8 @@ def upload(data: bytes, labels: list[str], name: str = "photo.png") -> ImageUplo
 
 def create_images(specs: list[tuple[int, list[str]]], fmt: str = "PNG") -> list[int]:
     """Create one image per (seed, labels) and return their ids (in order)."""
-    result = images_create(uploads=[upload(image_bytes(seed, fmt), labels, f"img{seed}.png") for seed, labels in specs])
+    result = images_create(
+        uploads=[upload(image_bytes(seed, fmt), labels, f"img{seed}.png") for seed, labels in specs]
+    )
     assert not result.refused, result.refused
     return result.added

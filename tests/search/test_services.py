@@ -7,8 +7,7 @@ import pytest
 
 from gallery import services as gallery_services
 from gallery.models import Image, Label
-from search import embedding
-from search import services
+from search import embedding, services
 from tests.factories import create_images, upload
 from tests.support.images import image_bytes
 
@@ -45,7 +44,9 @@ def test_label_vectors_are_computed_once_per_label(monkeypatch):
     ids = create_images([(1, ["sunset"]), (2, ["sunset"]), (3, ["sunset", "zebra"])])
     calls: list[list[str]] = []
     original = embedding.encode_texts
-    monkeypatch.setattr(embedding, "encode_texts", lambda texts, **kw: calls.append(list(texts)) or original(texts, **kw))
+    monkeypatch.setattr(
+        embedding, "encode_texts", lambda texts, **kw: calls.append(list(texts)) or original(texts, **kw)
+    )
     services.images_embed(image_ids=ids)
     services.images_embed(image_ids=create_images([(4, ["zebra"])]))
     assert calls == [["sunset", "zebra"]]

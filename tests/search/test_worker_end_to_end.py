@@ -23,13 +23,20 @@ def redis_worker(start_worker, transactional_db):
 
 
 def _wait_until_indexed(ids: list[int], timeout: float = 90) -> None:
-    wait_for(lambda: Image.objects.filter(pk__in=ids, status="ready").count() == len(ids),
-             timeout=timeout, what=f"images {ids} ready")
+    wait_for(
+        lambda: Image.objects.filter(pk__in=ids, status="ready").count() == len(ids),
+        timeout=timeout,
+        what=f"images {ids} ready",
+    )
 
     def indexed() -> bool:
         manifest = search_index.read_current_manifest(settings.INDEX_DIR)
-        return manifest is not None and manifest.count >= Image.objects.ready().count() and \
-            manifest.created_at >= max(i.hybrid_updated_at.timestamp() for i in Image.objects.filter(pk__in=ids))
+        return (
+            manifest is not None
+            and manifest.count >= Image.objects.ready().count()
+            and manifest.created_at
+            >= max(i.hybrid_updated_at.timestamp() for i in Image.objects.filter(pk__in=ids))
+        )
 
     wait_for(indexed, timeout=timeout, what="index holds the images")
 
@@ -63,7 +70,9 @@ def test_admin_upload_is_embedded_by_the_worker_and_found_by_text_and_image(redi
 
 
 def test_worker_recovers_from_a_bulk_upload_with_coalesced_rebuilds(redis_worker, staff_client):
-    files = [SimpleUploadedFile(f"z{i}.png", image_bytes(100 + i, size=(40, 30)), "image/png") for i in range(40)]
+    files = [
+        SimpleUploadedFile(f"z{i}.png", image_bytes(100 + i, size=(40, 30)), "image/png") for i in range(40)
+    ]
     response = staff_client.post("/admin/gallery/image/upload/", {"files": files, "labels": "zebra"})
     assert response.status_code == 200
     ids = list(Image.objects.values_list("pk", flat=True))

@@ -25,7 +25,9 @@ def make_image(seed: int, size: tuple[int, int] = (96, 72), mode: str = "RGB") -
     return image.convert(mode) if mode != "RGB" else image
 
 
-def image_bytes(seed: int, fmt: str = "PNG", size: tuple[int, int] = (96, 72), mode: str = "RGB", **save_args) -> bytes:
+def image_bytes(
+    seed: int, fmt: str = "PNG", size: tuple[int, int] = (96, 72), mode: str = "RGB", **save_args
+) -> bytes:
     out = io.BytesIO()
     make_image(seed, size, mode).save(out, fmt, **save_args)
     return out.getvalue()

@@ -17,10 +17,18 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("path", type=Path, help="a folder (searched recursively) or a .zip file")
-        parser.add_argument("--label", action="append", default=[], dest="labels",
-                            help="a label for every image (repeat for several)")
-        parser.add_argument("--labels-from-dirs", action="store_true",
-                            help="also label each image with the name of its parent folder")
+        parser.add_argument(
+            "--label",
+            action="append",
+            default=[],
+            dest="labels",
+            help="a label for every image (repeat for several)",
+        )
+        parser.add_argument(
+            "--labels-from-dirs",
+            action="store_true",
+            help="also label each image with the name of its parent folder",
+        )
 
     def handle(self, *args, path: Path, labels: list[str], labels_from_dirs: bool, **options):
         try:
@@ -49,7 +57,9 @@ class Command(BaseCommand):
         for name, reason in result.refused:
             self.stdout.write(f"  refused {name}: {reason}")
         if result.added and not result.queued:
-            self.stdout.write(self.style.WARNING(
-                "The task queue is unreachable: the images are stored and will be embedded "
-                "when a worker and the broker are running."
-            ))
+            self.stdout.write(
+                self.style.WARNING(
+                    "The task queue is unreachable: the images are stored and will be embedded "
+                    "when a worker and the broker are running."
+                )
+            )

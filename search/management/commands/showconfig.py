@@ -30,12 +30,16 @@ class Command(BaseCommand):
         lines = [
             f"Database:   {engine} {db.get('NAME')}",
             f"Broker:     {_redact(broker)}"
-            + ("  (embedded, for a single machine; set CELERY_BROKER_URL=redis://... to use Redis)" if embedded else ""),
+            + (
+                "  (embedded, for a single machine; set CELERY_BROKER_URL=redis://... to use Redis)"
+                if embedded
+                else ""
+            ),
             f"Model:      {settings.IMAGESEARCH_CLIP_MODEL}",
             f"Data dir:   {settings.DATA_DIR}",
             "",
             f"Open http://{bind}/ to search.",
-            f"Create the first admin user with:  .venv/bin/python manage.py createsuperuser",
+            "Create the first admin user with:  .venv/bin/python manage.py createsuperuser",
             f"then upload images at http://{bind}/admin/gallery/image/upload/",
         ]
         self.stdout.write("\n".join(lines))
