@@ -229,7 +229,10 @@ CELERY_BROKER_CONNECTION_TIMEOUT = 3
 # task embeds one batch (IMAGESEARCH_EMBED_BATCH_SIZE images, seconds) or rebuilds the index
 # (under a minute at a million vectors): an hour leaves a wide margin, so a slow task is never
 # handed to a second worker while the first still runs it.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# (Redis only: kombu hands the SQLAlchemy transport's options to create_engine, which refuses them.)
+CELERY_BROKER_TRANSPORT_OPTIONS = (
+    {"visibility_timeout": 3600} if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else {}
+)
 CELERY_BEAT_SCHEDULE = {
     "sweep": {"task": "search.tasks.sweep", "schedule": float(IMAGESEARCH_SWEEP_INTERVAL)},
 }
