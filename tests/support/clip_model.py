@@ -14,7 +14,8 @@ Two sizes are available:
 
 ``"tiny"``
     Two-layer text and vision towers, 32x32 images, 64-dimensional embeddings.  Builds in
-    well under a second and encodes quickly on a CPU; meant for unit tests.
+    about a second in a fresh process (a few hundredths once the BPE vocabulary is cached)
+    and encodes in milliseconds on a CPU; meant for unit tests.
 ``"full"``
     ``transformers.CLIPConfig()`` defaults, i.e. the ViT-B/32 shape of ``clip-ViT-B-32``
     (224x224 images, 512-dimensional embeddings).  Costs what the real model costs to run;
