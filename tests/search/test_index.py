@@ -133,6 +133,33 @@ def test_generations_count_up_and_only_the_previous_one_is_kept(tmp_path):
     assert gens == ["gen-000003.faiss", "gen-000003.json", "gen-000004.faiss", "gen-000004.json"]
 
 
+def test_write_keeps_the_generations_that_were_current_not_orphans(tmp_path):
+    for seed in range(1, 4):
+        write(tmp_path, seed=seed, keep_previous=2)
+    manifest = write(tmp_path, seed=4, keep_previous=2)[2]
+    assert manifest.previous_generation == 3
+    assert sorted(p.name for p in tmp_path.glob("gen-*.faiss")) == [
+        "gen-000002.faiss",
+        "gen-000003.faiss",
+        "gen-000004.faiss",
+    ]
+    write(tmp_path, seed=5, keep_previous=0)
+    assert sorted(p.name for p in tmp_path.glob("gen-*")) == ["gen-000005.faiss", "gen-000005.json"]
+
+
+def test_reader_keeps_serving_a_generation_whose_files_were_deleted_under_it(tmp_path):
+    ids1, vectors1, _ = write(tmp_path, n=30, seed=1)
+    r = si.IndexReader(tmp_path, check_interval=3600, background=False)
+    r.search(vectors1[:1], 1)
+    write(tmp_path, seed=2, keep_previous=0)  # deletes generation 1's files
+    assert not (tmp_path / "gen-000001.faiss").exists()
+
+    _, found = r.search(vectors1[:5], 1)  # still mapped: Linux keeps the inode alive
+
+    np.testing.assert_array_equal(found[:, 0], ids1[:5])
+    assert r.refresh() and r.manifest.generation == 2
+
+
 def test_read_current_manifest_is_none_before_anything_is_written(tmp_path):
     assert si.read_current_manifest(tmp_path) is None
 
@@ -184,9 +211,7 @@ def test_crash_before_the_pointer_moves_keeps_the_old_generation_and_is_cleaned_
     monkeypatch.undo()
 
     assert si.read_current_manifest(tmp_path) == first
-    np.testing.assert_array_equal(
-        r.search(vectors[:1], 1)[1], ids[:1, None]
-    )  # still generation 1
+    np.testing.assert_array_equal(r.search(vectors[:1], 1)[1], ids[:1, None])  # still generation 1
     assert r.manifest.generation == 1 and r.last_error is None
 
     third = write(tmp_path, seed=3)[2]
@@ -353,9 +378,7 @@ def test_fresh_reader_with_nothing_valid_raises_index_unavailable(tmp_path, how)
     assert r.manifest is None and r.last_error
 
 
-@pytest.mark.parametrize(
-    "expected", [{"expected_model": "another-model"}, {"expected_dim": DIM * 2}]
-)
+@pytest.mark.parametrize("expected", [{"expected_model": "another-model"}, {"expected_dim": DIM * 2}])
 def test_generation_from_another_model_or_dimension_is_not_served(tmp_path, expected):
     write(tmp_path, n=20, seed=1)
     r = reader(tmp_path, **expected)
@@ -403,6 +426,22 @@ def test_failed_generation_is_verified_once_not_on_every_query(tmp_path, monkeyp
     for _ in range(5):
         r.search(unit_vectors(1), 1)
     assert loads == [2]
+
+
+@pytest.mark.parametrize("how", ["garbage pointer", "garbage manifest", "missing manifest"])
+def test_read_current_manifest_of_a_broken_generation_is_none_or_raises_when_strict(tmp_path, how):
+    write(tmp_path, n=20, seed=1)
+    write_then_break(tmp_path, how)
+    assert si.read_current_manifest(tmp_path) is None
+    with pytest.raises(si.InvalidGeneration):
+        si.read_current_manifest(tmp_path, strict=True)
+
+
+def test_poll_loads_the_first_generation_and_returns_its_manifest(tmp_path):
+    r = si.IndexReader(tmp_path, expected_model=MODEL, check_interval=0)
+    assert r.poll() is None
+    _, _, manifest = write(tmp_path, n=12)
+    assert r.poll() == manifest
 
 
 def test_fresh_reader_before_anything_is_written_raises_index_unavailable(tmp_path):
