@@ -2,10 +2,11 @@ from django.contrib import admin
 from django.urls import path, re_path
 
 from gallery.views import serve_media
-from search.views import search_page
+from search.views import image_detail, search_page
 
 urlpatterns = [
     path("", search_page, name="search"),
+    path("image/<int:pk>/", image_detail, name="image_detail"),
     path("admin/", admin.site.urls),
     re_path(r"^media/(?P<path>.+)$", serve_media, name="media"),
 ]

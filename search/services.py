@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, F, Max, Q
+from django.db.models import Count, F, Max, Q, QuerySet
 from django.utils import timezone
 
 from gallery.models import Image, Label
@@ -474,7 +474,7 @@ class SearchUnavailable(QueryError):
 @dataclass
 class Hit:
     image: Image
-    score: float
+    score: float | None  # None when browsing (no query)
 
 
 @dataclass
@@ -534,44 +534,77 @@ def query_vector_for_image_id(image_id: int) -> np.ndarray:
     return embedding.from_bytes(row)
 
 
+def query_vector_combine(
+    *, image_vector: np.ndarray, text_vector: np.ndarray, image_weight: float
+) -> np.ndarray:
+    """A query of words and an image together: ``normalize(w * n(image) + (1 - w) * n(text))``,
+    the formula of the stored hybrids with the words in place of the labels."""
+    if not 0.0 <= image_weight <= 1.0:
+        raise QueryError("The image weight is a number from 0 to 1.")
+    return embedding.combine(image_vector, [text_vector], image_weight)
+
+
+SORTS = ("relevance", "date")
+DATE_SORT_POOL = 200  # "newest first" reorders this many best matches
+# A label filter that leaves at most this many rows is answered by scoring those rows' stored
+# hybrids directly (exact, one query); a wider filter over-fetches from the index instead.
+EXACT_FILTER_LIMIT = 5000
+_ROW_CHUNK = 2000  # ids re-read from the database per query
+
+
 def search(
-    vector: np.ndarray, *, page: int = 1, page_size: int | None = None, exclude_id: int | None = None
+    vector: np.ndarray,
+    *,
+    page: int = 1,
+    page_size: int | None = None,
+    exclude_id: int | None = None,
+    labels: Sequence[str] = (),
+    sort: str = "relevance",
 ) -> ResultPage:
     """One page of the images nearest to ``vector``, best first, re-read from the database.
 
     Asks the index for more ids than the page needs (rows deleted or no longer ready since
     the last rebuild drop out) and widens the request until the page is full or the index
     is exhausted.
+
+    ``labels``: keep only images that carry every one of these labels (names, any case). A
+    narrow filter is scored exactly from the rows' stored hybrids; a wide one over-fetches
+    from the index in proportion to how few rows it keeps.
+    ``sort``: ``"relevance"`` (best first) or ``"date"``: the ``DATE_SORT_POOL`` best
+    matches, newest upload first.
     """
     page_size = page_size or settings.IMAGESEARCH_PAGE_SIZE
-    if page < 1 or page_size < 1:
-        raise QueryError("Page numbers start at 1.")
-    if page * page_size > MAX_RESULTS:
-        raise QueryError(f"Results stop at {MAX_RESULTS}; refine the query to see others.")
+    start = _check_paging(page, page_size, sort)
     reader = _reader()
-    reader.refresh()
-    manifest = reader.manifest
+    # A cheap check for a new generation; it loads in the background while this one serves.
+    manifest = reader.poll()
     if manifest is None:
         raise SearchUnavailable(_no_index_message())
     vector = np.asarray(vector, dtype=np.float32).reshape(1, -1)
     if vector.shape[1] != manifest.dim:
         raise SearchUnavailable("The index was built with another model; it is being rebuilt.")
-    needed = page * page_size + 1 + (1 if exclude_id is not None else 0)
-    total = manifest.count
-    k = min(total, needed * 2 + 16)
-    hits: list[Hit] = []
-    while k > 0:
-        scores, ids = reader.search(vector, k)
-        pairs = [
-            (int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0 and i != exclude_id
-        ]
-        rows = Image.objects.ready().filter(pk__in=[i for i, _ in pairs]).prefetch_related("labels").in_bulk()
-        hits = [Hit(rows[i], s) for i, s in pairs if i in rows]
-        if len(hits) >= needed - (1 if exclude_id is not None else 0) or k >= total:
-            break
-        k = min(total, k * 4)
-    start = (page - 1) * page_size
-    notices = _notices()
+    needed = DATE_SORT_POOL if sort == "date" else start + page_size + 1
+    label_ids = _label_ids(labels)
+    if label_ids is None:  # a label nobody carries: nothing can match
+        hits: list[Hit] = []
+    elif not label_ids:
+        hits = _nearest_from_index(reader, vector, needed=needed, exclude_id=exclude_id)
+    else:
+        candidates = _with_labels(Image.objects.searchable(embedding.model_name()), label_ids)
+        count = candidates.count()
+        if count <= EXACT_FILTER_LIMIT:
+            hits = _nearest_among(candidates, vector, needed=needed, exclude_id=exclude_id)
+        else:
+            hits = _nearest_from_index(
+                reader,
+                vector,
+                needed=needed,
+                exclude_id=exclude_id,
+                label_ids=label_ids,
+                kept_fraction=count / max(1, manifest.count),
+            )
+    if sort == "date":
+        hits = sorted(hits[:DATE_SORT_POOL], key=lambda h: (h.image.uploaded_at, h.image.pk), reverse=True)
     generation = reader.manifest.generation if reader.manifest else None
     return ResultPage(
         hits=hits[start : start + page_size],
@@ -579,8 +612,116 @@ def search(
         page_size=page_size,
         has_next=len(hits) > start + page_size,
         generation=generation,
-        notices=notices,
+        notices=_notices(),
     )
+
+
+def browse(*, labels: Sequence[str] = (), page: int = 1, page_size: int | None = None) -> ResultPage:
+    """Ready images carrying every one of ``labels`` (all images when none), newest first.
+
+    No query vector: needs neither the model nor the index, so it works while they are down.
+    """
+    page_size = page_size or settings.IMAGESEARCH_PAGE_SIZE
+    start = _check_paging(page, page_size, "date")
+    label_ids = _label_ids(labels)
+    hits: list[Hit] = []
+    if label_ids is not None:
+        rows = _with_labels(Image.objects.ready(), label_ids).defer("image_vector", "hybrid_vector")
+        rows = rows.order_by("-uploaded_at", "-pk").prefetch_related("labels")
+        hits = [Hit(image, None) for image in rows[start : start + page_size + 1]]
+    manifest = search_index.read_current_manifest(index_dir())
+    return ResultPage(
+        hits=hits[:page_size],
+        page=page,
+        page_size=page_size,
+        has_next=len(hits) > page_size,
+        generation=manifest.generation if manifest else None,
+    )
+
+
+def _check_paging(page: int, page_size: int, sort: str) -> int:
+    """The offset of the page's first result; a QueryError for pages we do not serve."""
+    if sort not in SORTS:
+        raise QueryError(f"Sort by one of: {', '.join(SORTS)}.")
+    if page < 1 or page_size < 1:
+        raise QueryError("Page numbers start at 1.")
+    if page * page_size > MAX_RESULTS:
+        raise QueryError(f"Results stop at {MAX_RESULTS}; refine the query to see others.")
+    return (page - 1) * page_size
+
+
+def _label_ids(names: Sequence[str]) -> list[int] | None:
+    """Ids of the labels named (any case); None when one of them does not exist."""
+    ids: list[int] = []
+    for name in dict.fromkeys(n for n in names if n.strip()):
+        pk = Label.objects.named(name).values_list("pk", flat=True).first()
+        if pk is None:
+            return None
+        ids.append(pk)
+    return ids
+
+
+def _with_labels(rows: QuerySet[Image], label_ids: Sequence[int]) -> QuerySet[Image]:
+    for pk in label_ids:  # one join per label: images carrying all of them
+        rows = rows.filter(labels=pk)
+    return rows
+
+
+def _rows_in_rank_order(
+    pairs: Sequence[tuple[int, float]], *, needed: int, label_ids: Sequence[int] = ()
+) -> list[Hit]:
+    """Re-read ranked ids from the database (invariant 3), in chunks, until ``needed`` hits."""
+    hits: list[Hit] = []
+    rows_qs = _with_labels(Image.objects.ready(), label_ids).defer("image_vector", "hybrid_vector")
+    for start in range(0, len(pairs), _ROW_CHUNK):
+        chunk = pairs[start : start + _ROW_CHUNK]
+        rows = rows_qs.filter(pk__in=[pk for pk, _ in chunk]).prefetch_related("labels").in_bulk()
+        hits.extend(Hit(rows[pk], score) for pk, score in chunk if pk in rows)
+        if len(hits) >= needed:
+            break
+    return hits
+
+
+def _nearest_from_index(
+    reader: search_index.IndexReader,
+    vector: np.ndarray,
+    *,
+    needed: int,
+    exclude_id: int | None,
+    label_ids: Sequence[int] = (),
+    kept_fraction: float = 1.0,
+) -> list[Hit]:
+    total = reader.manifest.count if reader.manifest else 0
+    k = min(total, int(needed / max(kept_fraction, 1e-6)) * 2 + 16)
+    hits: list[Hit] = []
+    while k > 0:
+        scores, ids = reader.search(vector, k)
+        pairs = [
+            (int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0 and i != exclude_id
+        ]
+        hits = _rows_in_rank_order(pairs, needed=needed, label_ids=label_ids)
+        if len(hits) >= needed or k >= total:
+            break
+        k = min(total, k * 4)
+    return hits
+
+
+def _nearest_among(
+    candidates: QuerySet[Image], vector: np.ndarray, *, needed: int, exclude_id: int | None
+) -> list[Hit]:
+    """Score a few rows exactly from their stored hybrids (the vectors the index is built from)."""
+    rows = list(candidates.exclude(pk=exclude_id or 0).order_by().values_list("pk", "hybrid_vector"))
+    if not rows:
+        return []
+    try:
+        matrix = np.frombuffer(b"".join(bytes(blob) for _, blob in rows), dtype="<f4").reshape(len(rows), -1)
+    except ValueError:
+        raise SearchUnavailable("Stored vectors have different sizes; the images are being re-embedded.")
+    if matrix.shape[1] != vector.shape[1]:
+        raise SearchUnavailable("The index was built with another model; it is being rebuilt.")
+    scores = matrix @ vector[0]
+    order = np.argsort(-scores, kind="stable")[:needed]
+    return _rows_in_rank_order([(int(rows[i][0]), float(scores[i])) for i in order], needed=needed)
 
 
 def _no_index_message() -> str:
@@ -603,4 +744,31 @@ def _notices() -> list[str]:
         error = None
     if error:
         notices.append("The newest index could not be loaded; showing results from the previous one.")
+    state = IndexState.objects.filter(pk=1).first()
+    if state is not None and state.behind_requests and not pending:
+        notices.append("The index is being updated; the newest changes may take a moment to show.")
     return notices
+
+
+def status_summary() -> dict[str, Any]:
+    """:func:`index_status` as plain JSON-able values (the admin status page polls it, the API
+    serves it)."""
+    status = index_status()
+    manifest = status["manifest"]
+    state = status["state"]
+    return {
+        "counts": status["counts"],
+        "total": status["total"],
+        "stale": status["stale"],
+        "model": status["model"],
+        "model_error": status["model_error"] or "",
+        "generation": manifest.generation if manifest else None,
+        "vectors": manifest.count if manifest else 0,
+        "dimension": manifest.dim if manifest else None,
+        "size_bytes": manifest.size_bytes if manifest else None,
+        "age_seconds": status["age_seconds"],
+        "behind": status["behind"],
+        "rebuild_queued": state.rebuild_queued,
+        "last_rebuild_seconds": state.last_rebuild_seconds,
+        "index_error": status["reader"].get("last_error") or "",
+    }

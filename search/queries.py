@@ -1,0 +1,210 @@
+"""A search as people and programs ask for it: words, an image, both, "more like this", or
+only labels. Turned here into a query vector and a page of :mod:`search.services` results.
+
+The search page and the JSON API both go through :func:`run`, so they answer the same
+question the same way. An uploaded query image is never stored: its vector is remembered
+for an hour under a token (``qimg``), so that its result pages are plain GET links.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from urllib.parse import urlencode
+
+import numpy as np
+from django.core.cache import cache
+from django.db.models import Count, Q
+
+from gallery.models import Image, Label
+
+from . import services
+
+QUERY_VECTOR_TTL = 3600  # seconds an uploaded image's query vector stays pageable
+DEFAULT_IMAGE_WEIGHT = 0.5  # words and image count the same, as in the stored hybrids
+MAX_FILTER_LABELS = 10
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    text: str = ""
+    image: bytes | None = field(default=None, repr=False)  # a query image just uploaded
+    image_token: str = ""  # ``qimg``: the remembered vector of an earlier query image
+    like: int | None = None  # "more like this": an indexed image's id
+    labels: tuple[str, ...] = ()
+    sort: str = "relevance"
+    image_weight: float = DEFAULT_IMAGE_WEIGHT
+
+    @property
+    def has_image(self) -> bool:
+        return self.image is not None or bool(self.image_token)
+
+    @property
+    def kind(self) -> str:
+        """``like``, ``hybrid`` (words and image), ``image``, ``text``, ``browse`` (labels only)
+        or ``empty``."""
+        if self.like:
+            return "like"
+        if self.has_image:
+            return "hybrid" if self.text.strip() else "image"
+        if self.text.strip():
+            return "text"
+        return "browse" if self.labels else "empty"
+
+    def params(self, **changes: object) -> list[tuple[str, str]]:
+        """GET parameters that ask this query again (an uploaded image by its token)."""
+        query = replace(self, **changes) if changes else self
+        params: list[tuple[str, str]] = []
+        if query.like:
+            params.append(("like", str(query.like)))
+        if query.text.strip():
+            params.append(("q", query.text))
+        if query.image_token:
+            params.append(("qimg", query.image_token))
+            if query.text.strip():
+                params.append(("w", f"{query.image_weight:g}"))
+        params.extend(("label", name) for name in query.labels)
+        if query.sort != "relevance":
+            params.append(("sort", query.sort))
+        return params
+
+    def url(self, *, page: int = 1, **changes: object) -> str:
+        params = self.params(**changes)
+        if page > 1:
+            params.append(("page", str(page)))
+        return "?" + urlencode(params) if params else "?"
+
+
+def remember_image(data: bytes, vector: np.ndarray) -> str:
+    token = hashlib.sha256(data).hexdigest()[:32]
+    cache.set(f"qvec:{token}", np.asarray(vector, dtype="<f4").tobytes(), QUERY_VECTOR_TTL)
+    return token
+
+
+def recall_image(token: str) -> np.ndarray:
+    data = cache.get(f"qvec:{token}")
+    if data is None:
+        raise services.QueryError("That image search has expired; choose the image again.")
+    return np.frombuffer(data, dtype="<f4")
+
+
+def query_vector(query: SearchQuery) -> tuple[np.ndarray, SearchQuery]:
+    """The vector to search with, and the query as it can be asked again by GET (a new query
+    image replaced by its token). Words and an image together give their weighted hybrid."""
+    if query.like:
+        return services.query_vector_for_image_id(query.like), query
+    image_vector = None
+    if query.image is not None:
+        image_vector = services.query_vector_for_image(query.image)
+        query = replace(query, image=None, image_token=remember_image(query.image, image_vector))
+    elif query.image_token:
+        image_vector = recall_image(query.image_token)
+    if image_vector is None:
+        return services.query_vector_for_text(query.text), query
+    if not services.clean_query_text(query.text):
+        return image_vector, query
+    text_vector = services.query_vector_for_text(query.text)
+    vector = services.query_vector_combine(
+        image_vector=image_vector, text_vector=text_vector, image_weight=query.image_weight
+    )
+    return vector, query
+
+
+def run(
+    query: SearchQuery, *, page: int = 1, page_size: int | None = None
+) -> tuple[services.ResultPage, SearchQuery]:
+    """One page of results for ``query``, and the query as it can be asked again by GET."""
+    if len(query.labels) > MAX_FILTER_LABELS:
+        raise services.QueryError(f"Filter by at most {MAX_FILTER_LABELS} labels at a time.")
+    if query.kind == "empty":
+        raise services.QueryError("Type a few words to search for, or choose an image.")
+    if query.kind == "browse":
+        return services.browse(labels=query.labels, page=page, page_size=page_size), query
+    vector, query = query_vector(query)
+    result = services.search(
+        vector, page=page, page_size=page_size, exclude_id=query.like, labels=query.labels, sort=query.sort
+    )
+    return result, query
+
+
+def run_slice(
+    query: SearchQuery, *, offset: int, limit: int
+) -> tuple[list[services.Hit], bool, services.ResultPage, SearchQuery]:
+    """Results ``offset`` to ``offset + limit`` (for the API), whether more follow, the page they
+    came from and the query as it can be asked again."""
+    if offset < 0 or limit < 1:
+        raise services.QueryError("offset is 0 or more and k is 1 or more.")
+    if offset % limit == 0:
+        result, query = run(query, page=offset // limit + 1, page_size=limit)
+        return result.hits, result.has_next, result, query
+    result, query = run(query, page=1, page_size=offset + limit)
+    return result.hits[offset:], result.has_next, result, query
+
+
+def popular_labels(limit: int = 24) -> list[tuple[str, int]]:
+    """Labels by how many ready images carry them, most first (chips on the start page)."""
+    rows = (
+        Label.objects.annotate(n=Count("images", filter=Q(images__status=Image.Status.READY)))
+        .filter(n__gt=0)
+        .order_by("-n", "name")
+        .values_list("name", "n")[:limit]
+    )
+    return list(rows)
+
+
+@dataclass
+class Chip:
+    name: str
+    active: bool
+    url: str
+
+
+def label_chips(query: SearchQuery, hits: Iterable[services.Hit], *, limit: int = 12) -> list[Chip]:
+    """Filter chips: the labels in use (click to remove) then the most frequent labels of these
+    results (click to narrow the query to them)."""
+    chips = [
+        Chip(name, True, query.url(labels=tuple(n for n in query.labels if n != name)))
+        for name in query.labels
+    ]
+    chosen = {name.lower() for name in query.labels}
+    counts = Counter(name for hit in hits for name in hit.image.label_names if name.lower() not in chosen)
+    for name, _ in counts.most_common(limit):
+        chips.append(Chip(name, False, query.url(labels=(*query.labels, name))))
+    return chips
+
+
+def result_links(query: SearchQuery, result: services.ResultPage) -> dict[str, str]:
+    """Links of a results page that keep the query: previous, next, and the two sort orders."""
+    return {
+        "prev": query.url(page=result.page - 1) if result.has_previous else "",
+        "next": query.url(page=result.page + 1) if result.has_next else "",
+        "relevance": query.url(sort="relevance"),
+        "date": query.url(sort="date"),
+    }
+
+
+def start_page() -> dict[str, object]:
+    """What the search page shows before a query: the newest images and the labels in use,
+    or why there is nothing to search yet."""
+    from . import embedding
+
+    return {
+        "recent": services.browse(page_size=12).hits,
+        "labels": popular_labels(),
+        "total": Image.objects.count(),
+        "pending": Image.objects.pending().count(),
+        "model_error": embedding.last_load_error(),
+    }
+
+
+def neighbours(image: Image, *, limit: int = 12) -> tuple[list[services.Hit], str]:
+    """The images nearest to ``image`` (its stored hybrid), or why there are none to show."""
+    if image.status != Image.Status.READY:
+        return [], "This image is not indexed yet, so it has no neighbours to show."
+    try:
+        result, _ = run(SearchQuery(like=image.pk), page_size=limit)
+    except services.QueryError as exc:
+        return [], str(exc)
+    return result.hits, ""
