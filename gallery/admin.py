@@ -5,14 +5,15 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
 from django.urls import path, reverse
 from django.utils.html import format_html
 
 from . import services
+from .batches import batch_remember, batch_status
 from .forms import BulkUploadForm, ImageChangeForm, LabelForm
-from .importing import InvalidArchive, uploads_from_files, uploads_from_zip
+from .importing import InvalidArchive, uploads_from_form
 from .models import Image, Label
 
 DELAYED_NOTE = (
@@ -114,46 +115,79 @@ class ImageAdmin(admin.ModelAdmin):
     def get_urls(self):
         return [
             path("upload/", self.admin_site.admin_view(self.upload_view), name="gallery_image_upload"),
+            path(
+                "upload/status/<str:token>/",
+                self.admin_site.admin_view(self.upload_status_view),
+                name="gallery_image_upload_status",
+            ),
             *super().get_urls(),
         ]
 
     def upload_view(self, request: HttpRequest) -> HttpResponse:
+        """The upload form. Sent by the page's script (``Accept: application/json``) it answers
+        JSON, so the page can show upload progress and then follow the batch."""
         if not self.has_add_permission(request):
             raise PermissionDenied
-        result = None
+        wants_json = "application/json" in request.headers.get("Accept", "")
+        form, result, status_url = BulkUploadForm(), None, ""
         if request.method == "POST":
             form = BulkUploadForm(request.POST, request.FILES)
-            if form.is_valid():
-                try:
-                    result = _run_upload(request, form.cleaned_data)
-                except InvalidArchive as exc:
-                    form.add_error("archive", str(exc))
-                else:
-                    level = messages.SUCCESS if result.added else messages.WARNING
-                    note = "" if result.queued else DELAYED_NOTE
-                    self.message_user(request, f"Upload finished: {result.summary()}.{note}", level)
-                    form = BulkUploadForm()
-        else:
-            form = BulkUploadForm()
+            result = _upload(request, form)
+            if result is not None:
+                token = batch_remember(image_ids=result.added)
+                status_url = reverse("admin:gallery_image_upload_status", args=[token])
+                if wants_json:
+                    return JsonResponse(_result_json(result, status_url))
+                level = messages.SUCCESS if result.added else messages.WARNING
+                note = "" if result.queued else DELAYED_NOTE
+                self.message_user(request, f"Upload finished: {result.summary()}.{note}", level)
+                form = BulkUploadForm()
+            elif wants_json:
+                errors = {field: list(errs) for field, errs in form.errors.items()}
+                message = " ".join(e for errs in errors.values() for e in errs)
+                return JsonResponse({"error": message, "errors": errors}, status=400)
         context = {
             **self.admin_site.each_context(request),
             "title": "Upload images",
             "opts": self.model._meta,
             "form": form,
             "result": result,
+            "status_url": status_url,
             "added": Image.objects.filter(pk__in=result.added) if result else None,
         }
         return render(request, "admin/gallery/image/upload.html", context, status=400 if form.errors else 200)
 
+    def upload_status_view(self, request: HttpRequest, token: str) -> JsonResponse:
+        """How many of one upload's images are pending, ready and failed (polled by the page)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        status = batch_status(token=token)
+        if status is None:
+            return JsonResponse({"error": "Unknown or expired upload batch."}, status=404)
+        return JsonResponse(status)
 
-def _run_upload(request: HttpRequest, data: dict) -> services.ImportResult:
-    uploads = list(uploads_from_files(data["files"], labels=data["labels"]))
-    archive = data.get("archive")
-    if archive:
-        uploads += list(
-            uploads_from_zip(archive, labels=data["labels"], labels_from_dirs=data["labels_from_dirs"])
-        )
+
+def _upload(request: HttpRequest, form: BulkUploadForm) -> services.ImportResult | None:
+    """Store the form's images; None (with the errors on the form) when it is invalid."""
+    if not form.is_valid():
+        return None
+    try:
+        uploads = uploads_from_form(form.cleaned_data)
+    except InvalidArchive as exc:
+        form.add_error("archive", str(exc))
+        return None
     return services.images_create(uploads=uploads, uploaded_by=request.user)
+
+
+def _result_json(result: services.ImportResult, status_url: str) -> dict:
+    return {
+        "summary": result.summary(),
+        "added": result.added,
+        "duplicates": [{"name": name, "id": pk} for name, pk in result.duplicates],
+        "refused": [{"name": name, "reason": reason} for name, reason in result.refused],
+        "queued": result.queued,
+        "status_url": status_url,
+    }
 
 
 @admin.register(Label)

@@ -85,3 +85,16 @@ def uploads_from_files(files, *, labels: Sequence[str]) -> Iterator[ImageUpload]
         yield ImageUpload(
             name=os.path.basename(f.name or "upload"), size=f.size, read=f.read, labels=list(labels)
         )
+
+
+def uploads_from_form(cleaned_data: dict) -> list[ImageUpload]:
+    """The uploads of a valid :class:`gallery.forms.BulkUploadForm` (the admin page and the
+    API send the same fields): the files, then the archive's entries. Raises InvalidArchive."""
+    labels = cleaned_data["labels"]
+    uploads = list(uploads_from_files(cleaned_data["files"], labels=labels))
+    archive = cleaned_data.get("archive")
+    if archive:
+        uploads += uploads_from_zip(
+            archive, labels=labels, labels_from_dirs=cleaned_data.get("labels_from_dirs", False)
+        )
+    return uploads

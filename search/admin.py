@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
 from django.urls import path, reverse
 
@@ -28,6 +28,7 @@ class IndexStatusAdmin(admin.ModelAdmin):
     def get_urls(self):
         return [
             path("status/", self.admin_site.admin_view(self.status_view), name="search_status"),
+            path("status.json", self.admin_site.admin_view(self.status_json_view), name="search_status_json"),
             *super().get_urls(),
         ]
 
@@ -46,6 +47,12 @@ class IndexStatusAdmin(admin.ModelAdmin):
             "status": services.index_status(),
         }
         return render(request, "admin/search/status.html", context)
+
+    def status_json_view(self, request: HttpRequest) -> JsonResponse:
+        """The status page's figures, polled by the page so that it updates by itself."""
+        if not request.user.has_perm("gallery.view_image"):
+            raise PermissionDenied
+        return JsonResponse(services.status_summary())
 
     def _run_action(self, request: HttpRequest, action: str) -> None:
         with transaction.atomic():
