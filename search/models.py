@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.db import models
+from django.db import IntegrityError, models, transaction
 
 
 class IndexState(models.Model):
@@ -29,7 +29,11 @@ class IndexState(models.Model):
 
     @classmethod
     def get(cls) -> IndexState:
-        state, _ = cls.objects.get_or_create(pk=1)
+        try:
+            with transaction.atomic():
+                state, _ = cls.objects.get_or_create(pk=1)
+        except IntegrityError:  # another process created it a moment ago
+            state = cls.objects.get(pk=1)
         return state
 
     @property
