@@ -94,8 +94,10 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "ninja",  # serves the API docs page's scripts from static files, not a CDN
     "gallery",
     "search",
+    "api",
 ]
 
 MIDDLEWARE = [

@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.urls import path, re_path
 
+from api.endpoints import api
 from gallery.views import serve_media
 from search.views import image_detail, search_page
 
@@ -9,4 +10,5 @@ urlpatterns = [
     path("image/<int:pk>/", image_detail, name="image_detail"),
     path("admin/", admin.site.urls),
     re_path(r"^media/(?P<path>.+)$", serve_media, name="media"),
+    path("", api.urls),  # /api/..., /knn-service, /indices-list, /metadata
 ]

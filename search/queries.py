@@ -15,7 +15,9 @@ from dataclasses import dataclass, field, replace
 from urllib.parse import urlencode
 
 import numpy as np
+from django.conf import settings
 from django.core.cache import cache
+from django.core.files.uploadedfile import UploadedFile
 from django.db.models import Count, Q
 
 from gallery.models import Image, Label
@@ -208,3 +210,25 @@ def neighbours(image: Image, *, limit: int = 12) -> tuple[list[services.Hit], st
     except services.QueryError as exc:
         return [], str(exc)
     return result.hits, ""
+
+
+def read_query_image(upload: UploadedFile) -> bytes:
+    """The bytes of an uploaded query image, refusing an oversized one before reading it."""
+    limit = settings.IMAGESEARCH_MAX_UPLOAD_BYTES
+    if upload.size and upload.size > limit:
+        raise services.QueryError(
+            f"The image is {upload.size / 1e6:.1f} MB; the limit is {limit / 1e6:.1f} MB."
+        )
+    data = upload.read(limit + 1)
+    if not data:
+        raise services.QueryError("The image file is empty.")
+    return data
+
+
+def image_for(image_id: int, *, include_unindexed: bool = False) -> Image:
+    """One image with its labels; only ready ones unless ``include_unindexed`` (staff).
+    Raises ``Image.DoesNotExist``."""
+    rows = Image.objects.prefetch_related("labels").defer("image_vector", "hybrid_vector")
+    if not include_unindexed:
+        rows = rows.ready()
+    return rows.get(pk=image_id)

@@ -1,0 +1,318 @@
+"""The JSON API (django-ninja: the OpenAPI description at /api/openapi.json is generated from
+these signatures and :mod:`api.schemas`). Each endpoint validates, calls a service, and shapes
+the answer; the logic lives in the services the web pages use too."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from django.conf import settings
+from django.http import Http404, HttpRequest, HttpResponse
+from django.urls import reverse
+from ninja import File, Form, NinjaAPI, Path, Query, Status, UploadedFile
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+
+from gallery import services as gallery_services
+from gallery.batches import batch_remember, batch_status
+from gallery.forms import BulkUploadForm
+from gallery.importing import InvalidArchive, uploads_from_form
+from gallery.models import Image
+from search import knn, queries, services
+from search.queries import SearchQuery
+
+from . import schemas as s
+from .auth import STAFF, caller_is_staff, require_search_access
+
+api = NinjaAPI(
+    title="Image search API",
+    version="1",
+    description=(
+        "Search the image library by words, by an image, or both; upload, relabel and delete images "
+        "(staff: `Authorization: Bearer <token>` from `manage.py create_api_token`, or a signed-in "
+        'staff session with its CSRF token). Errors answer `{"error": "..."}` with a 4xx status, '
+        "or 503 while search is unavailable (no index yet, model missing). `POST /knn-service` speaks "
+        "clip-retrieval's back-end protocol."
+    ),
+    docs_url="/api/docs",
+    openapi_url="/api/openapi.json",
+    urls_namespace="api",
+)
+
+ImageId = Annotated[int, Path(ge=1, le=2**62, description="The image's id.")]
+BatchToken = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="`batch` of an upload's answer.")]
+
+
+def errors(*codes: int) -> dict[int, type[s.ErrorOut]]:
+    """Documented error answers: every one is ``{"error": "..."}``."""
+    return dict.fromkeys(codes, s.ErrorOut)
+
+
+def _error(request: HttpRequest, message: str, status: int, **extra) -> HttpResponse:
+    return api.create_response(request, {"error": message, **extra}, status=status)
+
+
+@api.exception_handler(services.QueryError)
+def _query_error(request, exc: services.QueryError):
+    return _error(request, str(exc), exc.status_code)
+
+
+@api.exception_handler(ValidationError)
+def _validation_error(request, exc: ValidationError):
+    detail = [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))} for e in exc.errors]
+    fields = "; ".join(f"{'.'.join(d['loc'][1:]) or d['loc'][0]}: {d['msg']}" for d in detail if d["loc"])
+    return _error(request, f"Invalid request: {fields or 'malformed body'}.", 400, detail=detail)
+
+
+@api.exception_handler(AuthenticationError)
+def _authentication_error(request, exc: AuthenticationError):
+    message = str(exc) if str(exc) != "Unauthorized" else ""
+    return _error(request, message or "Send 'Authorization: Bearer <token>' or sign in as staff.", 401)
+
+
+@api.exception_handler(HttpError)
+def _http_error(request, exc: HttpError):
+    return _error(request, str(exc), exc.status_code)
+
+
+@api.exception_handler(Http404)
+def _not_found(request, exc: Http404):
+    return _error(request, str(exc) or "Not found.", 404)
+
+
+@api.exception_handler(Image.DoesNotExist)
+def _no_such_image(request, exc: Image.DoesNotExist):
+    return _error(request, "No such image.", 404)
+
+
+@api.exception_handler(gallery_services.InvalidLabels)
+def _invalid_labels(request, exc: gallery_services.InvalidLabels):
+    return _error(request, str(exc), 400)
+
+
+def _image_out(request: HttpRequest, image: Image, score: float | None = None) -> dict:
+    thumbnail = image.thumbnail.url if image.thumbnail else image.file.url
+    return {
+        "id": image.pk,
+        "labels": image.label_names,
+        "score": score,
+        "image_url": request.build_absolute_uri(image.file.url),
+        "thumbnail_url": request.build_absolute_uri(thumbnail),
+        "page_url": request.build_absolute_uri(reverse("image_detail", args=[image.pk])),
+        "width": image.width,
+        "height": image.height,
+        "uploaded_at": image.uploaded_at,
+        "status": image.status,
+        "failure_reason": image.failure_reason,
+    }
+
+
+def _search(request: HttpRequest, params: s.SearchParams, image: UploadedFile | None) -> dict:
+    require_search_access(request)
+    query = SearchQuery(
+        text=params.text,
+        image=queries.read_query_image(image) if image else None,
+        image_token=params.image_token or "",
+        like=params.image_id,
+        labels=tuple(params.labels),
+        sort=params.sort,
+        image_weight=params.weight,
+    )
+    hits, has_more, result, query = queries.run_slice(query, offset=params.offset, limit=params.k)
+    return {
+        "results": [_image_out(request, hit.image, hit.score) for hit in hits],
+        "offset": params.offset,
+        "k": params.k,
+        "has_more": has_more,
+        "generation": result.generation,
+        "image_token": query.image_token or None,
+        "notices": result.notices,
+    }
+
+
+@api.get("/api/search", response={200: s.SearchOut, **errors(400, 401, 503)}, tags=["search"])
+def search_get(request: HttpRequest, params: Query[s.SearchParams]):
+    """Search by words (`text`), by an indexed image (`image_id`: more like this), by an earlier
+    uploaded image (`image_token`), or browse `labels`; filter by `labels`, `sort`, page with
+    `offset` and `k`."""
+    return _search(request, params, None)
+
+
+@api.post("/api/search", response={200: s.SearchOut, **errors(400, 401, 503)}, tags=["search"])
+def search_post(request: HttpRequest, params: Form[s.SearchParams], image: File[UploadedFile] = None):
+    """The same as `GET /api/search`, with an uploaded query `image` (multipart). With `text` too,
+    the query is the weighted hybrid of both (`weight` is the image's share). The answer's
+    `image_token` pages through the image's results without uploading it again."""
+    return _search(request, params, image)
+
+
+@api.get("/api/labels", response={200: list[s.LabelOut], **errors(400, 401)}, tags=["search"])
+def labels_list(request: HttpRequest):
+    """The labels in use, by how many indexed images carry them."""
+    require_search_access(request)
+    return [{"name": name, "images": n} for name, n in queries.popular_labels(limit=10_000)]
+
+
+@api.get(
+    "/api/images/{image_id}",
+    response={200: s.ImageDetailOut, **errors(400, 401, 404)},
+    tags=["images"],
+)
+def image_get(request: HttpRequest, image_id: ImageId):
+    """One image (staff also see pending and failed ones, with the reason)."""
+    require_search_access(request)
+    image = queries.image_for(image_id, include_unindexed=caller_is_staff(request))
+    return _image_out(request, image)
+
+
+@api.post(
+    "/api/images",
+    auth=STAFF,
+    response={200: s.UploadOut, 201: s.UploadOut, **errors(400, 401, 403)},
+    tags=["images"],
+)
+def images_upload(
+    request: HttpRequest,
+    labels: Form[str] = "",
+    labels_from_dirs: Form[bool] = False,
+    files: File[list[UploadedFile]] = None,
+    archive: File[UploadedFile] = None,
+):
+    """Upload images (`files`, one or many) and/or a zip `archive`, with `labels` (comma-separated)
+    for all, or labels from the zip's folder names (`labels_from_dirs`). Validated as on the admin
+    upload page. 201 when some were added, 200 when all were duplicates, 400 when nothing could
+    be added."""
+    _require_perm(request, "gallery.add_image")
+    form = BulkUploadForm(request.POST, request.FILES)
+    if not form.is_valid():
+        raise HttpError(400, " ".join(e for errs in form.errors.values() for e in errs))
+    try:
+        uploads = uploads_from_form(form.cleaned_data)
+    except InvalidArchive as exc:
+        raise HttpError(400, str(exc)) from None
+    result = gallery_services.images_create(uploads=uploads, uploaded_by=request.auth)
+    if not result.added and not result.duplicates:
+        reasons = "; ".join(f"{name}: {reason}" for name, reason in result.refused)
+        raise HttpError(400, f"Nothing was added. {reasons}")
+    return Status(
+        201 if result.added else 200,
+        {
+            "summary": result.summary(),
+            "added": result.added,
+            "duplicates": [{"name": n, "id": i} for n, i in result.duplicates],
+            "refused": [{"name": n, "reason": r} for n, r in result.refused],
+            "queued": result.queued,
+            "batch": batch_remember(image_ids=result.added),
+        },
+    )
+
+
+@api.get(
+    "/api/uploads/{batch}",
+    auth=STAFF,
+    response={200: s.BatchOut, **errors(400, 401, 404)},
+    tags=["images"],
+)
+def upload_status(request: HttpRequest, batch: BatchToken):
+    """How many images of one upload are pending, ready and failed (with reasons)."""
+    status = batch_status(token=batch)
+    if status is None:
+        raise Http404("Unknown or expired upload batch.")
+    return status
+
+
+@api.patch(
+    "/api/images/{image_id}",
+    auth=STAFF,
+    response={200: s.ImageDetailOut, **errors(400, 401, 403, 404)},
+    tags=["images"],
+)
+def image_relabel(request: HttpRequest, image_id: ImageId, body: s.RelabelIn):
+    """Replace an image's labels. Its hybrid is recomputed in the background from stored vectors."""
+    _require_perm(request, "gallery.change_image")
+    image = queries.image_for(image_id, include_unindexed=True)
+    gallery_services.image_relabel(image=image, names=body.labels)
+    return _image_out(request, queries.image_for(image_id, include_unindexed=True))
+
+
+@api.delete(
+    "/api/images/{image_id}",
+    auth=STAFF,
+    response={204: None, **errors(400, 401, 403, 404)},
+    tags=["images"],
+)
+def image_delete(request: HttpRequest, image_id: ImageId):
+    """Delete an image: it leaves search results at once; its files go after the commit."""
+    _require_perm(request, "gallery.delete_image")
+    gallery_services.images_delete(images=[queries.image_for(image_id, include_unindexed=True)])
+    return Status(204, None)
+
+
+@api.get("/api/status", auth=STAFF, response={200: s.StatusOut, **errors(400, 401)}, tags=["status"])
+def status(request: HttpRequest):
+    """Images per status, the index generation, its size and age, and whether it is behind."""
+    return services.status_summary()
+
+
+def _require_perm(request: HttpRequest, perm: str) -> None:
+    if not request.auth.has_perm(perm):
+        raise HttpError(403, f"This account may not do that (it lacks the {perm!r} permission).")
+
+
+# --- clip-retrieval's back-end protocol ---------------------------------------------------------
+
+
+def _allow_any_origin(response: HttpResponse) -> None:
+    # clip-retrieval's front end runs on its own origin and calls the back end from the browser.
+    if settings.IMAGESEARCH_PUBLIC_SEARCH:
+        response["Access-Control-Allow-Origin"] = "*"
+
+
+@api.post("/knn-service", response={200: list[s.KnnHit], **errors(400, 401, 503)}, tags=["clip-retrieval"])
+def knn_service(request: HttpRequest, body: s.KnnIn, response: HttpResponse):
+    """clip-retrieval's `/knn-service`: `[{id, similarity, url, caption}]`, best first. The first
+    `num_images` results carry `url` and `caption`; up to `num_result_ids` carry ids only."""
+    require_search_access(request)
+    _allow_any_origin(response)
+    knn.check_index_name(body.indice_name)
+    vector = knn.knn_vector(
+        text=body.text,
+        image_base64=body.image,
+        image_url=body.image_url,
+        embedding_input=body.embedding_input,
+    )
+    count = max(body.num_images, body.num_result_ids or 0)
+    hits = knn.knn_search(vector=vector, num_result_ids=count, deduplicate=body.deduplicate)
+    return [
+        {
+            "id": hit.image.pk,
+            "similarity": hit.score,
+            **(_knn_meta(request, hit.image) if rank < body.num_images else {}),
+        }
+        for rank, hit in enumerate(hits)
+    ]
+
+
+@api.get("/indices-list", response={200: list[str], **errors(400, 401)}, tags=["clip-retrieval"])
+def indices_list(request: HttpRequest, response: HttpResponse):
+    """clip-retrieval's `/indices-list`: this service has one index."""
+    require_search_access(request)
+    _allow_any_origin(response)
+    return [knn.INDEX_NAME]
+
+
+@api.post(
+    "/metadata",
+    response={200: list[s.MetadataOut], **errors(400, 401)},
+    tags=["clip-retrieval"],
+)
+def metadata(request: HttpRequest, body: s.MetadataIn, response: HttpResponse):
+    """clip-retrieval's `/metadata`: `url` and `caption` of these ids (unknown ids are left out)."""
+    require_search_access(request)
+    _allow_any_origin(response)
+    knn.check_index_name(body.indice_name)
+    rows = knn.knn_metadata(ids=body.ids)
+    return [{"id": pk, "metadata": _knn_meta(request, rows[pk])} for pk in body.ids if pk in rows]
+
+
+def _knn_meta(request: HttpRequest, image: Image) -> dict[str, str]:
+    return {"url": request.build_absolute_uri(image.file.url), "caption": ", ".join(image.label_names)}

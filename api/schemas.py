@@ -1,0 +1,193 @@
+"""What the JSON API takes and returns; the OpenAPI description is generated from these."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from ninja import Field, Schema
+
+from search.queries import DEFAULT_IMAGE_WEIGHT, MAX_FILTER_LABELS
+from search.services import MAX_RESULTS
+
+
+class ErrorDetail(Schema):
+    loc: list[str | int]
+    msg: str
+
+
+class ErrorOut(Schema):
+    error: str = Field(description="What went wrong, for a person.")
+    detail: list[ErrorDetail] | None = Field(None, description="The invalid fields, when there are some.")
+
+
+class SearchParams(Schema):
+    text: str = Field("", max_length=10_000, description="Words to search for.")
+    image_id: int | None = Field(
+        None, ge=1, le=2**62, description="More like this: search with this indexed image's vector."
+    )
+    image_token: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{32}$",
+        description="An earlier uploaded query image (its `image_token`), to page through its results.",
+    )
+    weight: float = Field(
+        DEFAULT_IMAGE_WEIGHT,
+        ge=0,
+        le=1,
+        description="With words and an image together: the image's weight (0 = words only, 1 = image only).",
+    )
+    k: int = Field(24, ge=1, le=200, description="How many results.")
+    offset: int = Field(0, ge=0, lt=MAX_RESULTS, description="How many results to skip.")
+    labels: list[str] = Field(
+        [],
+        max_length=MAX_FILTER_LABELS,
+        description="Only images carrying every one of these labels. Alone, without a query: "
+        "browse those images, newest first.",
+    )
+    sort: Literal["relevance", "date"] = Field(
+        "relevance", description="`relevance`: best first; `date`: the best matches, newest first."
+    )
+
+
+class ImageOut(Schema):
+    id: int
+    labels: list[str]
+    score: float | None = Field(None, description="Cosine similarity to the query (absent when browsing).")
+    image_url: str
+    thumbnail_url: str
+    page_url: str = Field(description="The image's page: full image, labels, nearest neighbours.")
+    width: int
+    height: int
+    uploaded_at: datetime
+
+
+class ImageDetailOut(ImageOut):
+    status: Literal["pending", "ready", "failed"]
+    failure_reason: str
+
+
+class SearchOut(Schema):
+    results: list[ImageOut]
+    offset: int
+    k: int
+    has_more: bool = Field(description="Whether results follow this page.")
+    generation: int | None = Field(description="The index generation that answered.")
+    image_token: str | None = Field(
+        description="For an uploaded query image: send it back as `image_token` for further pages."
+    )
+    notices: list[str] = Field(description="States worth knowing, e.g. images still being indexed.")
+
+
+class LabelOut(Schema):
+    name: str
+    images: int = Field(description="How many indexed images carry it.")
+
+
+class RelabelIn(Schema):
+    labels: list[str] = Field(min_length=1, max_length=100)
+
+
+class NamedReason(Schema):
+    name: str
+    reason: str
+
+
+class NamedId(Schema):
+    name: str
+    id: int
+
+
+class UploadOut(Schema):
+    summary: str
+    added: list[int]
+    duplicates: list[NamedId]
+    refused: list[NamedReason]
+    queued: bool = Field(
+        description="False when the background queue was unreachable (embedding is delayed)."
+    )
+    batch: str = Field(description="Follow the batch at /api/uploads/{batch}.")
+
+
+class FailureOut(Schema):
+    id: int
+    name: str
+    reason: str
+
+
+class BatchOut(Schema):
+    total: int
+    pending: int
+    ready: int
+    failed: int
+    deleted: int
+    done: bool = Field(description="No image of the batch is pending any more.")
+    failures: list[FailureOut]
+
+
+class StatusCounts(Schema):
+    pending: int
+    ready: int
+    failed: int
+
+
+class StatusOut(Schema):
+    counts: StatusCounts
+    total: int
+    stale: int = Field(description="Images whose vector was made by another model.")
+    model: str
+    model_error: str
+    generation: int | None
+    vectors: int
+    dimension: int | None
+    size_bytes: int | None
+    age_seconds: float | None
+    behind: bool = Field(description="Whether the index lags behind the database.")
+    rebuild_queued: bool
+    last_rebuild_seconds: float | None
+    index_error: str
+
+
+# --- clip-retrieval's back-end protocol ------------------------------------------------------
+
+
+class KnnIn(Schema):
+    """clip-retrieval's ``/knn-service`` request. One of ``text``, ``image``, ``image_url`` or
+    ``embedding_input``; the other fields are accepted as clip-retrieval's clients send them."""
+
+    text: str | None = Field(None, max_length=10_000)
+    image: str | None = Field(None, description="The query image, base64-encoded.")
+    image_url: str | None = Field(None, max_length=2000, description="Only this library's own image URLs.")
+    embedding_input: list[float] | None = Field(None, max_length=4096)
+    modality: Literal["image", "text"] = "image"
+    num_images: int = Field(40, ge=1, le=MAX_RESULTS)
+    num_result_ids: int | None = Field(None, ge=1, le=100_000)
+    indice_name: str | None = Field(None, max_length=200)
+    deduplicate: bool = True
+    use_safety_model: bool = False
+    use_violence_detector: bool = False
+    use_mclip: bool = False
+    aesthetic_score: int | str | None = None
+    aesthetic_weight: float | str | None = None
+
+
+class KnnHit(Schema):
+    id: int
+    similarity: float
+    url: str | None = Field(None, description="The image (the first `num_images` results).")
+    caption: str | None = Field(None, description="Its labels, comma-separated.")
+
+
+class MetadataIn(Schema):
+    ids: list[int] = Field(max_length=MAX_RESULTS)
+    indice_name: str | None = Field(None, max_length=200)
+
+
+class Metadata(Schema):
+    url: str
+    caption: str
+
+
+class MetadataOut(Schema):
+    id: int
+    metadata: Metadata
