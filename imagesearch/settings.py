@@ -227,13 +227,26 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_TIMEOUT = 3
-# Redis re-delivers an unacknowledged (acks_late) message after this many seconds. Our longest
-# task embeds one batch (IMAGESEARCH_EMBED_BATCH_SIZE images, seconds) or rebuilds the index
-# (under a minute at a million vectors): an hour leaves a wide margin, so a slow task is never
-# handed to a second worker while the first still runs it.
-# (Redis only: kombu hands the SQLAlchemy transport's options to create_engine, which refuses them.)
+# Options of the Redis transport only: kombu hands the SQLAlchemy transport's options to
+# create_engine, which refuses them.
+REDIS_BROKER_TRANSPORT_OPTIONS = {
+    # Redis re-delivers an unacknowledged (acks_late) message after this many seconds. Our longest
+    # task embeds one batch (IMAGESEARCH_EMBED_BATCH_SIZE images, seconds) or rebuilds the index
+    # (under a minute at a million vectors): an hour leaves a wide margin, so a slow task is never
+    # handed to a second worker while the first still runs it.
+    "visibility_timeout": 3600,
+    # An enqueue while Redis is down or hung must fail in seconds, so that an upload still
+    # succeeds ("embedding is delayed") and the sweep enqueues later. Without these, kombu retries
+    # the connection for ~6 s per publish, and a hung Redis (accepting connections, never
+    # answering) blocks the request forever. max_retries applies to publishing only (a worker's
+    # consumer reconnects under CELERY_BROKER_CONNECTION_MAX_RETRIES); socket_timeout stays well
+    # above kombu's 1 s BRPOP, so an idle worker is never cut off.
+    "max_retries": 0,
+    "socket_connect_timeout": 3,
+    "socket_timeout": 10,
+}
 CELERY_BROKER_TRANSPORT_OPTIONS = (
-    {"visibility_timeout": 3600} if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else {}
+    dict(REDIS_BROKER_TRANSPORT_OPTIONS) if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else {}
 )
 CELERY_BEAT_SCHEDULE = {
     "sweep": {"task": "search.tasks.sweep", "schedule": float(IMAGESEARCH_SWEEP_INTERVAL)},

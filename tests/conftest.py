@@ -17,6 +17,7 @@ from django.conf import settings as django_settings
 
 from tests.support import env
 from tests.support.clip_model import build_clip_model
+from tests.support.redis_server import RedisServer, celery_broker, redis_server_installed
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -162,6 +163,19 @@ def start_worker(clip_model_dir, tmp_path_factory) -> Iterator[Callable[..., Wor
 def worker(start_worker, transactional_db) -> WorkerProcess:
     """One real worker (solo pool) for a test whose rows are committed (transactional)."""
     return start_worker()
+
+
+@pytest.fixture
+def private_redis(tmp_path_factory) -> Iterator[RedisServer]:
+    """A redis-server of this test's own on a free port (tests that stop or hang the broker),
+    with this process's Celery app pointed at it; killed when the test ends."""
+    require_service(redis_server_installed(), "the redis-server program")
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    try:
+        with celery_broker(server.url):
+            yield server
+    finally:
+        server.stop()
 
 
 def wait_for(
