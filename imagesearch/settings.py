@@ -215,6 +215,13 @@ IMAGESEARCH_REBUILD_DELAY = envfloat("IMAGESEARCH_REBUILD_DELAY", 2.0, minimum=0
 # Images pending longer than this are enqueued again by the periodic sweep.
 IMAGESEARCH_PENDING_TIMEOUT = envint("IMAGESEARCH_PENDING_TIMEOUT", 300, minimum=1)
 IMAGESEARCH_SWEEP_INTERVAL = envint("IMAGESEARCH_SWEEP_INTERVAL", 60, minimum=1)
+# "flat": exact search (the default). "ivf" / "hnsw": approximate, opt-in for large libraries
+# (search.index.KINDS; recall and speed are measured in BENCHMARKS.md).
+IMAGESEARCH_INDEX_KIND = envstr("IMAGESEARCH_INDEX_KIND", "flat").lower()
+if IMAGESEARCH_INDEX_KIND not in ("flat", "ivf", "hnsw"):
+    raise ImproperlyConfigured(
+        f"IMAGESEARCH_INDEX_KIND must be flat, ivf or hnsw, not {IMAGESEARCH_INDEX_KIND!r}"
+    )
 
 # --- Celery ----------------------------------------------------------------------------------
 

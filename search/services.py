@@ -357,7 +357,12 @@ def index_rebuild() -> RebuildReport:
             if not len(ids):
                 vectors = np.zeros((0, dim), dtype=np.float32)
             manifest = search_index.write_generation(
-                directory, ids, vectors, model=model, image_weight=settings.IMAGESEARCH_IMAGE_WEIGHT
+                directory,
+                ids,
+                vectors,
+                model=model,
+                image_weight=settings.IMAGESEARCH_IMAGE_WEIGHT,
+                kind=settings.IMAGESEARCH_INDEX_KIND,
             )
             seconds = time.monotonic() - started
             IndexState.objects.filter(pk=1).update(
@@ -423,6 +428,8 @@ def index_behind() -> bool:
     if manifest is None:
         return count > 0
     if state.behind_requests or manifest.count != count or manifest.model != model:
+        return True
+    if manifest.kind != settings.IMAGESEARCH_INDEX_KIND:  # the setting changed: rebuild
         return True
     newest = searchable.aggregate(newest=Max("hybrid_updated_at"))["newest"]
     return bool(newest and newest.timestamp() > manifest.created_at)
