@@ -26,3 +26,43 @@ def _tune_embedded_broker() -> None:
 
 
 _tune_embedded_broker()
+
+
+def _survive_broker_loss_with_unacknowledged_messages() -> None:
+    """Keep a worker alive when Redis goes away while it holds unacknowledged messages.
+
+    With celery 5.7 / kombu 5.7, after a lost broker connection the consumer collects the
+    connection's transport and then closes the connection; closing its channel tries to put the
+    unacknowledged messages (an ``acks_late`` task in flight, a countdown rebuild it reserved)
+    back on the queue through the collected transport, raises ``AttributeError`` and the worker
+    exits with "Unrecoverable error". Nothing can be restored at that moment anyway: the
+    messages stay in Redis's unacknowledged set (redelivered after the visibility timeout if
+    Redis kept them), and the sweep re-enqueues the work they stood for (images left pending, a
+    rebuild claimed but never run). Proven by tests/search/test_faults_redis_down.py.
+    """
+    import functools
+    import logging
+
+    from kombu.transport import redis as redis_transport
+
+    original = redis_transport.QoS.restore_unacked
+    if getattr(original, "_survives_broker_loss", False):
+        return
+
+    @functools.wraps(original)
+    def restore_unacked(self, client=None):
+        if client is None and getattr(self.channel.connection, "client", None) is None:
+            logging.getLogger(__name__).warning(
+                "broker connection lost holding %d unacknowledged message(s); the sweep "
+                "re-enqueues their work",
+                len(self._delivered),
+            )
+            self._delivered.clear()
+            return None
+        return original(self, client)
+
+    restore_unacked._survives_broker_loss = True
+    redis_transport.QoS.restore_unacked = restore_unacked
+
+
+_survive_broker_loss_with_unacknowledged_messages()

@@ -1,6 +1,7 @@
-"""Fault: the broker (Redis) dies or hangs while staff upload. Uploads still succeed and say
-that embedding is delayed; when Redis is back, the periodic sweep (Celery beat, embedded in
-the worker as ./run starts it) enqueues every image left pending and they become searchable.
+"""Fault: the broker (Redis) dies while the worker embeds, and is down or hung while staff
+upload. The worker survives; uploads still succeed and say that embedding is delayed; when
+Redis is back, the periodic sweep (Celery beat, embedded in the worker as ./run starts it)
+enqueues every image left pending and they all become searchable.
 
 The test runs its own redis-server on a free port (``private_redis``): the shared one is never
 stopped.
@@ -18,6 +19,7 @@ from gallery.models import Image
 from search import index as search_index
 from tests.conftest import wait_for
 from tests.support.images import image_bytes
+from tests.support.workers import pool_process_running_an_embedding, rows_held
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -40,21 +42,40 @@ def _upload_bounded(client, seeds: list[int], label: str, bound: float = 60):
     return box["response"]
 
 
-def test_uploads_while_redis_is_down_or_hung_succeed_and_are_indexed_when_it_returns(
+def test_redis_dies_mid_task_and_uploads_while_it_is_down_or_hung_are_indexed_when_it_returns(
     private_redis, start_worker, staff_client, tmp_path
 ):
-    start_worker(
+    # As ./run starts it: a prefork worker with beat (the periodic sweep) embedded.
+    worker = start_worker(
         "--pool",
-        "solo",
+        "prefork",
+        "--concurrency",
+        "1",
         "--beat",
         "-s",
         str(tmp_path / "beat-schedule"),
-        env_overrides={"CELERY_BROKER_URL": private_redis.url, "IMAGESEARCH_SWEEP_INTERVAL": "1"},
+        env_overrides={
+            "CELERY_BROKER_URL": private_redis.url,
+            "IMAGESEARCH_SWEEP_INTERVAL": "1",
+            "PYTHONUNBUFFERED": "1",
+        },
     )
-
-    # Redis crashes: the upload is stored and says embedding is delayed.
-    private_redis.stop()
     response = _upload_bounded(staff_client, [1, 2], "lighthouse")
+    assert response.status_code == 200 and DELAYED not in response.content.decode()
+    first = list(Image.objects.values_list("pk", flat=True))
+
+    # Redis crashes while the worker embeds them (its message unacknowledged): the worker
+    # survives the lost connection and finishes the task.
+    with rows_held(first):
+        wait_for(
+            lambda: pool_process_running_an_embedding(worker.proc.pid),
+            timeout=60,
+            what="the worker embedding the first upload",
+        )
+        private_redis.stop()
+
+    # Uploads while it is down are stored and say that embedding is delayed.
+    response = _upload_bounded(staff_client, [3, 4], "lighthouse")
     assert response.status_code == 200
     assert DELAYED in response.content.decode()
 
@@ -62,25 +83,25 @@ def test_uploads_while_redis_is_down_or_hung_succeed_and_are_indexed_when_it_ret
     # timeout of the settings instead of forever.
     private_redis.start()
     private_redis.pause()
-    response = _upload_bounded(staff_client, [3], "lighthouse")
+    response = _upload_bounded(staff_client, [5], "lighthouse")
     assert response.status_code == 200
     assert DELAYED in response.content.decode()
 
-    images = list(Image.objects.all())
-    assert len(images) == 3
-    assert {i.status for i in images} == {Image.Status.PENDING}
-    assert all(i.queued_at is None for i in images)  # never reached the broker
-    for image in images:  # nothing lost: both files are stored
+    delayed = list(Image.objects.exclude(pk__in=first))
+    assert len(delayed) == 3
+    assert {i.status for i in delayed} == {Image.Status.PENDING}
+    assert all(i.queued_at is None for i in delayed)  # never reached the broker
+    for image in Image.objects.all():  # nothing lost: both files are stored
         assert image.file.storage.exists(image.file.name)
         assert image.thumbnail.storage.exists(image.thumbnail.name)
 
     # Redis answers again: the worker reconnects, beat's sweep enqueues the pending images.
     private_redis.resume()
-    ids = [i.pk for i in images]
+    ids = list(Image.objects.values_list("pk", flat=True))
     wait_for(
-        lambda: Image.objects.filter(pk__in=ids, status="ready").count() == 3,
+        lambda: Image.objects.filter(pk__in=ids, status="ready").count() == len(ids),
         timeout=90,
-        what="the images uploaded while Redis was down to become ready",
+        what="every image to become ready",
     )
 
     def indexed() -> bool:
@@ -92,3 +113,40 @@ def test_uploads_while_redis_is_down_or_hung_succeed_and_are_indexed_when_it_ret
     page = staff_client.get("/", {"q": "lighthouse"})
     assert page.status_code == 200
     assert set(ids) <= {hit.image.pk for hit in page.context["page"].hits}
+    assert worker.proc.poll() is None, "the worker died with the broker"
+
+
+def test_worker_survives_losing_redis_while_it_holds_a_reserved_countdown_task(
+    private_redis, start_worker, settings
+):
+    from gallery.services import images_create
+    from search import services
+    from tests.factories import upload
+
+    worker = start_worker(
+        "--pool",
+        "prefork",
+        "--concurrency",
+        "1",
+        env_overrides={"CELERY_BROKER_URL": private_redis.url, "PYTHONUNBUFFERED": "1"},
+    )
+    # A rebuild waits out its countdown in the worker, unacknowledged: celery/kombu 5.7 crashed
+    # the whole worker ("Unrecoverable error") when the broker went away at such a moment.
+    settings.IMAGESEARCH_REBUILD_DELAY = 600
+    services.request_rebuild()
+    wait_for(lambda: "rebuild_index" in worker.log_path.read_text(), timeout=30, what="the rebuild reserved")
+    private_redis.stop()
+    wait_for(
+        lambda: "Cannot connect" in worker.log_path.read_text() or worker.proc.poll() is not None,
+        timeout=30,
+        what="the worker noticing the lost broker",
+    )
+    assert worker.proc.poll() is None, worker.log_path.read_text()[-3000:]
+
+    private_redis.start()
+    result = images_create(uploads=[upload(image_bytes(9), ["heron"])])
+    wait_for(
+        lambda: Image.objects.filter(pk__in=result.added, status="ready").exists(),
+        timeout=60,
+        what="an upload after the broker came back to be embedded",
+    )

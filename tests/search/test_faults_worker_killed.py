@@ -1,0 +1,127 @@
+"""Fault: the worker is killed (SIGKILL: out of memory, a crash, a deploy gone wrong) while it
+embeds a batch. Every image of the batch still ends ``ready``, none is run through the model
+twice, none is lost, and the index holds each exactly once.
+
+Two ways to die, two recoveries:
+
+* the pool process dies, its parent lives on: ``acks_late`` + ``reject_on_worker_lost`` put
+  the message back on the queue at once and a fresh pool process runs it again;
+* the whole worker dies: its message stays unacknowledged in Redis until the visibility
+  timeout (an hour), so the sweep a worker runs when it starts enqueues the images left
+  pending (here with a pending timeout of 1 s instead of 300 s, so the test need not wait).
+
+Each test runs against a redis-server of its own, so no unacknowledged message is left in the
+shared one.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import signal
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from gallery.models import Image
+from search import embedding
+from search import index as search_index
+from tests.conftest import wait_for
+from tests.factories import upload
+from tests.support.images import image_bytes
+from tests.support.workers import pool_process_running_an_embedding, rows_held
+
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+BATCH = 40  # three embedding tasks of IMAGESEARCH_EMBED_BATCH_SIZE (16)
+_SUCCEEDED = re.compile(r"Task search\.tasks\.embed_images\[[0-9a-f-]+\] succeeded in [0-9.e-]+s: (\{.*\})")
+
+
+def _upload_batch() -> list[int]:
+    from gallery.services import images_create
+
+    result = images_create(
+        uploads=[upload(image_bytes(500 + i, size=(48, 36)), ["kestrel"], f"k{i}.png") for i in range(BATCH)]
+    )
+    assert len(result.added) == BATCH and result.queued
+    return result.added
+
+
+def _running_an_embedding(worker) -> int:
+    return wait_for(
+        lambda: pool_process_running_an_embedding(worker.proc.pid),
+        timeout=60,
+        what="the pool process running an embedding task",
+    )
+
+
+def _embedded_counts(*logs: Path) -> list[int]:
+    """The ``embedded`` count of every embedding task that finished, from the workers' logs."""
+    return [
+        ast.literal_eval(m.group(1))["embedded"] for log in logs for m in _SUCCEEDED.finditer(log.read_text())
+    ]
+
+
+def _assert_all_ready_and_indexed_once(ids: list[int]) -> None:
+    wait_for(
+        lambda: Image.objects.filter(pk__in=ids, status="ready").count() == len(ids),
+        timeout=90,
+        what="every image of the batch ready",
+    )
+
+    def index_holds_them() -> bool:
+        manifest = search_index.read_current_manifest(settings.INDEX_DIR)
+        newest = max(i.hybrid_updated_at.timestamp() for i in Image.objects.filter(pk__in=ids))
+        return manifest is not None and manifest.created_at >= newest
+
+    wait_for(index_holds_them, timeout=60, what="an index generation with the whole batch")
+    reader = search_index.IndexReader(settings.INDEX_DIR, expected_model=embedding.model_name())
+    reader.refresh()
+    query = embedding.from_bytes(Image.objects.get(pk=ids[0]).hybrid_vector)
+    _, found = reader.search(query, reader.manifest.count + 5)
+    found = [int(i) for i in found[0] if i >= 0]
+    assert len(found) == len(set(found))  # once each
+    assert set(ids) <= set(found)
+    assert Image.objects.count() == len(ids)
+
+
+def test_pool_process_killed_mid_batch_its_task_runs_again_and_every_image_ends_ready_once(
+    private_redis, start_worker
+):
+    worker = start_worker(
+        "--pool",
+        "prefork",
+        "--concurrency",
+        "1",
+        env_overrides={"CELERY_BROKER_URL": private_redis.url, "PYTHONUNBUFFERED": "1"},
+    )
+    ids = _upload_batch()
+    with rows_held(ids):
+        os.kill(_running_an_embedding(worker), signal.SIGKILL)
+
+    _assert_all_ready_and_indexed_once(ids)
+    log = worker.log_path.read_text()
+    assert "WorkerLostError" in log and "SIGKILL" in log  # it died while running the task
+    assert sum(_embedded_counts(worker.log_path)) == BATCH  # none through the model twice
+
+
+def test_whole_worker_killed_mid_batch_the_next_worker_sweeps_and_every_image_ends_ready_once(
+    private_redis, start_worker
+):
+    env = {"CELERY_BROKER_URL": private_redis.url, "PYTHONUNBUFFERED": "1"}
+    first = start_worker("--pool", "prefork", "--concurrency", "1", env_overrides=env)
+    ids = _upload_batch()
+    with rows_held(ids):
+        _running_an_embedding(first)
+        os.killpg(first.proc.pid, signal.SIGKILL)  # the worker and its pool process, no goodbye
+        first.stop()
+    assert _embedded_counts(first.log_path) == []
+    assert Image.objects.filter(pk__in=ids, status="pending").count() == BATCH
+
+    second = start_worker(
+        "--pool", "prefork", "--concurrency", "1", env_overrides={**env, "IMAGESEARCH_PENDING_TIMEOUT": "1"}
+    )
+    _assert_all_ready_and_indexed_once(ids)
+    assert sum(_embedded_counts(first.log_path, second.log_path)) == BATCH

@@ -1,0 +1,50 @@
+"""Catching a real worker in the middle of a task, whatever the speed or load of the machine."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from django.db import transaction
+
+from gallery.models import Image
+
+
+@contextlib.contextmanager
+def rows_held(ids: list[int]) -> Iterator[None]:
+    """Hold these images' rows (row locks on PostgreSQL, the write lock on SQLite) so that a task
+    embedding them cannot finish until the block ends: a fault provoked inside the block lands
+    mid-task. Keep it short: SQLite writers give up after the settings' 30 s busy timeout."""
+    with transaction.atomic():
+        list(Image.objects.select_for_update().filter(pk__in=ids).values_list("pk", flat=True))
+        yield
+
+
+def children(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid`` (a prefork worker's pool processes)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def pool_process_running_an_embedding(worker_pid: int) -> int | None:
+    """The prefork pool process that has started an embedding task, or None.
+
+    Only the embedding task imports torch (heavy libraries load lazily), so a pool process that
+    mapped libtorch has started one; inside :func:`rows_held` it cannot have finished it.
+    """
+    for child in children(worker_pid):
+        try:
+            if "libtorch" in Path(f"/proc/{child}/maps").read_text():
+                return child
+        except OSError:
+            continue
+    return None
