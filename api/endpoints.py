@@ -39,7 +39,7 @@ api = NinjaAPI(
 )
 
 ImageId = Annotated[int, Path(ge=1, le=2**62, description="The image's id.")]
-BatchToken = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="`batch` of an upload's answer.")]
+BatchToken = Annotated[str, Path(max_length=64, description="`batch` of an upload's answer.")]
 
 
 def errors(*codes: int) -> dict[int, type[s.ErrorOut]]:
@@ -129,7 +129,7 @@ def _search(request: HttpRequest, params: s.SearchParams, image: UploadedFile | 
     }
 
 
-@api.get("/api/search", response={200: s.SearchOut, **errors(400, 401, 503)}, tags=["search"])
+@api.get("/api/search", response={200: s.SearchOut, **errors(400, 401, 404, 503)}, tags=["search"])
 def search_get(request: HttpRequest, params: Query[s.SearchParams]):
     """Search by words (`text`), by an indexed image (`image_id`: more like this), by an earlier
     uploaded image (`image_token`), or browse `labels`; filter by `labels`, `sort`, page with
@@ -137,8 +137,8 @@ def search_get(request: HttpRequest, params: Query[s.SearchParams]):
     return _search(request, params, None)
 
 
-@api.post("/api/search", response={200: s.SearchOut, **errors(400, 401, 503)}, tags=["search"])
-def search_post(request: HttpRequest, params: Form[s.SearchParams], image: File[UploadedFile] = None):
+@api.post("/api/search", response={200: s.SearchOut, **errors(400, 401, 404, 503)}, tags=["search"])
+def search_post(request: HttpRequest, image: File[UploadedFile], params: Form[s.SearchParams]):
     """The same as `GET /api/search`, with an uploaded query `image` (multipart). With `text` too,
     the query is the weighted hybrid of both (`weight` is the image's share). The answer's
     `image_token` pages through the image's results without uploading it again."""

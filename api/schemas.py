@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from ninja import Field, Schema
+from pydantic import BeforeValidator, StrictBool, StrictFloat, StrictStr
+from pydantic.json_schema import SkipJsonSchema
 
 from search.queries import DEFAULT_IMAGE_WEIGHT, MAX_FILTER_LABELS
 from search.services import MAX_RESULTS
+
+
+def _a_number(value: object) -> object:
+    if isinstance(value, (str, bool)):
+        raise ValueError("must be a number")
+    return value
+
+
+def json_int(**constraints: int) -> Any:
+    """An integer of a JSON body: no "5" for 5, no true for 1 (but 5.0 is 5, as in JSON Schema).
+    The constraints come before the validator, so that they reach the OpenAPI description."""
+    return Annotated[int, Field(**constraints), BeforeValidator(_a_number)]
 
 
 class ErrorDetail(Schema):
@@ -22,14 +36,18 @@ class ErrorOut(Schema):
 
 
 class SearchParams(Schema):
-    text: str = Field("", max_length=10_000, description="Words to search for.")
-    image_id: int | None = Field(
-        None, ge=1, le=2**62, description="More like this: search with this indexed image's vector."
+    text: str = Field(
+        "", max_length=1000, description="Words to search for (CLIP reads the first 77 tokens)."
     )
-    image_token: str | None = Field(
+    # Optional without "or null" in the description: a query string or a form cannot send a null.
+    image_id: Annotated[int, Field(ge=1, le=2**62)] | SkipJsonSchema[None] = Field(
+        None, description="More like this: search with this indexed image's vector."
+    )
+    image_token: str | SkipJsonSchema[None] = Field(
         None,
-        pattern=r"^[0-9a-f]{32}$",
-        description="An earlier uploaded query image (its `image_token`), to page through its results.",
+        max_length=64,
+        description="An earlier uploaded query image (its `image_token`), to page through its results; "
+        "404 once it has expired (after an hour).",
     )
     weight: float = Field(
         DEFAULT_IMAGE_WEIGHT,
@@ -85,7 +103,12 @@ class LabelOut(Schema):
 
 
 class RelabelIn(Schema):
-    labels: list[str] = Field(min_length=1, max_length=100)
+    labels: list[Annotated[StrictStr, Field(min_length=1, max_length=100)]] = Field(
+        min_length=1,
+        max_length=100,
+        description="The new labels. Spaces are collapsed; a label that is blank or holds control "
+        "characters is refused (400), as on the upload page.",
+    )
 
 
 class NamedReason(Schema):
@@ -155,20 +178,22 @@ class KnnIn(Schema):
     """clip-retrieval's ``/knn-service`` request. One of ``text``, ``image``, ``image_url`` or
     ``embedding_input``; the other fields are accepted as clip-retrieval's clients send them."""
 
-    text: str | None = Field(None, max_length=10_000)
-    image: str | None = Field(None, description="The query image, base64-encoded.")
-    image_url: str | None = Field(None, max_length=2000, description="Only this library's own image URLs.")
-    embedding_input: list[float] | None = Field(None, max_length=4096)
+    text: StrictStr | None = Field(None, max_length=10_000)
+    image: StrictStr | None = Field(None, description="The query image, base64-encoded.")
+    image_url: StrictStr | None = Field(
+        None, max_length=2000, description="Only this library's own image URLs."
+    )
+    embedding_input: list[StrictFloat] | None = Field(None, max_length=4096)
     modality: Literal["image", "text"] = "image"
-    num_images: int = Field(40, ge=1, le=MAX_RESULTS)
-    num_result_ids: int | None = Field(None, ge=1, le=100_000)
-    indice_name: str | None = Field(None, max_length=200)
-    deduplicate: bool = True
-    use_safety_model: bool = False
-    use_violence_detector: bool = False
-    use_mclip: bool = False
-    aesthetic_score: int | str | None = None
-    aesthetic_weight: float | str | None = None
+    num_images: json_int(ge=1, le=MAX_RESULTS) = 40
+    num_result_ids: json_int(ge=1, le=100_000) | None = None
+    indice_name: Literal["imagesearch"] | None = Field(None, description="This service's one index.")
+    deduplicate: StrictBool = True
+    use_safety_model: StrictBool = False
+    use_violence_detector: StrictBool = False
+    use_mclip: StrictBool = False
+    aesthetic_score: json_int() | StrictStr | None = None
+    aesthetic_weight: StrictFloat | StrictStr | None = None
 
 
 class KnnHit(Schema):
@@ -179,8 +204,8 @@ class KnnHit(Schema):
 
 
 class MetadataIn(Schema):
-    ids: list[int] = Field(max_length=MAX_RESULTS)
-    indice_name: str | None = Field(None, max_length=200)
+    ids: list[json_int(ge=1, le=2**62)] = Field(max_length=MAX_RESULTS)
+    indice_name: Literal["imagesearch"] | None = Field(None, description="This service's one index.")
 
 
 class Metadata(Schema):

@@ -4,6 +4,7 @@ batch is done."""
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Sequence
 from typing import Any
@@ -16,6 +17,7 @@ from .models import Image
 BATCH_TTL = 24 * 3600
 _CHUNK = 5000  # ids per query (SQLite limits the parameters of one statement)
 MAX_FAILURES_SHOWN = 50
+TOKEN = re.compile(r"[0-9a-f]{32}")
 
 
 def batch_remember(*, image_ids: Sequence[int]) -> str:
@@ -27,6 +29,8 @@ def batch_remember(*, image_ids: Sequence[int]) -> str:
 def batch_status(*, token: str) -> dict[str, Any] | None:
     """Counts of the batch's images by status (``deleted``: gone since), whether none is
     pending any more, and the failures with their reasons. None for an unknown token."""
+    if not TOKEN.fullmatch(token):
+        return None
     ids = cache.get(f"upload-batch:{token}")
     if ids is None:
         return None

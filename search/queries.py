@@ -9,6 +9,7 @@ for an hour under a token (``qimg``), so that its result pages are plain GET lin
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -49,9 +50,10 @@ class SearchQuery:
         or ``empty``."""
         if self.like:
             return "like"
+        words = bool(services.clean_query_text(self.text))
         if self.has_image:
-            return "hybrid" if self.text.strip() else "image"
-        if self.text.strip():
+            return "hybrid" if words else "image"
+        if words:
             return "text"
         return "browse" if self.labels else "empty"
 
@@ -86,9 +88,9 @@ def remember_image(data: bytes, vector: np.ndarray) -> str:
 
 
 def recall_image(token: str) -> np.ndarray:
-    data = cache.get(f"qvec:{token}")
+    data = cache.get(f"qvec:{token}") if re.fullmatch(r"[0-9a-f]{32}", token) else None
     if data is None:
-        raise services.QueryError("That image search has expired; choose the image again.")
+        raise services.QueryTargetMissing("That image search has expired; choose the image again.")
     return np.frombuffer(data, dtype="<f4")
 
 
@@ -120,9 +122,7 @@ def run(
     """One page of results for ``query``, and the query as it can be asked again by GET."""
     if len(query.labels) > MAX_FILTER_LABELS:
         raise services.QueryError(f"Filter by at most {MAX_FILTER_LABELS} labels at a time.")
-    if query.kind == "empty":
-        raise services.QueryError("Type a few words to search for, or choose an image.")
-    if query.kind == "browse":
+    if query.kind in ("browse", "empty"):  # no query: the newest images (with those labels)
         return services.browse(labels=query.labels, page=page, page_size=page_size), query
     vector, query = query_vector(query)
     result = services.search(
@@ -138,11 +138,15 @@ def run_slice(
     came from and the query as it can be asked again."""
     if offset < 0 or limit < 1:
         raise services.QueryError("offset is 0 or more and k is 1 or more.")
+    limit = min(limit, services.MAX_RESULTS - offset)  # results stop there: a short last page
+    if limit < 1:
+        raise services.QueryError(f"Results stop at {services.MAX_RESULTS}; refine the query to see others.")
+    last = offset + limit >= services.MAX_RESULTS
     if offset % limit == 0:
         result, query = run(query, page=offset // limit + 1, page_size=limit)
-        return result.hits, result.has_next, result, query
+        return result.hits, result.has_next and not last, result, query
     result, query = run(query, page=1, page_size=offset + limit)
-    return result.hits[offset:], result.has_next, result, query
+    return result.hits[offset:], result.has_next and not last, result, query
 
 
 def popular_labels(limit: int = 24) -> list[tuple[str, int]]:

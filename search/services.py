@@ -491,6 +491,12 @@ class Hit:
 class ResultPage:
     hits: list[Hit]
     page: int
+class QueryTargetMissing(QueryError):
+    """The query names something that is not there (any more): an image, a remembered upload."""
+
+    status_code = 404
+
+
     page_size: int
     has_next: bool
     generation: int | None
@@ -540,7 +546,7 @@ def query_vector_for_image_id(image_id: int) -> np.ndarray:
         .first()
     )
     if row is None:
-        raise QueryError("That image does not exist (any more), or is not indexed yet.")
+        raise QueryTargetMissing("That image does not exist (any more), or is not indexed yet.")
     return embedding.from_bytes(row)
 
 

@@ -94,20 +94,29 @@ def test_more_like_this_labels_and_sort(client, library):
 
 
 @pytest.mark.parametrize(
-    ("params", "message"),
+    ("params", "status", "message"),
     [
-        ({}, "Type a few words"),
-        ({"text": "a", "k": 0}, "Invalid request: k:"),
-        ({"text": "a", "sort": "random"}, "Invalid request: sort:"),
-        ({"text": "a", "k": 200, "offset": 900}, "Results stop at 1000"),
-        ({"image_id": 99999}, "does not exist"),
-        ({"image_token": "0" * 32}, "expired"),
+        ({"text": "a", "k": 0}, 400, "Invalid request: k:"),
+        ({"text": "a", "sort": "random"}, 400, "Invalid request: sort:"),
+        ({"text": "a", "offset": 1000}, 400, "Invalid request: offset:"),
+        ({"image_id": 99999}, 404, "does not exist"),
+        ({"image_token": "0" * 32}, 404, "expired"),
     ],
 )
-def test_bad_searches_are_400_with_an_error(client, library, params, message):
+def test_bad_searches_are_4xx_with_an_error(client, library, params, status, message):
     response = client.get("/api/search", params)
-    assert response.status_code == 400
+    assert response.status_code == status
     assert message in response.json()["error"]
+
+
+def test_a_search_without_a_query_lists_the_newest_images(client, library):
+    assert _ids(client.get("/api/search", {"text": " \x00 "})) == sorted(library["all"], reverse=True)
+
+
+def test_results_stop_at_the_thousandth(client, library, monkeypatch):
+    monkeypatch.setattr(services, "MAX_RESULTS", 4)
+    data = client.get("/api/search", {"text": "zebra", "k": 3, "offset": 2}).json()
+    assert (len(data["results"]), data["has_more"]) == (2, False)
 
 
 def test_a_non_image_query_is_a_400(client, library):

@@ -214,7 +214,7 @@ def test_a_non_image_upload_is_refused_with_the_reason(client, library):
 
 def test_an_expired_image_search_asks_for_the_image_again(client, library):
     response = client.get("/", {"qimg": "0" * 32})
-    assert response.status_code == 400
+    assert response.status_code == 404
     assert b"expired" in response.content
 
 
