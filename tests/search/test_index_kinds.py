@@ -5,6 +5,8 @@ Plain pytest for search.index, plus the services that pick the kind from the set
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 
@@ -87,14 +89,68 @@ def test_flat_single_queries_and_batches_give_the_same_results(tmp_path):
     np.testing.assert_allclose(batch_scores, np.vstack([s for s, _ in one_by_one]), rtol=1e-5, atol=1e-5)
 
 
-def test_flat_scan_reads_the_shared_mapping_not_a_copy(tmp_path):
+@pytest.mark.parametrize("k", [1, 10, 2000])
+def test_flat_scan_split_across_threads_merges_to_the_exact_top_k(tmp_path, monkeypatch, k):
+    monkeypatch.setattr(si, "SCAN_MIN_ROWS_PER_THREAD", 300)
+    monkeypatch.setattr(si, "_scan_threads", lambda: 3)  # 2000 rows: 3 parts of ~667
+    vectors = unit(np.random.default_rng(6).standard_normal((2000, DIM)))
+    ids, _ = write(tmp_path, vectors, "flat")
+    queries = unit(np.random.default_rng(7).standard_normal((2, DIM)))
+
+    scores, found = reader(tmp_path).search(queries, k)
+
+    want_scores, want_ids = brute_force(ids, vectors, queries, k)
+    np.testing.assert_array_equal(found, want_ids)
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("copy_max_bytes", [0, 1 << 30])
+def test_flat_scan_from_the_mapping_or_a_private_copy_gives_the_same_results(
+    tmp_path, monkeypatch, copy_max_bytes
+):
+    monkeypatch.setattr(si, "PRIVATE_COPY_MAX_BYTES", copy_max_bytes)
+    vectors = unit(np.random.default_rng(8).standard_normal((700, DIM)))
+    ids, _ = write(tmp_path, vectors, "flat")
+    queries = unit(np.random.default_rng(9).standard_normal((3, DIM)))
+
+    scores, found = reader(tmp_path).search(queries, 20)
+
+    want_scores, want_ids = brute_force(ids, vectors, queries, 20)
+    np.testing.assert_array_equal(found, want_ids)
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-5, atol=1e-5)
+
+
+def _scanned_array(r: si.IndexReader) -> np.ndarray:
+    """The array the flat kind's numpy scan reads (from the search closure)."""
+    search = r._state.search
+    return inspect.getclosurevars(inspect.getclosurevars(search).nonlocals["scan_part"]).nonlocals["vectors"]
+
+
+def _inside_mapping_of(array: np.ndarray, path) -> bool:
+    address = array.__array_interface__["data"][0]
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            if line.rstrip().endswith(str(path)):
+                lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+                if lo <= address < hi:
+                    return True
+    return False
+
+
+@pytest.mark.parametrize(("copy_max_bytes", "shared"), [(1000, True), (1 << 30, False)])
+def test_large_flat_index_is_scanned_from_the_shared_mapping_small_one_from_a_copy(
+    tmp_path, monkeypatch, copy_max_bytes, shared
+):
+    monkeypatch.setattr(si, "PRIVATE_COPY_MAX_BYTES", copy_max_bytes)
     vectors = unit(np.random.default_rng(4).standard_normal((2000, DIM)))
     _, manifest = write(tmp_path, vectors, "flat")
     r = reader(tmp_path)
     r.search(vectors[:1], 3)
-    mapped = (tmp_path / manifest.index_file).resolve()
-    with open("/proc/self/maps") as maps:
-        assert any(line.rstrip().endswith(str(mapped)) and " r--s " in line for line in maps)
+
+    scanned = _scanned_array(r)
+
+    assert _inside_mapping_of(scanned, (tmp_path / manifest.index_file).resolve()) is shared
+    np.testing.assert_array_equal(scanned, vectors)
 
 
 @pytest.mark.parametrize("kind", ["ivf", "hnsw"])
