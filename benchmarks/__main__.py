@@ -1,0 +1,196 @@
+"""``python -m benchmarks run [--quick]``: the whole suite, one command.
+
+Builds (once) the full-size random CLIP, starts from an empty benchmark database of its own,
+then: ingest (real upload, real worker); and for each library size, grows the library with
+synthetic rows, rebuilds the index from the database and measures queries; at the middle size
+the web server's throughput, at the largest the approximate index, the memory of several web
+processes and a generation switch under load. Prints every figure with its target, writes
+``benchmarks/results/latest.json`` and ``benchmarks/results/latency_vs_size.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import warnings
+from typing import Any
+
+from . import env
+
+FULL = {
+    "sizes": [10_000, 100_000, 1_000_000],
+    "ingest_images": 256,
+    "query_requests": {10_000: 200, 100_000: 200, 1_000_000: 100},
+    "throughput_size": 100_000,
+    "throughput_seconds": 60.0,
+    "throughput_compare": True,
+    "hnsw_size": 100_000,
+    "memory_workers": (1, 2, 4),
+}
+QUICK = {
+    "sizes": [10_000, 100_000],
+    "ingest_images": 48,
+    "query_requests": {10_000: 60, 100_000: 60},
+    "throughput_size": 100_000,
+    "throughput_seconds": 15.0,
+    "throughput_compare": False,
+    "hnsw_size": 10_000,
+    "memory_workers": (1, 2),
+}
+
+
+def _log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _meta(mode: str) -> dict[str, Any]:
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=env.ROOT, capture_output=True, text=True
+    )
+    import faiss
+    import numpy
+    import torch
+
+    return {
+        "mode": mode,
+        "command": f"{os.path.relpath(sys.executable, env.ROOT)} -m benchmarks run"
+        + (" --quick" if mode == "quick" else ""),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "commit": commit.stdout.strip(),
+        "cpu": platform.processor() or platform.machine(),
+        "cores": len(os.sched_getaffinity(0)),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "faiss": faiss.__version__,
+        "numpy": numpy.__version__,
+        "torch_device": "cpu",
+        "database": "sqlite",
+    }
+
+
+def run(quick: bool) -> dict[str, Any]:
+    plan = QUICK if quick else FULL
+    started = time.perf_counter()
+    env.configure(fresh=True)
+    os.environ["IMAGESEARCH_TORCH_THREADS"] = "1"  # this process serves queries like a web process
+    _log("building (or reusing) the full-size random CLIP ...")
+    env.build_model()
+    env.setup_django()
+    warnings.filterwarnings("ignore", message="No directory at")  # whitenoise, no collectstatic
+
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from django.test import Client
+
+    from . import ann, ingest, query, rebuild, throughput
+    from .library import ClusteredVectors, grow_library
+
+    call_command("migrate", verbosity=0)
+    results: dict[str, Any] = {"meta": _meta("quick" if quick else "full"), "sizes": {}}
+    cores = len(os.sched_getaffinity(0))
+    try:
+        _log(f"ingest: {plan['ingest_images']} images through the upload view and a real worker ...")
+        staff = get_user_model().objects.create_superuser("bench", "bench@example.org", "bench-pw-123456")
+        staff_client = Client()
+        staff_client.force_login(staff)
+        results["ingest"] = ingest.run(
+            images=plan["ingest_images"], staff_client=staff_client, batch=16, threads=cores
+        )
+        _log(f"ingest ratio {results['ingest']['ratio']}")
+        # The library is synthetic from here on: remove the uploaded images.
+        from gallery.models import Image
+
+        Image.objects.all().delete()
+
+        vectors = ClusteredVectors()
+        model = str(env.MODEL_DIR)
+        client = Client()
+        largest = plan["sizes"][-1]
+        for size in plan["sizes"]:
+            section: dict[str, Any] = {}
+            results["sizes"][str(size)] = section
+            _log(f"library of {size:,}: inserting synthetic rows ...")
+            section["grow"] = grow_library(size, vectors=vectors, model=model)
+            _log("rebuilding the index from the database ...")
+            section["rebuild"] = rebuild.rebuild(size, cold=size == largest)
+            _log(f"rebuild {section['rebuild']['seconds']} s; text search requests ...")
+            section["query"] = query.run(size, requests=plan["query_requests"][size], client=client)
+            _log(f"query ratio {section['query']['ratio']}, p50 {section['query']['request']['p50_ms']} ms")
+            if size == plan["hnsw_size"] or size == largest:
+                ids, vecs = _library_vectors()
+                if size == plan["hnsw_size"]:
+                    _log("approximate index: hnsw ...")
+                    section["ann_hnsw"] = ann.compare("hnsw", ids, vecs, flat_dir=None)
+                if size == largest:
+                    _log("approximate index: ivf ...")
+                    from search import services
+
+                    section["ann_ivf"] = ann.compare("ivf", ids, vecs, flat_dir=services.index_dir())
+                    section["ann_ivf"]["lists"] = _ivf_lists(len(ids))
+                del ids, vecs
+            if size == plan["throughput_size"]:
+                _log(f"throughput: gunicorn, concurrency 16, {plan['throughput_seconds']:.0f} s ...")
+                section["throughput"] = throughput.run(
+                    size=size,
+                    seconds=plan["throughput_seconds"],
+                    query_figures=section["query"],
+                    compare=plan["throughput_compare"],
+                )
+                _log(f"throughput {section['throughput']['requests_per_s']} requests/s")
+            if size == largest:
+                _log(f"memory of {plan['memory_workers']} gunicorn workers ...")
+                section["memory"] = rebuild.memory(size, worker_counts=plan["memory_workers"])
+                _log("generation switch under load ...")
+                section["switch"] = rebuild.switch(size, workers=cores, before_s=5.0)
+    finally:
+        env.purge_queue()
+    results["meta"]["total_s"] = round(time.perf_counter() - started, 1)
+    return results
+
+
+def _library_vectors():
+    from search import embedding, services
+
+    return services._read_vectors(embedding.model_name())
+
+
+def _ivf_lists(n: int) -> int:
+    from search import index as search_index
+
+    return search_index._ivf_lists(n)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_parser = sub.add_parser("run", help="run the suite")
+    run_parser.add_argument("--quick", action="store_true", help="smaller sizes, a few minutes")
+    report_parser = sub.add_parser("report", help="print figures and redraw the plot from a results file")
+    report_parser.add_argument("path", nargs="?", default=str(env.RESULTS_DIR / "latest.json"))
+    args = parser.parse_args(argv)
+
+    from . import report
+
+    if args.command == "report":
+        with open(args.path) as f:
+            results = json.load(f)
+    else:
+        results = run(args.quick)
+        env.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        results["figures"] = report.figures(results)
+        (env.RESULTS_DIR / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    results["figures"] = report.figures(results)
+    report.plot(results, env.RESULTS_DIR / "latency_vs_size.png")
+    print(report.table(results))
+    print(f"\nresults: {env.RESULTS_DIR / 'latest.json'}\nplot:    {env.RESULTS_DIR / 'latency_vs_size.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""Target 1: end-to-end ingest throughput against the model's own forward throughput.
+
+The product path, all real: one bulk upload request through the admin upload view (staff user,
+multipart body prepared beforehand, handled by Django's request handler in this process), rows
+and files written by ``images_create``, ids enqueued on Redis, a real Celery worker process
+(the ``./run`` configuration: prefork, one process, torch threads = cores / processes) that
+decodes, embeds, stores vectors and coalesces index rebuilds, until every image of the upload
+is searchable (ready, and the current index generation holds it).
+
+Baseline, in the same run: the same model, in a fresh process set up like the worker (same
+environment, same torch threads), encoding already-decoded images of the size the worker feeds
+it, at the same batch size, measured right before and right after the upload (median batch
+time of each, averaged). ratio = (images / end-to-end seconds) / (images / model seconds).
+
+The images are photo-like JPEGs of 2048x1536 (3 MP, quality 90), generated once and cached.
+"""
+
+from __future__ import annotations
+
+import io
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import env
+from .timing import noise
+
+IMAGE_SIZE = (2048, 1536)
+
+
+def _images(count: int) -> list[Path]:
+    from PIL import Image as PILImage
+
+    from tests.support.images import make_image
+
+    folder = env.RESULTS_DIR / "cache" / f"jpeg-{IMAGE_SIZE[0]}x{IMAGE_SIZE[1]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for seed in range(count):
+        path = folder / f"{seed:05d}.jpg"
+        if not path.exists():
+            small = make_image(10_000 + seed, (IMAGE_SIZE[0] // 4, IMAGE_SIZE[1] // 4))
+            big = small.resize(IMAGE_SIZE, PILImage.Resampling.BICUBIC)
+            # Grain at full resolution, so that the JPEG has a photo's size and decoding cost.
+            grain = np.random.default_rng(seed).normal(0, 6, (IMAGE_SIZE[1], IMAGE_SIZE[0], 3))
+            pixels = np.clip(np.asarray(big, dtype=np.float32) + grain, 0, 255).astype(np.uint8)
+            out = io.BytesIO()
+            PILImage.fromarray(pixels).save(out, "JPEG", quality=90)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(out.getvalue())
+            tmp.replace(path)
+        paths.append(path)
+    return paths
+
+
+def _multipart(paths: list[Path], labels: str) -> tuple[bytes, str]:
+    boundary = f"bench{uuid.uuid4().hex}"
+    parts = []
+    for path in paths:
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{path.name}"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n".encode()
+        )
+        parts.append(path.read_bytes())
+        parts.append(b"\r\n")
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="labels"\r\n\r\n{labels}\r\n'.encode()
+    )
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+class Worker:
+    """``celery worker`` as ``./run`` starts it (without beat), in its own process group."""
+
+    def __init__(self, log: Path, **extra_env: str) -> None:
+        self.log = log.open("ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "imagesearch",
+                "worker",
+                "--concurrency",
+                "1",
+                "--loglevel",
+                "INFO",
+                "--without-mingle",
+                "--without-gossip",
+                "-Q",
+                env.subprocess_env()["CELERY_TASK_DEFAULT_QUEUE"],
+            ],
+            cwd=env.ROOT,
+            env=env.subprocess_env(IMAGESEARCH_LOG_LEVEL="INFO", **extra_env),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 120
+        while b" ready." not in log.read_bytes():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        import os
+
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self.log.close()
+
+
+def _searchable(ids: list[int]) -> bool:
+    from gallery.models import Image
+    from search import index as search_index
+    from search import services
+
+    ready = Image.objects.filter(pk__in=ids, status=Image.Status.READY).count()
+    if ready < len(ids):
+        failed = Image.objects.filter(pk__in=ids, status=Image.Status.FAILED).values_list("failure_reason")
+        if failed:
+            raise RuntimeError(f"images failed: {list(failed)[:3]}")
+        return False
+    manifest = search_index.read_current_manifest(services.index_dir())
+    return manifest is not None and not services.index_behind()
+
+
+def _wait_searchable(ids: list[int], timeout: float) -> float:
+    deadline = time.monotonic() + timeout
+    while not _searchable(ids):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{len(ids)} images not searchable after {timeout}s")
+        time.sleep(0.05)
+    return time.perf_counter()
+
+
+def _upload(client: Any, paths: list[Path], labels: str) -> list[int]:
+    body, content_type = _multipart(paths, labels)
+    response = client.generic(
+        "POST", "/admin/gallery/image/upload/", body, content_type, HTTP_ACCEPT="application/json"
+    )
+    if response.status_code != 200:
+        raise RuntimeError(f"upload answered {response.status_code}: {response.content[:500]!r}")
+    data = response.json()
+    if data.get("refused") or len(data["added"]) != len(paths):
+        raise RuntimeError(f"upload refused images: {data}")
+    return data["added"]
+
+
+def _model_throughput(folder: Path, *, batch: int, rounds: int) -> dict[str, Any]:
+    """The model alone, in a fresh process set up like the worker (see model_forward)."""
+    import json
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.model_forward",
+            str(folder),
+            "--batch",
+            str(batch),
+            "--rounds",
+            str(rounds),
+        ],
+        cwd=env.ROOT,
+        env=env.subprocess_env(IMAGESEARCH_TORCH_THREADS="0"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"model_forward failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def run(*, images: int, staff_client: Any, batch: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"images": images, "batch": batch}
+    paths = _images(images + batch)
+    out["image_size"] = list(IMAGE_SIZE)
+    out["mean_file_kb"] = round(float(np.mean([p.stat().st_size for p in paths])) / 1024, 1)
+    log = env.RESULTS_DIR / "ingest-worker.log"
+    log.unlink(missing_ok=True)
+    worker = Worker(log)
+    try:
+        with noise(out):
+            # Warm the worker (model loaded, first generation written), as in a running system.
+            warm = _upload(staff_client, paths[images:], "warm up")
+            _wait_searchable(warm, timeout=300)
+            before = _model_throughput(paths[0].parent, batch=batch, rounds=3)
+
+            body_paths = paths[:images]
+            started = time.perf_counter()
+            ids = _upload(staff_client, body_paths, "bulk, benchmark")
+            uploaded = time.perf_counter()
+            done = _wait_searchable(ids, timeout=1800)
+
+            after = _model_throughput(paths[0].parent, batch=batch, rounds=3)
+    finally:
+        worker.stop()
+    seconds = done - started
+    model_rate = (before["images_per_s_median"] + after["images_per_s_median"]) / 2
+    out.update(
+        {
+            "upload_request_s": round(uploaded - started, 2),
+            "end_to_end_s": round(seconds, 2),
+            "end_to_end_images_per_s": round(images / seconds, 2),
+            "model_before": before,
+            "model_after": after,
+            "model_images_per_s": round(model_rate, 2),
+            "worker_torch_threads": before["torch_threads"],
+            "ratio": round((images / seconds) / model_rate, 3),
+            "worker_log": str(log.relative_to(env.ROOT)),
+        }
+    )
+    return out

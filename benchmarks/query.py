@@ -1,0 +1,182 @@
+"""Target 2: server-side latency of a text search request against its unavoidable parts.
+
+Runs in this process through Django's request handler (``django.test.Client``: middleware,
+form, query embedding, index search, re-reading the rows, rendering), with no network and no
+web server in between, so the time is what the server spends. For each query text, in turn:
+
+1. ``encode``: the model encodes the text alone (``embedding.encode_texts``; it does not fill
+   the query cache, so the request after it still runs the model);
+2. ``faiss``: faiss's own flat search of the vector over the same generation read into memory,
+   and ``numpy``: a plain matrix-vector product with ``argpartition`` over those vectors
+   (numpy's BLAS with all cores, as shipped); ``product_search``: the product's index reader
+   (from a private copy or the shared mapping: see ``search.index.PRIVATE_COPY_MAX_BYTES``);
+3. ``request``: ``GET /?q=<text>``, a text the process has never seen.
+
+baseline = p50(encode) + min(p50(faiss), p50(numpy)); ratio = p50(request) / baseline.
+Each search asks for the ``k`` the search service asks for on page 1. Then the same text
+is requested again and again: the model must not run (counted), and its latency is reported.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from typing import Any
+
+import numpy as np
+
+from .timing import noise, summary_ms
+
+WORDS = (
+    "red blue green yellow old small large bright dark quiet busy winter summer morning night "
+    "bicycle harbour mountain street kitchen garden portrait market forest beach bridge train "
+    "cat dog horse child woman man crowd boat city river lake desert snow rain cloud sky"
+).split()
+
+
+def query_texts(count: int, seed: int) -> list[str]:
+    """Distinct, similar-length queries (three or four words and a number)."""
+    rng = np.random.default_rng(seed)
+    texts = []
+    for i in range(count):
+        words = rng.choice(WORDS, size=3 + i % 2, replace=False)
+        texts.append(f"{' '.join(words)} {seed}-{i}")
+    return texts
+
+
+def service_k() -> int:
+    """The k the search service asks the index for on page 1 (see services.search)."""
+    from django.conf import settings
+
+    needed = settings.IMAGESEARCH_PAGE_SIZE + 1
+    return needed * 2 + 16
+
+
+def _in_memory_flat(index_dir: Any) -> tuple[Any, np.ndarray]:
+    """The current generation read into this process's memory: faiss's own flat index, and
+    numpy's view of its vectors (anonymous memory: the fastest either can scan here)."""
+    import faiss
+
+    from search import index as search_index
+
+    manifest = search_index.read_current_manifest(index_dir, strict=True)
+    index = faiss.read_index(str(index_dir / manifest.index_file))
+    inner = faiss.downcast_index(index.index)
+    vectors = faiss.rev_swig_ptr(inner.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d)
+    return index, vectors
+
+
+def _numpy_blas_libraries() -> list[Any]:
+    """numpy's BLAS (the product keeps it at one thread; the baseline runs it as shipped)."""
+    from threadpoolctl import ThreadpoolController
+
+    numpy_dir = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy")
+    return [
+        lib
+        for lib in ThreadpoolController().lib_controllers
+        if lib.user_api == "blas" and lib.filepath.startswith(numpy_dir)
+    ]
+
+
+def _numpy_search(vectors: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
+    scores = vectors @ q
+    part = np.argpartition(scores, len(scores) - k)[len(scores) - k :]
+    return part[np.argsort(-scores[part])]
+
+
+_HIT = re.compile(rb'<img[^>]+src="/media/')
+
+
+def run(size: int, *, requests: int, client: Any) -> dict[str, Any]:
+    from django.conf import settings
+
+    from search import embedding, services
+    from search import index as search_index
+
+    out: dict[str, Any] = {"size": size, "k": service_k()}
+    k = service_k()
+    with noise(out):
+        reader = search_index.get_reader(services.index_dir(), expected_model=embedding.model_name())
+        reader.refresh()
+        assert reader.manifest is not None and reader.manifest.count == size, reader.status()
+        faiss_index, vectors = _in_memory_flat(services.index_dir())
+        texts = query_texts(requests + 5, seed=size)
+        blas = _numpy_blas_libraries()
+        cores = len(os.sched_getaffinity(0))
+        # Warm-up: model, templates, database connection, page cache of the index.
+        for text in texts[:5]:
+            client.get("/", {"q": text})
+        rows: dict[str, list[float]] = {
+            "encode": [],
+            "faiss": [],
+            "numpy": [],
+            "product_search": [],
+            "request": [],
+        }
+        hits = []
+        for text in texts[5:]:
+            t = time.perf_counter()
+            vector = embedding.encode_texts([text])[0]
+            rows["encode"].append(time.perf_counter() - t)
+            q = vector[None, :]
+            t = time.perf_counter()
+            faiss_index.search(q, k)
+            rows["faiss"].append(time.perf_counter() - t)
+            previous = [lib.num_threads for lib in blas]
+            for lib in blas:
+                lib.set_num_threads(cores)  # plain numpy: its BLAS with all cores
+            t = time.perf_counter()
+            _numpy_search(vectors, vector, k)
+            rows["numpy"].append(time.perf_counter() - t)
+            for lib, threads in zip(blas, previous, strict=True):
+                lib.set_num_threads(threads)
+            t = time.perf_counter()
+            reader.search(q, k)
+            rows["product_search"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            response = client.get("/", {"q": text})
+            rows["request"].append(time.perf_counter() - t)
+            if response.status_code != 200:
+                raise RuntimeError(f"search page answered {response.status_code}: {response.content[:500]!r}")
+            hits.append(len(_HIT.findall(response.content)))
+        out.update({name: summary_ms(values) for name, values in rows.items()})
+        search_base = min(out["faiss"]["p50_ms"], out["numpy"]["p50_ms"])
+        out["baseline_p50_ms"] = round(out["encode"]["p50_ms"] + search_base, 3)
+        out["baseline_search"] = "faiss" if out["faiss"]["p50_ms"] <= out["numpy"]["p50_ms"] else "numpy"
+        out["ratio"] = round(out["request"]["p50_ms"] / out["baseline_p50_ms"], 3)
+        # What the request adds to encode + search: rows, labels, notices, render, middleware.
+        out["overhead_p50_ms"] = round(
+            out["request"]["p50_ms"] - out["encode"]["p50_ms"] - out["product_search"]["p50_ms"], 3
+        )
+        out["results_per_page"] = {"min": int(min(hits)), "expected": settings.IMAGESEARCH_PAGE_SIZE}
+        out["repeat"] = _repeated_query(client, texts[5], rounds=max(10, requests // 4))
+        del faiss_index, vectors
+    return out
+
+
+def _repeated_query(client: Any, text: str, *, rounds: int) -> dict[str, Any]:
+    """The same text again and again: the query-vector cache must keep the model out of it."""
+    from search import embedding
+
+    model = embedding.get_model()
+    calls = 0
+    original = model.encode
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return original(*args, **kwargs)
+
+    client.get("/", {"q": text})  # make sure it is cached
+    model.encode = counting
+    try:
+        times = []
+        for _ in range(rounds):
+            t = time.perf_counter()
+            response = client.get("/", {"q": text})
+            times.append(time.perf_counter() - t)
+            assert response.status_code == 200
+    finally:
+        del model.encode  # back to the class's method
+    return {"model_calls": calls, **summary_ms(times)}

@@ -1,0 +1,287 @@
+"""Figures with their targets, the printed table, and the plot of latency against library size."""
+
+from __future__ import annotations
+
+import operator
+from pathlib import Path
+from typing import Any
+
+_OPS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, "==": operator.eq}
+
+
+def _figure(
+    target: str,
+    name: str,
+    value: Any,
+    op: str | None = None,
+    limit: Any = None,
+    unit: str = "",
+    note: str = "",
+) -> dict[str, Any]:
+    met = None if op is None or value is None else bool(_OPS[op](value, limit))
+    return {
+        "target": target,
+        "name": name,
+        "value": value,
+        "unit": unit,
+        "goal": f"{op} {limit}" if op else "report",
+        "met": met,
+        "note": note,
+    }
+
+
+def _get(data: dict[str, Any], *path: str) -> Any:
+    for key in path:
+        if not isinstance(data, dict) or key not in data:
+            return None
+        data = data[key]
+    return data
+
+
+def figures(results: dict[str, Any]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    sizes = sorted(int(s) for s in results.get("sizes", {}))
+    largest = sizes[-1] if sizes else None
+
+    ingest = results.get("ingest")
+    if ingest:
+        out.append(
+            _figure(
+                "1 ingest",
+                f"end-to-end / model throughput, batch {ingest['batch']}",
+                ingest["ratio"],
+                ">=",
+                0.8,
+                note=f"{ingest['end_to_end_images_per_s']} vs {ingest['model_images_per_s']} images/s, "
+                f"{ingest['images']} images",
+            )
+        )
+
+    for size in sizes:
+        q = _get(results, "sizes", str(size), "query")
+        if not q:
+            continue
+        label = f"{size:,}"
+        if size <= 100_000:
+            out.append(
+                _figure(
+                    "2 query",
+                    f"request p50 / (encode + search) at {label}",
+                    q["ratio"],
+                    "<=",
+                    1.25,
+                    note=f"{q['request']['p50_ms']} ms vs {q['baseline_p50_ms']} ms ({q['baseline_search']})",
+                )
+            )
+        out.append(_figure("2 query", f"request p50 at {label}", q["request"]["p50_ms"], unit="ms"))
+        out.append(_figure("2 query", f"request p99 at {label}", q["request"]["p99_ms"], unit="ms"))
+    for size in sizes:
+        q = _get(results, "sizes", str(size), "query")
+        if q:
+            out.append(
+                _figure(
+                    "2 query",
+                    f"model calls for a repeated query at {size:,}",
+                    q["repeat"]["model_calls"],
+                    "==",
+                    0,
+                    note=f"repeated request p50 {q['repeat']['p50_ms']} ms",
+                )
+            )
+
+    for size in sizes:
+        for kind in ("ivf", "hnsw"):
+            a = _get(results, "sizes", str(size), f"ann_{kind}")
+            if not a:
+                continue
+            tag = f"{kind} at {size:,}"
+            out.append(
+                _figure("3 scale", f"recall@10 {tag} (near queries)", a["recall_at_10_near"], ">=", 0.95)
+            )
+            out.append(_figure("3 scale", f"recall@10 {tag} (far, text-like queries)", a["recall_at_10_far"]))
+            out.append(
+                _figure(
+                    "3 scale",
+                    f"flat p50 / {kind} p50 at {size:,}",
+                    a["speedup_p50"],
+                    ">=" if kind == "ivf" else None,
+                    10,
+                    note=f"{a['flat']['p50_ms']} ms vs {a['approximate']['p50_ms']} ms",
+                )
+            )
+            out.append(_figure("3 scale", f"{kind} build time at {size:,}", a["build_s"], unit="s"))
+            out.append(
+                _figure(
+                    "3 scale",
+                    f"{kind} memory at {size:,}",
+                    a["index_mib"],
+                    unit="MiB file",
+                    note=f"private +{a['memory_mib']['private_added']} MiB, "
+                    f"mapped {a['memory_mib']['mapped_index_rss']} MiB",
+                )
+            )
+
+    if largest is not None:
+        r = _get(results, "sizes", str(largest), "rebuild")
+        if r:
+            out.append(
+                _figure(
+                    "4 rebuild",
+                    f"full rebuild from the database at {largest:,}",
+                    r["seconds"],
+                    "<",
+                    60,
+                    unit="s",
+                    note=f"warm {r['warm_s']} s, cold {r.get('cold_s')} s; reading the index file "
+                    f"alone {r['read_index_file_s']} s",
+                )
+            )
+        m = _get(results, "sizes", str(largest), "memory")
+        if m:
+            last = m["by_workers"][-1]
+            out.append(
+                _figure(
+                    "4 rebuild",
+                    f"copies of the index in {last['workers']} web processes at {largest:,}",
+                    m["index_copies"],
+                    "<=",
+                    1.1,
+                    note=f"index {m['index_mib']} MiB; Pss of the mapped index summed over the workers",
+                )
+            )
+            out.append(
+                _figure(
+                    "4 rebuild",
+                    f"Pss growth from {m['by_workers'][0]['workers']} to {last['workers']} workers "
+                    "/ that many private index copies",
+                    m["growth_vs_private_copies"],
+                    "<",
+                    0.5,
+                    note=f"+{m['growth_per_worker_mib']} MiB per worker (mostly the model)",
+                )
+            )
+        s = _get(results, "sizes", str(largest), "switch")
+        if s:
+            out.append(
+                _figure("4 rebuild", "failed requests during a generation switch", s["errors"], "==", 0)
+            )
+            out.append(
+                _figure(
+                    "4 rebuild",
+                    "longest time without a response during the switch / p99 before",
+                    s["gap_vs_p99_before"],
+                    "<=",
+                    1.0,
+                    note=f"gap {s['longest_gap_s']} s; {s['workers_loaded']}/{s['workers']} workers loaded "
+                    f"the new generation {s['load_after_publish_s']} s after it was published",
+                )
+            )
+            out.append(
+                _figure(
+                    "4 rebuild",
+                    "request p99 during the switch",
+                    s["during"]["p99_ms"],
+                    unit="ms",
+                    note=f"before: {s['before']['p99_ms']} ms; a rebuild shares the 2 cores",
+                )
+            )
+
+    for size in sizes:
+        t = _get(results, "sizes", str(size), "throughput")
+        if not t:
+            continue
+        out.append(
+            _figure(
+                "5 throughput",
+                f"errors at concurrency {t['concurrency']}, {t['main']['seconds']:.0f} s, {size:,}",
+                t["errors"],
+                "==",
+                0,
+            )
+        )
+        alternatives = ", ".join(
+            f"{a['workers']}x{a['threads']}: {a['requests_per_s']}/s" for a in t.get("alternatives", [])
+        )
+        out.append(
+            _figure(
+                "5 throughput",
+                f"requests/s, {t['main']['workers']} workers x {t['main']['threads']} threads",
+                t["requests_per_s"],
+                unit="/s",
+                note=f"{t['ratio']} of {t['ideal_requests_per_s']}/s (cores / (encode + search))"
+                + (f"; {alternatives}" if alternatives else ""),
+            )
+        )
+    return out
+
+
+def table(results: dict[str, Any]) -> str:
+    rows = [("target", "figure", "value", "goal", "met", "note")]
+    for f in results["figures"]:
+        met = {True: "MET", False: "NOT MET", None: "-"}[f["met"]]
+        value = f"{f['value']}{(' ' + f['unit']) if f['unit'] else ''}"
+        rows.append((f["target"], f["name"], value, f["goal"], met, f["note"]))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(5)]
+    lines = []
+    for r in rows:
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(r[:5], widths, strict=True)) + "  " + r[5])
+    lines.insert(1, "-" * min(160, sum(widths) + 12))
+    meta = results.get("meta", {})
+    noise = []
+    for size, section in results.get("sizes", {}).items():
+        q = section.get("query", {}).get("noise")
+        if q:
+            noise.append(f"{int(size):,}: {q['other_cpu']:.0%}")
+    ingest_noise = results.get("ingest", {}).get("noise")
+    head = (
+        f"benchmarks ({meta.get('mode')}, commit {meta.get('commit')}, {meta.get('cores')} cores, "
+        f"{meta.get('total_s')} s)\nCPU taken by other processes meanwhile: "
+        + ", ".join(([f"ingest: {ingest_noise['other_cpu']:.0%}"] if ingest_noise else []) + noise)
+    )
+    return head + "\n\n" + "\n".join(lines)
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = sorted(int(s) for s in results.get("sizes", {}) if results["sizes"][s].get("query"))
+    if not sizes:
+        return
+    q = [results["sizes"][str(s)]["query"] for s in sizes]
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    series = [
+        ("request p99", [x["request"]["p99_ms"] for x in q], "C3", "--"),
+        ("request p50", [x["request"]["p50_ms"] for x in q], "C3", "-"),
+        ("text encode p50", [x["encode"]["p50_ms"] for x in q], "C0", "-"),
+        ("index search p50 (product)", [x["product_search"]["p50_ms"] for x in q], "C2", "-"),
+        ("faiss flat p50", [x["faiss"]["p50_ms"] for x in q], "C2", ":"),
+        ("repeated query p50 (cached vector)", [x["repeat"]["p50_ms"] for x in q], "C1", "-."),
+    ]
+    for label, values, color, style in series:
+        ax.plot(sizes, values, style, color=color, marker="o", label=label)
+    for size in sizes:
+        a = results["sizes"][str(size)].get("ann_ivf")
+        if a:
+            ax.plot(
+                [size],
+                [a["approximate"]["p50_ms"]],
+                "s",
+                color="C4",
+                label=f"ivf search p50 (nprobe {a['nprobe_or_ef'].get('nprobe')})",
+            )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("library size (images)")
+    ax.set_ylabel("milliseconds")
+    meta = results.get("meta", {})
+    ax.set_title(
+        f"Text search latency against library size ({meta.get('cores')} cores, {meta.get('mode')} run)"
+    )
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
