@@ -441,8 +441,18 @@ def index_behind() -> bool:
         return True
     if manifest.kind != settings.IMAGESEARCH_INDEX_KIND:  # the setting changed: rebuild
         return True
+    if not _current_generation_usable(manifest):  # damaged or truncated: rebuild, which repairs
+        return True
     newest = searchable.aggregate(newest=Max("hybrid_updated_at"))["newest"]
     return bool(newest and newest.timestamp() > manifest.created_at)
+
+
+def _current_generation_usable(manifest: search_index.Manifest) -> bool:
+    """Whether this process's reader verified (checksum, size, manifest) and serves the
+    generation ``CURRENT`` names. Waits for the verification, done once per generation."""
+    reader = _reader()
+    reader.refresh()
+    return reader.manifest is not None and reader.manifest.generation == manifest.generation
 
 
 def index_status() -> dict[str, Any]:
@@ -453,6 +463,7 @@ def index_status() -> dict[str, Any]:
     reader_status: dict[str, Any] = {}
     try:
         reader = _reader()
+        reader.refresh()  # a damaged CURRENT is reported even where no search has run yet
         reader_status = reader.status()
     except search_index.IndexUnavailable as exc:
         reader_status = {"last_error": str(exc)}

@@ -1,0 +1,307 @@
+"""Faults of the index files, seen from the service and the pages: a damaged, truncated or
+mismatched generation is detected (checksum, size, manifest), reported on the admin status
+page and never served; a writer killed or failing half-way never leaves a partial file that a
+reader could load; a model change is detected, stale vectors are re-embedded, and vectors of
+two dimensions never meet in one index. A rebuild from the database restores each case.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from html import unescape as html_unescape
+from pathlib import Path
+
+import numpy as np
+import pytest
+from django.conf import settings
+
+from gallery.models import Image
+from search import embedding, services
+from search import index as search_index
+from tests.conftest import ROOT, wait_for
+from tests.factories import create_images
+from tests.support.clip_model import build_clip_model
+
+pytestmark = pytest.mark.django_db
+
+STATUS = "/admin/search/indexstate/status/"
+
+
+def _library() -> list[int]:
+    ids = create_images([(1, ["sunset"]), (2, ["bicycle"]), (3, ["zebra"])])
+    services.images_embed(image_ids=ids)
+    services.index_rebuild()
+    return ids
+
+
+def _reader() -> search_index.IndexReader:
+    """This process's reader, as the search page uses it."""
+    return search_index.get_reader(settings.INDEX_DIR, expected_model=embedding.model_name())
+
+
+def _paths(generation: int) -> tuple[Path, Path]:
+    directory = Path(settings.INDEX_DIR)
+    return directory / f"gen-{generation:06d}.faiss", directory / f"gen-{generation:06d}.json"
+
+
+def _damage(generation: int, how: str) -> None:
+    index_file, manifest_file = _paths(generation)
+    if how == "bytes flipped":
+        data = bytearray(index_file.read_bytes())
+        for i in range(len(data) // 2, len(data) // 2 + 16):
+            data[i] ^= 0xFF
+        index_file.write_bytes(bytes(data))
+    elif how == "file cut short":
+        data = index_file.read_bytes()
+        index_file.write_bytes(data[: len(data) // 2])
+    elif how == "manifest missing":
+        manifest_file.unlink()
+    else:
+        manifest = json.loads(manifest_file.read_text())
+        if how == "manifest of another model":
+            manifest["model"] = "some-other-clip"
+        elif how == "manifest of another dimension":
+            manifest["dim"] = manifest["dim"] * 2
+        manifest_file.write_text(json.dumps(manifest))
+
+
+def _search_page(client, words: str = "sunset"):
+    return client.get("/", {"q": words})
+
+
+def _status_problem(client) -> str:
+    html = client.get(STATUS).content.decode()
+    start = html.index('id="index-error">') + len('id="index-error">')
+    return html_unescape(html[start : html.index("</td>", start)].strip())
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        "bytes flipped",
+        "file cut short",
+        "manifest missing",
+        "manifest of another model",
+        "manifest of another dimension",
+    ],
+)
+def test_a_damaged_generation_is_reported_never_served_and_a_rebuild_restores(how, staff_client):
+    ids = _library()
+    served = _search_page(staff_client).context["page"]
+    assert {hit.image.pk for hit in served.hits} == set(ids)
+
+    # The next generation is damaged on disk before any reader loads it.
+    damaged = services.index_rebuild().generation
+    _damage(damaged, how)
+    _reader().refresh()
+
+    # A process that serves the previous generation keeps serving it, and says so.
+    page = _search_page(staff_client)
+    assert page.status_code == 200
+    assert page.context["page"].generation == served.generation != damaged
+    assert [h.image.pk for h in page.context["page"].hits] == [h.image.pk for h in served.hits]
+    assert any("could not be loaded" in notice for notice in page.context["page"].notices)
+    assert f"generation {damaged}" in _status_problem(staff_client)
+
+    # A process started now has nothing valid to serve: a clear message, never the damaged file.
+    search_index.reset_readers()
+    page = _search_page(staff_client)
+    assert page.status_code == 503
+    assert "rebuilt" in page.context["error"]
+    assert f"generation {damaged}" in _status_problem(staff_client)
+    assert services.index_behind()  # so the periodic sweep schedules the rebuild
+
+    restored = services.index_rebuild().generation
+    _reader().refresh()
+    page = _search_page(staff_client)
+    assert page.status_code == 200
+    assert page.context["page"].generation == restored
+    assert {hit.image.pk for hit in page.context["page"].hits} == set(ids)
+    assert not any("could not be loaded" in notice for notice in page.context["page"].notices)
+    assert 'id="index-error-row" hidden' in staff_client.get(STATUS).content.decode()
+
+
+# A writer process: generation after generation of 300 000 unit vectors (77 MB files, so that
+# each write takes long enough to be caught in the middle), until it is killed.
+_WRITER = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    from search import index
+    directory, model = sys.argv[1], sys.argv[2]
+    vectors = np.random.default_rng(0).standard_normal((300_000, 64), dtype=np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = np.arange(10**9, 10**9 + len(vectors))  # no row has these ids
+    while True:
+        index.write_generation(directory, ids, vectors, model=model, image_weight=0.5)
+    """
+)
+
+
+def test_a_writer_killed_mid_write_leaves_the_last_complete_generation_and_the_next_rebuild_works(
+    staff_client,
+):
+    ids = _library()
+    directory = Path(settings.INDEX_DIR)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(directory), embedding.model_name()],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        # Once it has written one generation, kill it the moment its next file is half-written.
+        wait_for(
+            lambda: search_index.read_current_manifest(directory).count == 300_000,
+            timeout=60,
+            what="the writer's first generation",
+        )
+        wait_for(
+            lambda: any(p.name.startswith(".tmp-gen-") for p in directory.iterdir()),
+            timeout=60,
+            interval=0.005,
+            what="the writer in the middle of a file",
+        )
+        os.kill(writer.pid, signal.SIGKILL)
+    finally:
+        writer.kill()
+        writer.wait(10)
+    assert any(p.name.startswith(".tmp-") for p in directory.iterdir())  # it died mid-write
+
+    # Whatever CURRENT names is complete and verifiable: a reader loads it without error.
+    search_index.reset_readers()
+    reader = _reader()
+    reader.refresh()
+    assert reader.last_error is None
+    assert reader.manifest.generation == search_index.read_current_manifest(directory).generation
+
+    # The lock died with the writer: the next rebuild runs, restores the library, and clears
+    # the debris.
+    report = services.index_rebuild()
+    assert report.built and report.count == len(ids)
+    assert not any(p.name.startswith(".tmp-") for p in directory.iterdir())
+    reader.refresh()
+    page = _search_page(staff_client)
+    assert {hit.image.pk for hit in page.context["page"].hits} == set(ids)
+
+
+# A rebuild that fails half-way through writing its file (the file-size limit stands in for a
+# full disk: the write fails with EFBIG after the first 4 KiB).
+_FAILING_WRITER = textwrap.dedent(
+    """
+    import resource, signal, sys
+    import numpy as np
+    from search import index
+    directory, model, vectors_file = sys.argv[1], sys.argv[2], sys.argv[3]
+    vectors = np.load(vectors_file)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
+    try:
+        index.write_generation(directory, np.arange(len(vectors)) + 10**9, vectors, model=model,
+                               image_weight=0.5)
+    except Exception as exc:
+        print(type(exc).__name__, exc)
+        sys.exit(3)
+    """
+)
+
+
+def test_a_rebuild_failing_half_way_through_its_file_changes_nothing_served(staff_client, tmp_path):
+    ids = _library()
+    served = _search_page(staff_client).context["page"].generation
+    directory = Path(settings.INDEX_DIR)
+    before = sorted(p.name for p in directory.iterdir())
+    vectors = np.random.default_rng(1).standard_normal((2000, 64)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    np.save(tmp_path / "vectors.npy", vectors)
+
+    failed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _FAILING_WRITER,
+            str(directory),
+            embedding.model_name(),
+            str(tmp_path / "vectors.npy"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert failed.returncode == 3, failed.stdout + failed.stderr
+    assert sorted(p.name for p in directory.iterdir()) == before  # not even a temporary file
+
+    _reader().refresh()
+    page = _search_page(staff_client)
+    assert page.context["page"].generation == served
+    assert {hit.image.pk for hit in page.context["page"].hits} == set(ids)
+    assert services.index_rebuild().built
+
+
+def test_a_stored_vector_of_another_size_makes_the_rebuild_refuse_and_the_old_generation_serves(
+    staff_client,
+):
+    ids = _library()
+    served = _search_page(staff_client).context["page"].generation
+    # A row that claims the current model with a vector of another dimension (a model directory
+    # replaced in place, a bad restore): one index cannot hold both sizes.
+    Image.objects.filter(pk=ids[0]).update(
+        hybrid_vector=embedding.to_bytes(np.ones(32, np.float32) / 32**0.5)
+    )
+    with pytest.raises(search_index.SearchIndexError, match="different sizes"):
+        services.index_rebuild()
+    _reader().refresh()
+    assert search_index.read_current_manifest(settings.INDEX_DIR).generation == served
+    page = _search_page(staff_client)
+    assert page.context["page"].generation == served
+
+    # Re-embedding the row (what "Re-embed" does) repairs it and the rebuild goes through.
+    services.images_reembed(image_ids=[ids[0]])
+    services.images_embed(image_ids=[ids[0]])
+    report = services.index_rebuild()
+    assert report.built and report.count == len(ids)
+
+
+def test_a_model_change_is_detected_and_embed_missing_reembeds_only_the_stale_vectors(
+    staff_client, settings, monkeypatch
+):
+    ids = _library()
+    old_model = embedding.model_name()
+    new_model = build_clip_model(Path(settings.DATA_DIR) / "models" / "tiny-clip-seed1", size="tiny", seed=1)
+
+    # The next run starts with another model.
+    settings.IMAGESEARCH_CLIP_MODEL = str(new_model)
+    assert Image.objects.stale(str(new_model)).count() == len(ids)
+    assert services.index_behind()
+    page = _search_page(staff_client)
+    assert page.status_code == 503  # the index of the old model is never served with the new one
+    assert f"built with model {old_model!r}" in _status_problem(staff_client)
+
+    # The reindex re-embeds exactly the stale rows (as the worker would, batch by batch).
+    calls: list[int] = []
+    original = embedding.encode_images
+    monkeypatch.setattr(
+        embedding, "encode_images", lambda images, **kw: calls.append(len(images)) or original(images, **kw)
+    )
+    assert services.embed_missing()["reembed"] == len(ids)
+    services.images_embed(image_ids=ids[:2])
+    services.index_rebuild()
+    # Half-way: only rows of the new model are indexed, never a mix of the two.
+    manifest = search_index.read_current_manifest(settings.INDEX_DIR)
+    assert (manifest.model, manifest.count) == (str(new_model), 2)
+
+    services.images_embed(image_ids=ids)
+    assert sum(calls) == len(ids)  # each stale image once, the re-embedded ones not again
+    services.index_rebuild()
+    _reader().refresh()
+    assert Image.objects.stale(str(new_model)).count() == 0
+    assert not Image.objects.filter(embedding_model=old_model).exists()
+    page = _search_page(staff_client)
+    assert page.status_code == 200
+    assert {hit.image.pk for hit in page.context["page"].hits} == set(ids)
