@@ -168,16 +168,21 @@ class Chip:
 
 
 def label_chips(query: SearchQuery, hits: Iterable[services.Hit], *, limit: int = 12) -> list[Chip]:
-    """Filter chips: the labels in use (click to remove) then the most frequent labels of these
-    results (click to narrow the query to them)."""
+    """Filter chips: the labels in use (click to remove), then the most frequent labels of these
+    results, then the library's most used ones (click to narrow the query to them)."""
     chips = [
         Chip(name, True, query.url(labels=tuple(n for n in query.labels if n != name)))
         for name in query.labels
     ]
-    chosen = {name.lower() for name in query.labels}
-    counts = Counter(name for hit in hits for name in hit.image.label_names if name.lower() not in chosen)
-    for name, _ in counts.most_common(limit):
-        chips.append(Chip(name, False, query.url(labels=(*query.labels, name))))
+    seen = {name.lower() for name in query.labels}
+    counts = Counter(name for hit in hits for name in hit.image.label_names)
+    names = [name for name, _ in counts.most_common()] + [name for name, _ in popular_labels(limit)]
+    for name in names:
+        if len(chips) >= limit + len(query.labels):
+            break
+        if name.lower() not in seen:
+            seen.add(name.lower())
+            chips.append(Chip(name, False, query.url(labels=(*query.labels, name))))
     return chips
 
 
