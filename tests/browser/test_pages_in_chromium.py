@@ -53,6 +53,20 @@ def _drop_file(page, data: bytes, name: str) -> None:
     )
 
 
+def _paste_file(page, data: bytes, name: str) -> None:
+    """Paste a picture, as after copying it from another application."""
+    page.evaluate(
+        """([b64, name]) => {
+            const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], name, {type: "image/png"}));
+            const init = {clipboardData: transfer, bubbles: true, cancelable: true};
+            document.getElementById("q").dispatchEvent(new ClipboardEvent("paste", init));
+        }""",
+        [base64.b64encode(data).decode(), name],
+    )
+
+
 def _card_labels(page) -> list[str]:
     return [t.strip() for t in page.locator(".grid .card .tags").all_inner_texts()]
 
@@ -172,6 +186,19 @@ def test_upload_a_zip_then_search_by_words_image_labels_and_pages(
     assert search.inner_text(".detail h1") == "bicycle"
     assert search.locator("section .grid .card").count() == 11
     screenshot(search, "image-page")
+
+    # Paste a picture instead; then clear it with the × on the search box.
+    pasted = files["bicycle/3.png"]
+    search.goto(f"{base}/")
+    with search.expect_navigation():
+        _paste_file(search, pasted, "clipboard.png")
+    search.wait_for_url(re.compile(r"\?qimg=[0-9a-f]{32}$"))
+    assert hashlib.sha256(pasted).hexdigest() in search.locator(".grid .card img").first.get_attribute("src")
+    with search.expect_navigation():
+        search.click("#image-clear")
+    assert search.url == f"{base}/"
+    assert search.is_hidden("#query-image")
+    assert search.is_visible("text=Recently added")
 
     # The same results on a phone.
     phone = page.context.browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
