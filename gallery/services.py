@@ -103,26 +103,40 @@ def images_create(
 
     Each image is stored in its own transaction, so one bad file never loses the others. The
     same bytes are stored once: a second upload (even a concurrent one) is reported as a
-    duplicate of the first. The new ids are enqueued for embedding after commit; if the broker
-    is down the images stay ``pending`` and the periodic sweep enqueues them later.
+    duplicate of the first. The new ids are enqueued for embedding after commit, a batch at a
+    time as soon as a batch is stored (the worker embeds while the rest is still being stored);
+    if the broker is down the images stay ``pending`` and the periodic sweep enqueues them later.
     """
+    from django.conf import settings
+
     from search.services import enqueue_embedding
 
     result = ImportResult()
     user = _uploader(uploaded_by)
+    batch = settings.IMAGESEARCH_EMBED_BATCH_SIZE
+    handed = 0  # result.added[:handed] are on their way to the queue
+
+    def enqueue(ids: list[int]) -> None:
+        if result.queued:  # after one failure, leave the rest to the sweep: no waiting per batch
+            result.queued = enqueue_embedding(ids)
+
+    def hand_over() -> None:
+        nonlocal handed
+        ids = result.added[handed:]
+        handed = len(result.added)
+        # Runs at once when no transaction is open, else when the caller's transaction commits.
+        transaction.on_commit(lambda: enqueue(ids))
+
     for upload in uploads:
         try:
             _image_create_one(upload=upload, user=user, result=result)
         finally:
             if on_progress is not None:
                 on_progress(upload)
-    if result.added:
-
-        def enqueue() -> None:
-            result.queued = enqueue_embedding(result.added)
-
-        # Runs at once when no transaction is open, else when the caller's transaction commits.
-        transaction.on_commit(enqueue)
+        if len(result.added) - handed >= batch:
+            hand_over()
+    if len(result.added) > handed:
+        hand_over()
     return result
 
 
