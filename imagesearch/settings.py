@@ -211,7 +211,9 @@ IMAGESEARCH_TORCH_DEVICE = envstr("IMAGESEARCH_TORCH_DEVICE", "cpu")
 IMAGESEARCH_TORCH_THREADS = envint("IMAGESEARCH_TORCH_THREADS", 0, minimum=0)
 IMAGESEARCH_EMBED_BATCH_SIZE = envint("IMAGESEARCH_EMBED_BATCH_SIZE", 16, minimum=1, maximum=512)
 # Seconds a rebuild request waits before running, so that a burst of uploads makes one rebuild.
-IMAGESEARCH_REBUILD_DELAY = envfloat("IMAGESEARCH_REBUILD_DELAY", 2.0, minimum=0.0, maximum=3600.0)
+# Half a second coalesces a burst (embedding batches are ~0.5-1 s apart) without making the
+# last images of an upload wait long to become searchable (benchmarks/: ingest).
+IMAGESEARCH_REBUILD_DELAY = envfloat("IMAGESEARCH_REBUILD_DELAY", 0.5, minimum=0.0, maximum=3600.0)
 # Images pending longer than this are enqueued again by the periodic sweep.
 IMAGESEARCH_PENDING_TIMEOUT = envint("IMAGESEARCH_PENDING_TIMEOUT", 300, minimum=1)
 IMAGESEARCH_SWEEP_INTERVAL = envint("IMAGESEARCH_SWEEP_INTERVAL", 60, minimum=1)

@@ -282,7 +282,8 @@ def failed_retry() -> int:
 
 def request_rebuild() -> None:
     """Ask for an index rebuild. Bursts coalesce: at most one rebuild task waits in the queue,
-    and it runs ``IMAGESEARCH_REBUILD_DELAY`` seconds later, after the burst."""
+    and it runs ``IMAGESEARCH_REBUILD_DELAY`` seconds later, after the burst (later for a large
+    library: see :func:`_rebuild_countdown`)."""
     IndexState.get()
     IndexState.objects.filter(pk=1).update(requested=F("requested") + 1)
     _schedule_rebuild()
@@ -297,12 +298,27 @@ def _schedule_rebuild() -> bool:
     if not claimed:
         return False  # one is already waiting; it will see this request
     try:
-        tasks.rebuild_index.apply_async(countdown=settings.IMAGESEARCH_REBUILD_DELAY, retry=False)
+        tasks.rebuild_index.apply_async(countdown=_rebuild_countdown(), retry=False)
     except Exception:  # noqa: BLE001 - broker down: the sweep schedules it later
         IndexState.objects.filter(pk=1).update(rebuild_queued=False)
         logger.warning("could not enqueue an index rebuild; the sweep will retry", exc_info=True)
         return False
     return True
+
+
+#: A rebuild waits at least this many times the last rebuild's duration (see below).
+REBUILD_SPACING = 2.0
+REBUILD_MAX_COUNTDOWN = 100.0  # under the sweep's 120 s for a queued rebuild gone stale
+
+
+def _rebuild_countdown() -> float:
+    """Seconds a newly scheduled rebuild waits: the configured delay, or, for a large library,
+    twice as long as the last rebuild took. During a long ingest into a large index the one
+    worker then spends at most a third of its time rebuilding (a full rebuild took ~10-30 s
+    at a million vectors here), so total ingest work stays linear in the number of images;
+    a small library's rebuild (milliseconds) waits only the configured delay."""
+    last = IndexState.objects.filter(pk=1).values_list("last_rebuild_seconds", flat=True).first() or 0.0
+    return min(REBUILD_MAX_COUNTDOWN, max(settings.IMAGESEARCH_REBUILD_DELAY, REBUILD_SPACING * last))
 
 
 def _read_vectors(model: str) -> tuple[np.ndarray, np.ndarray]:
