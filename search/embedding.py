@@ -82,6 +82,11 @@ def _load(name: str) -> Any:
         # A local model must never touch the network (and must not wait minutes for it).
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    # OpenMP threads that wait should sleep, not spin: when anything else wants the cores (the
+    # web server beside the worker, a second process, another tenant), spinning threads made a
+    # 2-thread forward pass 1.5-4x slower here (BENCHMARKS.md). Read once, when torch loads
+    # libgomp; an explicit setting wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
     from sentence_transformers import SentenceTransformer
 
