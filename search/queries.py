@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -149,15 +150,35 @@ def run_slice(
     return result.hits[offset:], result.has_next and not last, result, query
 
 
+# Counting every label's images reads the whole library: ~1 s per call at 100k images here
+# (benchmarks/), and every search page's chips ask for it. Where counting is that slow, a web
+# process reuses its last count for a minute; a small library is always counted afresh.
+POPULAR_LABELS_SLOW_SECONDS = 0.2
+POPULAR_LABELS_REUSE_SECONDS = 60.0
+_popular_labels_memo: dict[int, tuple[float, list[tuple[str, int]]]] = {}
+
+
 def popular_labels(limit: int = 24) -> list[tuple[str, int]]:
-    """Labels by how many ready images carry them, most first (chips on the start page)."""
-    rows = (
+    """Labels by how many ready images carry them, most first (chips on the start page).
+
+    In a large library (counting takes longer than ``POPULAR_LABELS_SLOW_SECONDS``) the counts
+    may be up to ``POPULAR_LABELS_REUSE_SECONDS`` old.
+    """
+    now = time.monotonic()
+    memo = _popular_labels_memo.get(limit)
+    if memo is not None and now < memo[0]:
+        return memo[1]
+    rows = list(
         Label.objects.annotate(n=Count("images", filter=Q(images__status=Image.Status.READY)))
         .filter(n__gt=0)
         .order_by("-n", "name")
         .values_list("name", "n")[:limit]
     )
-    return list(rows)
+    if time.monotonic() - now > POPULAR_LABELS_SLOW_SECONDS:
+        _popular_labels_memo[limit] = (time.monotonic() + POPULAR_LABELS_REUSE_SECONDS, rows)
+    else:
+        _popular_labels_memo.pop(limit, None)
+    return rows
 
 
 @dataclass
