@@ -21,12 +21,13 @@ def measure(folder: Path, *, batch: int, rounds: int) -> dict[str, object]:
     import django
 
     django.setup()
-    import torch
     from PIL import Image as PILImage
 
     from search import embedding
 
-    model = embedding.get_model()
+    model = embedding.get_model()  # imports torch the way the worker does
+    import torch
+
     images = []
     for path in sorted(folder.glob("*.jpg"))[:batch]:
         # What the worker feeds the model: the 512 px thumbnail, decoded.
