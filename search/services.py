@@ -390,10 +390,10 @@ def index_rebuild() -> RebuildReport:
                 last_error="",
             )
     except search_index.IndexLocked:
+        logger.info("another process is rebuilding the index; backing off")
         # Release the claim: the writer checks at its end whether requests arrived while it
         # ran and schedules one more rebuild, which this claim would otherwise block.
         IndexState.objects.filter(pk=1).update(rebuild_queued=False)
-        logger.info("another process is rebuilding the index; backing off")
         return RebuildReport(built=False)
     if IndexState.objects.filter(pk=1, requested__gt=seen).exists():
         _schedule_rebuild()

@@ -80,6 +80,12 @@ class RedisServer:
         except OSError:
             return False
 
+    def flush(self) -> None:
+        """Drop every queued message (tasks published while setting a test up)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            sock.sendall(b"FLUSHALL\r\n")
+            assert sock.recv(16).startswith(b"+OK")
+
     def stop(self) -> None:
         """Kill it abruptly (a crash, not a clean shutdown); a paused server is killed too."""
         if self.proc is not None and self.proc.poll() is None:
