@@ -242,7 +242,9 @@ REDIS_BROKER_TRANSPORT_OPTIONS = {
     # Redis re-delivers an unacknowledged (acks_late) message after this many seconds. Our longest
     # task embeds one batch (IMAGESEARCH_EMBED_BATCH_SIZE images, seconds) or rebuilds the index
     # (under a minute at a million vectors): an hour leaves a wide margin, so a slow task is never
-    # handed to a second worker while the first still runs it.
+    # handed to a second worker while the first still runs it. Should one outlive it anyway, the
+    # copy backs off while the first run holds the task's lock (search.tasks; proven with a 2 s
+    # timeout by tests/search/test_faults_visibility_timeout.py).
     "visibility_timeout": 3600,
     # An enqueue while Redis is down or hung must fail in seconds, so that an upload still
     # succeeds ("embedding is delayed") and the sweep enqueues later. Without these, kombu retries

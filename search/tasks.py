@@ -2,29 +2,84 @@
 
 ``acks_late`` + ``reject_on_worker_lost`` re-deliver a task whose worker died mid-way (killed,
 out of memory); that is only allowed because every task here is idempotent by stored state.
+
+Redis also re-delivers an ``acks_late`` message that stays unacknowledged longer than the
+visibility timeout (settings: an hour, far above our longest task), even while its first run
+goes on. So that such a copy never runs in parallel with the original, a run holds a lock named
+after the task id for its duration, and a copy that finds it held backs off (the rebuild backs
+off on the index writer lock anyway). The lock is an ``flock``: the kernel drops it when the
+process dies, so a delivery re-queued after a crash does run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
 from celery import shared_task
 from celery.signals import celeryd_init, worker_ready
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
 
 
-@shared_task(acks_late=True, reject_on_worker_lost=True)
-def embed_images(image_ids: list[int]) -> dict[str, int]:
+@contextlib.contextmanager
+def _sole_run(task_id: str | None) -> Iterator[bool]:
+    """True while this is the only run of task ``task_id`` on the machines sharing the data
+    directory; False (at once) when another run of the same delivery holds it."""
+    if not task_id:  # called directly, not through the broker
+        yield True
+        return
+    directory = Path(settings.DATA_DIR) / "task-locks"
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{task_id}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.warning("task %s is already running (re-delivered by the broker); backing off", task_id)
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            # Unlink before unlocking: a copy that opens the name later gets a fresh file and
+            # runs (after this run, so sequentially: harmless, the task is idempotent).
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True)
+def embed_images(self, image_ids: list[int]) -> dict[str, int]:
     """Embed these images. Run twice: images already embedded by the current model are not
-    run through the model again; deleted ids are skipped."""
-    from . import services
+    run through the model again; deleted ids are skipped; a copy delivered while this very
+    task runs backs off."""
+    with _sole_run(self.request.id) as sole:
+        if not sole:
+            return {"embedded": 0, "refreshed": 0, "failed": 0, "skipped": len(image_ids)}
+        from . import services
 
-    return vars(services.images_embed(image_ids=image_ids))
+        return vars(services.images_embed(image_ids=image_ids))
 
 
-@shared_task(acks_late=True, reject_on_worker_lost=True)
-def refresh_hybrids(image_ids: list[int]) -> int:
-    """Recompute hybrids from stored vectors. Run twice: the same hybrids are written again."""
-    from . import services
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True)
+def refresh_hybrids(self, image_ids: list[int]) -> int:
+    """Recompute hybrids from stored vectors. Run twice: the same hybrids are written again; a
+    copy delivered while this very task runs backs off."""
+    with _sole_run(self.request.id) as sole:
+        if not sole:
+            return 0
+        from . import services
 
-    return services.hybrids_refresh(image_ids=image_ids)
+        return services.hybrids_refresh(image_ids=image_ids)
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)

@@ -1,0 +1,72 @@
+"""Fault: a task runs longer than Redis's visibility timeout, so Redis hands its message to
+another worker process while the first run goes on. The copy must not run in parallel.
+
+What is chosen, and why (see REDIS_BROKER_TRANSPORT_OPTIONS in the settings): the timeout is an
+hour, while our longest tasks take seconds (one embedding batch of IMAGESEARCH_EMBED_BATCH_SIZE
+images) to under a minute (a rebuild at a million vectors), so in production a copy is not
+expected at all. Waiting an hour is not a test, so this one scales the timeout down to 2 s and
+makes an embedding task outlive it for real: the task's rows are held (as a slow database would)
+so that it cannot finish. The copy that Redis delivers to the second pool process finds the
+task's run lock held and backs off; the images go through the model once.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+import pytest
+
+from gallery.models import Image
+from gallery.services import images_create
+from tests.conftest import wait_for
+from tests.factories import upload
+from tests.support.images import image_bytes
+from tests.support.workers import pool_process_running_an_embedding, rows_held
+
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+
+def test_a_task_outliving_the_visibility_timeout_is_redelivered_but_never_runs_twice_at_once(
+    private_redis, start_worker
+):
+    worker = start_worker(
+        "--pool",
+        "prefork",
+        "--concurrency",
+        "2",
+        env_overrides={
+            "CELERY_BROKER_URL": private_redis.url,
+            "DJANGO_SETTINGS_MODULE": "tests.support.settings_short_visibility",
+            "PYTHONUNBUFFERED": "1",
+        },
+    )
+    result = images_create(uploads=[upload(image_bytes(700 + i), ["osprey"], f"o{i}.png") for i in range(4)])
+    ids = result.added
+    with rows_held(ids):
+        wait_for(lambda: pool_process_running_an_embedding(worker.proc.pid), timeout=60, what="the first run")
+        task_id = re.search(r"embed_images\[([0-9a-f-]+)\] received", worker.log_path.read_text()).group(1)
+        # Past the 2 s timeout the message is delivered again, to the other pool process...
+        wait_for(
+            lambda: worker.log_path.read_text().count(f"embed_images[{task_id}] received") >= 2,
+            timeout=20,
+            what="Redis re-delivering the unacknowledged message",
+        )
+        # ...which finds the first run still going and backs off.
+        wait_for(
+            lambda: f"task {task_id} is already running" in worker.log_path.read_text(),
+            timeout=20,
+            what="the copy backing off",
+        )
+
+    wait_for(
+        lambda: Image.objects.filter(pk__in=ids, status="ready").count() == len(ids),
+        timeout=60,
+        what="the images ready",
+    )
+    log = worker.log_path.read_text()
+    reports = [
+        ast.literal_eval(m.group(1))
+        for m in re.finditer(rf"embed_images\[{task_id}\] succeeded in [0-9.e-]+s: (\{{.*\}})", log)
+    ]
+    assert sum(report["embedded"] for report in reports) == len(ids)  # through the model once
