@@ -22,7 +22,8 @@ class IndexState(models.Model):
     last_error = models.TextField(blank=True)
 
     class Meta:
-        verbose_name = "index state"
+        verbose_name = "index status"
+        verbose_name_plural = "index status"
 
     def __str__(self) -> str:
         return "index state"

@@ -1,5 +1,13 @@
 // Index status page: refresh the figures every few seconds, and ask before the costly actions.
 (function () {
+  function ago(seconds) {
+    var units = [[86400, "day"], [3600, "hour"], [60, "minute"]];
+    for (var i = 0; i < units.length; i++) {
+      var n = Math.floor(seconds / units[i][0]);
+      if (n >= 1) return n + " " + units[i][1] + (n > 1 ? "s" : "") + " ago";
+    }
+    return Math.round(seconds) + " s ago";
+  }
   "use strict";
   var page = document.getElementById("status-page");
   if (!page) return;
@@ -22,7 +30,7 @@
     modelError.hidden = !s.model_error;
     set("generation", s.generation == null ? "none built yet" : s.generation);
     set("vectors", s.generation == null ? "–" : s.vectors + " × " + s.dimension);
-    set("age", s.age_seconds == null ? "–" : Math.round(s.age_seconds) + " s ago" +
+    set("age", s.age_seconds == null ? "–" : ago(s.age_seconds) +
       (s.last_rebuild_seconds ? " (took " + s.last_rebuild_seconds.toFixed(2) + " s)" : ""));
     set("size", size(s.size_bytes));
     var behind = document.getElementById("behind");
