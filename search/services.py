@@ -731,12 +731,16 @@ def _rows_in_rank_order(
     """Re-read ranked ids from the database (invariant 3), in chunks, until ``needed`` hits."""
     hits: list[Hit] = []
     rows_qs = _with_labels(Image.objects.ready(), label_ids).defer("image_vector", "hybrid_vector")
-    for start in range(0, len(pairs), _ROW_CHUNK):
-        chunk = pairs[start : start + _ROW_CHUNK]
+    # Most ranked ids are still there: read a few more than needed first, not the whole
+    # over-fetch (each row read costs, see search()); then big chunks if many dropped out.
+    start, size = 0, needed + max(8, needed // 4)
+    while start < len(pairs):
+        chunk = pairs[start : start + size]
         rows = rows_qs.filter(pk__in=[pk for pk, _ in chunk]).in_bulk()  # labels: see search()
         hits.extend(Hit(rows[pk], score) for pk, score in chunk if pk in rows)
         if len(hits) >= needed:
             break
+        start, size = start + size, _ROW_CHUNK
     return hits
 
 
