@@ -92,6 +92,7 @@ def _load(name: str) -> Any:
 
     torch.set_num_threads(torch_threads())
     device = settings.IMAGESEARCH_TORCH_DEVICE
+    _check_device(torch, device)
     if local_dir:
         return SentenceTransformer(name, device=device, local_files_only=True)
     try:
@@ -105,6 +106,22 @@ def _load(name: str) -> Any:
             "IMAGESEARCH_CLIP_MODEL to a local directory."
         )
     return SentenceTransformer(name, device=device)
+
+
+def _check_device(torch: Any, device: str) -> None:
+    """Refuse, with a reason, a torch device this machine cannot use (instead of a crash inside
+    the first batch). Checked once, when the model loads."""
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError) as exc:
+        raise ModelUnavailable(f"IMAGESEARCH_TORCH_DEVICE={device!r} is not a torch device: {exc}") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ModelUnavailable(
+            f"IMAGESEARCH_TORCH_DEVICE={device!r}, but torch {torch.__version__} sees no usable CUDA "
+            "device here (a CPU-only build, or no GPU); set it to 'cpu' or install a CUDA build."
+        )
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise ModelUnavailable(f"IMAGESEARCH_TORCH_DEVICE={device!r}, but Apple MPS is not available here.")
 
 
 def get_model() -> Any:
@@ -157,12 +174,32 @@ def normalize(vectors: np.ndarray) -> np.ndarray:
     return (vectors / np.where(norms == 0, 1, norms)).astype(np.float32)
 
 
+#: CLIP resizes an image's short side to its input size, then keeps the centred square. A
+#: longer side is cropped (centred) to this many times the short side first: the square CLIP
+#: keeps is unchanged, and a 100000 x 1 image is not blown up to 22 million x 224 pixels
+#: (tens of GB) before that crop.
+MAX_ASPECT_RATIO = 2
+
+
+def _centre_within_aspect(image: PILImage) -> PILImage:
+    width, height = image.size
+    limit = max(1, min(width, height) * MAX_ASPECT_RATIO)
+    if width > limit:
+        left = (width - limit) // 2
+        return image.crop((left, 0, left + limit, height))
+    if height > limit:
+        top = (height - limit) // 2
+        return image.crop((0, top, width, top + limit))
+    return image
+
+
 def encode_images(images: Sequence[PILImage], *, batch_size: int = 16) -> np.ndarray:
     """Encode RGB images into an (n, d) array of unit vectors."""
     if not images:
         return np.zeros((0, dimension()), dtype=np.float32)
     model = get_model()
-    vectors = model.encode(list(images), batch_size=batch_size, convert_to_numpy=True)
+    images = [_centre_within_aspect(image) for image in images]
+    vectors = model.encode(images, batch_size=batch_size, convert_to_numpy=True)
     return normalize(vectors)
 
 
