@@ -43,6 +43,8 @@ def _isolated_storage(request, settings, tmp_path, clip_model_dir) -> Iterator[N
     from search import index as search_index
 
     settings.IMAGESEARCH_CLIP_MODEL = str(clip_model_dir)
+    # Users made by tests need no slow password hash (Django's default costs ~0.3 s per user).
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     if request.node.get_closest_marker("worker") is None:
         settings.MEDIA_ROOT = str(tmp_path / "media")
         settings.INDEX_DIR = tmp_path / "index"
