@@ -135,7 +135,7 @@ def get_model() -> Any:
             return _model
         try:
             model = _load(name)
-            probe = model.encode(["a"], convert_to_numpy=True)
+            probe = model.encode(["a"], convert_to_numpy=True, show_progress_bar=False)
         except ModelUnavailable as exc:
             _load_error = str(exc)
             raise
@@ -199,7 +199,9 @@ def encode_images(images: Sequence[PILImage], *, batch_size: int = 16) -> np.nda
         return np.zeros((0, dimension()), dtype=np.float32)
     model = get_model()
     images = [_centre_within_aspect(image) for image in images]
-    vectors = model.encode(images, batch_size=batch_size, convert_to_numpy=True)
+    # No progress bar: sentence-transformers draws one per call at log level INFO (our default),
+    # onto the web and worker logs, for every query.
+    vectors = model.encode(images, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
     return normalize(vectors)
 
 
@@ -208,7 +210,7 @@ def encode_texts(texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
     if not texts:
         return np.zeros((0, dimension()), dtype=np.float32)
     model = get_model()
-    vectors = model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True)
+    vectors = model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
     return normalize(vectors)
 
 
