@@ -271,12 +271,15 @@ X_FRAME_OPTIONS = "DENY"
 SECURE_REFERRER_POLICY = "same-origin"
 SESSION_COOKIE_HTTPONLY = True
 if not DEBUG:
-    # Behind TLS (the usual deployment) these should be on; a plain-HTTP single machine can
-    # turn them off with DJANGO_SECURE_COOKIES=0 / DJANGO_SECURE_SSL_REDIRECT=0.
+    # Off by default: ./run serves plain HTTP on one machine, where secure-only cookies would
+    # never come back and a redirect to HTTPS would lead nowhere. Behind HTTPS turn them all on
+    # (README, "Behind HTTPS"); then `manage.py check --deploy` reports no issues.
     SESSION_COOKIE_SECURE = envbool("DJANGO_SECURE_COOKIES", False)
     CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
     SECURE_SSL_REDIRECT = envbool("DJANGO_SECURE_SSL_REDIRECT", False)
     SECURE_HSTS_SECONDS = envint("DJANGO_SECURE_HSTS_SECONDS", 0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+    SECURE_HSTS_PRELOAD = envbool("DJANGO_SECURE_HSTS_PRELOAD", False)
     SECURE_PROXY_SSL_HEADER = (
         ("HTTP_X_FORWARDED_PROTO", "https") if envbool("DJANGO_BEHIND_PROXY", False) else None
     )
