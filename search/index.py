@@ -1039,7 +1039,10 @@ class IndexReader:
 
     def _maybe_refresh(self) -> None:
         now = time.monotonic()
-        if now < self._next_check:
+        # Rate-limited only while something is served: with nothing loaded yet, every caller
+        # waits for the load in progress (a fresh web process under concurrent requests would
+        # otherwise answer "unavailable" to all but the first for check_interval seconds).
+        if now < self._next_check and self._state is not None:
             return
         self._next_check = now + self.check_interval
         if self._state is None or not self.background:

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from html import unescape as html_unescape
 from pathlib import Path
 
@@ -305,3 +306,24 @@ def test_a_model_change_is_detected_and_embed_missing_reembeds_only_the_stale_ve
     page = _search_page(staff_client)
     assert page.status_code == 200
     assert {hit.image.pk for hit in page.context["page"].hits} == set(ids)
+
+
+def test_concurrent_first_searches_of_a_fresh_process_wait_for_the_index_instead_of_failing(tmp_path):
+    # Large enough that verifying and loading it takes a while (checksum of ~50 MB).
+    vectors = np.random.default_rng(2).standard_normal((200_000, 64)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    search_index.write_generation(tmp_path, np.arange(len(vectors)), vectors, model="m", image_weight=0.5)
+    reader = search_index.IndexReader(tmp_path, expected_model="m")
+    barrier = threading.Barrier(8)
+    served: list[object] = []
+
+    def first_search() -> None:
+        barrier.wait()
+        served.append(reader.poll())
+
+    threads = [threading.Thread(target=first_search) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert [m is not None and m.count == 200_000 for m in served] == [True] * 8
