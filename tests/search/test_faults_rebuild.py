@@ -129,6 +129,7 @@ def test_worker_killed_mid_rebuild_the_old_generation_serves_and_the_rebuild_run
         lambda: search_index.read_current_manifest(settings.INDEX_DIR).generation > served,
         what="the rebuild run again",
     )
+    wait_for(lambda: _rebuild_reports(worker), what="the rebuild task's report")
     assert [report["built"] for report in _rebuild_reports(worker)] == [True]
     assert "WorkerLostError" in worker.log_path.read_text()
     assert not any(p.name.startswith(".tmp-") for p in Path(settings.INDEX_DIR).iterdir())
