@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, F, Max, Q, QuerySet, prefetch_related_objects
 from django.utils import timezone
 
@@ -322,26 +322,32 @@ def _rebuild_countdown() -> float:
 
 
 def _read_vectors(model: str) -> tuple[np.ndarray, np.ndarray]:
-    rows = (
-        Image.objects.searchable(model)
-        .order_by()
-        .values_list("pk", "hybrid_vector")
-        .iterator(chunk_size=5000)
-    )
-    ids: list[int] = []
-    blobs: list[bytes] = []
-    for pk, blob in rows:
-        ids.append(pk)
-        blobs.append(bytes(blob))
-    if not ids:
+    """(ids, hybrid vectors) of the searchable rows, in one pass over a chunked cursor.
+
+    A plain cursor, a chunk of rows at a time turned into one array: the ORM's per-row
+    iteration and a copy per blob were a quarter to half of the ~12-19 s this took at a
+    million rows here (benchmarks/). ``chunked_cursor`` is server-side on PostgreSQL, so
+    memory stays at the vectors plus one chunk of rows.
+    """
+    query = Image.objects.searchable(model).order_by().values_list("pk", "hybrid_vector").query
+    sql, params = query.sql_with_params()
+    id_parts: list[np.ndarray] = []
+    vector_parts: list[np.ndarray] = []
+    sizes: set[int] = set()
+    with connection.chunked_cursor() as cursor:
+        cursor.execute(sql, params)
+        while rows := cursor.fetchmany(10_000):
+            blobs = [blob for _, blob in rows]
+            sizes.update(len(blob) for blob in blobs)
+            if len(sizes) > 1:
+                raise search_index.SearchIndexError(
+                    f"hybrid vectors of model {model!r} have different sizes {sorted(sizes)}: re-embed them"
+                )
+            id_parts.append(np.fromiter((pk for pk, _ in rows), dtype=np.int64, count=len(rows)))
+            vector_parts.append(np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(rows), -1))
+    if not id_parts:
         return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
-    dims = {len(b) for b in blobs}
-    if len(dims) != 1:
-        raise search_index.SearchIndexError(
-            f"hybrid vectors of model {model!r} have different sizes {sorted(dims)}: re-embed them"
-        )
-    vectors = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(ids), -1)
-    return np.asarray(ids, dtype=np.int64), vectors.astype(np.float32, copy=False)
+    return np.concatenate(id_parts), np.concatenate(vector_parts).astype(np.float32, copy=False)
 
 
 @dataclass

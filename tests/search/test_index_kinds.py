@@ -89,6 +89,23 @@ def test_flat_single_queries_and_batches_give_the_same_results(tmp_path):
     np.testing.assert_allclose(batch_scores, np.vstack([s for s, _ in one_by_one]), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize(("n", "dim"), [(0, 16), (1, 3), (257, 16), (1000, 512)])
+def test_flat_file_is_byte_for_byte_what_faiss_writes(tmp_path, n, dim):
+    import faiss
+
+    vectors = (
+        unit(np.random.default_rng(n).standard_normal((n, dim))) if n else np.zeros((0, dim), np.float32)
+    )
+    ids = np.random.default_rng(n + 1).permutation(10 * n + 1)[:n].astype(np.int64)
+    index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+    if n:
+        index.add_with_ids(vectors, ids)
+
+    si._write_flat(faiss, tmp_path / "ours.faiss", ids, vectors)
+
+    assert (tmp_path / "ours.faiss").read_bytes() == faiss.serialize_index(index).tobytes()
+
+
 @pytest.mark.parametrize("k", [1, 10, 2000])
 def test_flat_scan_split_across_threads_merges_to_the_exact_top_k(tmp_path, monkeypatch, k):
     monkeypatch.setattr(si, "SCAN_MIN_ROWS_PER_THREAD", 300)
