@@ -109,13 +109,22 @@ def _placeholder() -> None:
     path.write_bytes(out.getvalue())
 
 
-def _labels() -> list[int]:
+def _labels(model: str) -> list[int]:
+    """The synthetic labels, with text vectors as the worker caches them on the row."""
     from gallery.models import Label
 
     existing = dict(Label.objects.filter(name__startswith="topic ").values_list("name", "pk"))
     missing = [f"topic {i:04d}" for i in range(LABEL_COUNT) if f"topic {i:04d}" not in existing]
     if missing:
-        Label.objects.bulk_create([Label(name=name) for name in missing])
+        rng = np.random.default_rng(99)
+        vectors = rng.standard_normal((len(missing), DIM), dtype=np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        Label.objects.bulk_create(
+            [
+                Label(name=name, vector=v.astype("<f4").tobytes(), vector_model=model)
+                for name, v in zip(missing, vectors, strict=True)
+            ]
+        )
         existing = dict(Label.objects.filter(name__startswith="topic ").values_list("name", "pk"))
     return [existing[f"topic {i:04d}"] for i in range(LABEL_COUNT)]
 
@@ -149,7 +158,7 @@ def grow_library(target: int, *, vectors: ClusteredVectors, model: str, chunk: i
 
     started = time.perf_counter()
     _placeholder()
-    label_ids = _labels()
+    label_ids = _labels(model)
     have = synthetic_count()
     now = timezone.now()
     template = Image(

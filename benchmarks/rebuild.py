@@ -79,7 +79,13 @@ def memory(size: int, *, worker_counts: tuple[int, ...]) -> dict[str, Any]:
     search_index.reset_readers()  # this process's mapping would take a share of the Pss
     manifest = search_index.read_current_manifest(services.index_dir())
     index_mib = manifest.size_bytes / 2**20
-    out: dict[str, Any] = {"size": size, "index_mib": round(index_mib, 1), "by_workers": []}
+    out: dict[str, Any] = {
+        "size": size,
+        "index_mib": round(index_mib, 1),
+        # Small flat indexes are scanned from a private copy per process (search.index).
+        "shared": manifest.size_bytes > search_index.PRIVATE_COPY_MAX_BYTES,
+        "by_workers": [],
+    }
     with noise(out):
         for workers in worker_counts:
             log = env.RESULTS_DIR / f"gunicorn-memory-{workers}.log"
@@ -103,13 +109,15 @@ def memory(size: int, *, worker_counts: tuple[int, ...]) -> dict[str, Any]:
     return out
 
 
-_LOADED = re.compile(r"^(\S+ \S+),(\d+) INFO search\.index: search index generation (\d+) loaded")
+_LOADED = re.compile(
+    r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d+) INFO search\.index: search index generation (\d+) loaded"
+)
 
 
 def _loads_of(log: str, generation: int) -> list[float]:
     times = []
     for line in log.splitlines():
-        match = _LOADED.match(line)
+        match = _LOADED.search(line)
         if match and int(match.group(3)) == generation:
             moment = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S")
             times.append(moment.timestamp() + int(match.group(2)) / 1000)

@@ -139,25 +139,28 @@ def figures(results: dict[str, Any]) -> list[dict[str, Any]]:
         m = _get(results, "sizes", str(largest), "memory")
         if m:
             last = m["by_workers"][-1]
+            shared = m.get("shared", True)
+            why = "" if shared else "; this index is small enough to be copied into each process"
             out.append(
                 _figure(
                     "4 rebuild",
-                    f"copies of the index in {last['workers']} web processes at {largest:,}",
+                    f"copies of the mapped index in {last['workers']} web processes at {largest:,}",
                     m["index_copies"],
-                    "<=",
+                    "<=" if shared else None,
                     1.1,
-                    note=f"index {m['index_mib']} MiB; Pss of the mapped index summed over the workers",
+                    note=f"index {m['index_mib']} MiB; Pss of the mapping summed over the workers{why}",
                 )
             )
             out.append(
                 _figure(
                     "4 rebuild",
                     f"Pss growth from {m['by_workers'][0]['workers']} to {last['workers']} workers "
-                    "/ that many private index copies",
+                    "/ that many index sizes",
                     m["growth_vs_private_copies"],
-                    "<",
+                    "<" if shared else None,
                     0.5,
-                    note=f"+{m['growth_per_worker_mib']} MiB per worker (mostly the model)",
+                    note=f"+{m['growth_per_worker_mib']} MiB per added worker (the model, "
+                    + ("private scan structures)" if shared else "and its private index copy)"),
                 )
             )
         s = _get(results, "sizes", str(largest), "switch")
