@@ -112,11 +112,16 @@ def celery_broker(url: str) -> Iterator[None]:
     from imagesearch.celery import app
 
     def drop_pools() -> None:
-        # Connections to the previous broker are cached in two pools; new ones are made lazily.
+        # Connections to the previous broker are cached in the app's pools and in kombu's
+        # process-wide registry of producer pools, keyed by connection: a closed pool left in
+        # that registry is handed out again later ("Acquire on closed pool"), so clear it too.
+        from kombu import pools
+
         for pool in (app._pool, app.amqp._producer_pool):
             if pool is not None:
                 with contextlib.suppress(Exception):
                     pool.force_close_all()
+        pools.reset()
         app._pool = None
         app.amqp._producer_pool = None
 
