@@ -9,6 +9,7 @@ stopped.
 
 from __future__ import annotations
 
+import re
 import threading
 
 import pytest
@@ -19,7 +20,7 @@ from gallery.models import Image
 from search import index as search_index
 from tests.conftest import wait_for
 from tests.support.images import image_bytes
-from tests.support.workers import pool_process_running_an_embedding, rows_held
+from tests.support.workers import clear_shared_index, pool_process_running_an_embedding, rows_held
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -45,6 +46,7 @@ def _upload_bounded(client, seeds: list[int], label: str, bound: float = 60):
 def test_redis_dies_mid_task_and_uploads_while_it_is_down_or_hung_are_indexed_when_it_returns(
     private_redis, start_worker, staff_client, tmp_path
 ):
+    clear_shared_index()
     # As ./run starts it: a prefork worker with beat (the periodic sweep) embedded.
     worker = start_worker(
         "--pool",
@@ -123,6 +125,7 @@ def test_worker_survives_losing_redis_while_it_holds_a_reserved_countdown_task(
     from search import services
     from tests.factories import upload
 
+    clear_shared_index()
     worker = start_worker(
         "--pool",
         "prefork",
@@ -134,7 +137,8 @@ def test_worker_survives_losing_redis_while_it_holds_a_reserved_countdown_task(
     # the whole worker ("Unrecoverable error") when the broker went away at such a moment.
     settings.IMAGESEARCH_REBUILD_DELAY = 600
     services.request_rebuild()
-    wait_for(lambda: "rebuild_index" in worker.log_path.read_text(), timeout=30, what="the rebuild reserved")
+    reserved = re.compile(r"rebuild_index\[[0-9a-f-]+\] received")
+    wait_for(lambda: reserved.search(worker.log_path.read_text()), timeout=30, what="the rebuild reserved")
     private_redis.stop()
     wait_for(
         lambda: "Cannot connect" in worker.log_path.read_text() or worker.proc.poll() is not None,

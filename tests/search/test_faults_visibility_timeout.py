@@ -22,7 +22,7 @@ from gallery.services import images_create
 from tests.conftest import wait_for
 from tests.factories import upload
 from tests.support.images import image_bytes
-from tests.support.workers import pool_process_running_an_embedding, rows_held
+from tests.support.workers import clear_shared_index, pool_process_running_an_embedding, rows_held
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -30,6 +30,7 @@ pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 def test_a_task_outliving_the_visibility_timeout_is_redelivered_but_never_runs_twice_at_once(
     private_redis, start_worker
 ):
+    clear_shared_index()
     worker = start_worker(
         "--pool",
         "prefork",

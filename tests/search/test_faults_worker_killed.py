@@ -31,7 +31,7 @@ from search import index as search_index
 from tests.conftest import wait_for
 from tests.factories import upload
 from tests.support.images import image_bytes
-from tests.support.workers import pool_process_running_an_embedding, rows_held
+from tests.support.workers import clear_shared_index, pool_process_running_an_embedding, rows_held
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -90,6 +90,7 @@ def _assert_all_ready_and_indexed_once(ids: list[int]) -> None:
 def test_pool_process_killed_mid_batch_its_task_runs_again_and_every_image_ends_ready_once(
     private_redis, start_worker
 ):
+    clear_shared_index()
     worker = start_worker(
         "--pool",
         "prefork",
@@ -110,6 +111,7 @@ def test_pool_process_killed_mid_batch_its_task_runs_again_and_every_image_ends_
 def test_whole_worker_killed_mid_batch_the_next_worker_sweeps_and_every_image_ends_ready_once(
     private_redis, start_worker
 ):
+    clear_shared_index()
     env = {"CELERY_BROKER_URL": private_redis.url, "PYTHONUNBUFFERED": "1"}
     first = start_worker("--pool", "prefork", "--concurrency", "1", env_overrides=env)
     ids = _upload_batch()

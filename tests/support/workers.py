@@ -48,3 +48,21 @@ def pool_process_running_an_embedding(worker_pid: int) -> int | None:
         except OSError:
             continue
     return None
+
+
+def clear_shared_index() -> None:
+    """Start a worker test from an empty index directory (worker tests share DATA_DIR/index).
+
+    Generations left by earlier tests do not match this test's (empty) database, so a worker's
+    sweep at start would schedule a rebuild, and a fault provoked while that rebuild waits out
+    its countdown would hit it instead of the task the test aims at. The database is the source
+    of truth: deleting the directory loses nothing.
+    """
+    import shutil
+
+    from django.conf import settings
+
+    from search import index as search_index
+
+    shutil.rmtree(settings.INDEX_DIR, ignore_errors=True)
+    search_index.reset_readers()
