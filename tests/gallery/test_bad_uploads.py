@@ -16,6 +16,7 @@ import pytest
 from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
+from django.db import connections
 from django.test import Client
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
@@ -253,13 +254,16 @@ def test_the_same_file_uploaded_twice_at_the_same_time_is_stored_once(staff_user
     responses: list = []
 
     def upload() -> None:
-        client = Client()
-        client.force_login(staff_user)
-        file = SimpleUploadedFile("same.jpg", data)
-        barrier.wait()
-        responses.append(
-            client.post(UPLOAD, {"files": [file], "labels": "twin"}, HTTP_ACCEPT="application/json")
-        )
+        try:
+            client = Client()
+            client.force_login(staff_user)
+            file = SimpleUploadedFile("same.jpg", data)
+            barrier.wait()
+            responses.append(
+                client.post(UPLOAD, {"files": [file], "labels": "twin"}, HTTP_ACCEPT="application/json")
+            )
+        finally:
+            connections.close_all()  # this thread's own database connection
 
     threads = [threading.Thread(target=upload) for _ in range(2)]
     for thread in threads:
