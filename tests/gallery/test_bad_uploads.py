@@ -235,6 +235,15 @@ def test_more_form_fields_than_allowed_are_a_400(staff_client, settings):
     _assert_nothing_stored()
 
 
+@pytest.mark.parametrize("length", ["lots", "-5", "1e9"])
+def test_a_malformed_content_length_is_a_400(staff_client, length):
+    response = staff_client.generic(
+        "POST", UPLOAD, b"x" * 10, content_type="application/octet-stream", CONTENT_LENGTH=length
+    )
+    assert response.status_code == 400
+    _assert_nothing_stored()
+
+
 def test_a_request_body_over_the_limit_is_refused_before_it_is_read(staff_client, settings):
     settings.IMAGESEARCH_MAX_REQUEST_BYTES = 2048
     big = image_bytes(66, "PNG", size=(200, 200))
