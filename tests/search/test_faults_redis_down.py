@@ -15,6 +15,7 @@ import threading
 import pytest
 from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connections
 
 from gallery.models import Image
 from search import index as search_index
@@ -36,7 +37,14 @@ def _upload(client, seeds: list[int], label: str):
 def _upload_bounded(client, seeds: list[int], label: str, bound: float = 60):
     """The upload, run in a thread so that a hang is a failure with a message, not a stuck run."""
     box: dict[str, object] = {}
-    thread = threading.Thread(target=lambda: box.setdefault("response", _upload(client, seeds, label)))
+
+    def upload() -> None:
+        try:
+            box["response"] = _upload(client, seeds, label)
+        finally:
+            connections.close_all()  # this thread's own database connection
+
+    thread = threading.Thread(target=upload)
     thread.start()
     thread.join(bound)
     assert not thread.is_alive(), f"the upload hung for {bound}s while the broker was unreachable"
