@@ -65,6 +65,9 @@ def configure(*, fresh: bool = True) -> dict[str, str]:
         "IMAGESEARCH_LOG_LEVEL": "WARNING",
         "CELERY_TASK_DEFAULT_QUEUE": queue,
         "PYTHONPATH": str(ROOT),
+        # What the product sets before it loads torch or faiss (search.embedding, search.index).
+        # This process imports them itself, for the baselines, so it sets it first.
+        "OMP_WAIT_POLICY": "PASSIVE",
     }
     if _port_open("127.0.0.1", 6379) and "IMAGESEARCH_BENCH_EMBEDDED_BROKER" not in os.environ:
         env["CELERY_BROKER_URL"] = REDIS_URL

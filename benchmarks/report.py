@@ -171,21 +171,25 @@ def figures(results: dict[str, Any]) -> list[dict[str, Any]]:
             out.append(
                 _figure(
                     "4 rebuild",
-                    "longest time without a response during the switch / p99 before",
-                    s["gap_vs_p99_before"],
+                    "longest silence while the workers load the new generation / p50 before",
+                    s.get("gap_vs_p50_before"),
                     "<=",
-                    1.0,
-                    note=f"gap {s['longest_gap_s']} s; {s['workers_loaded']}/{s['workers']} workers loaded "
-                    f"the new generation {s['load_after_publish_s']} s after it was published",
+                    1.5,
+                    note=f"{s.get('answered_while_loading')} answers while loading; gap {s['longest_gap_s']} "
+                    f"s; {s['workers_loaded']}/{s['workers']} workers loaded it "
+                    f"{s['load_after_publish_s']} s after it was published",
                 )
             )
             out.append(
                 _figure(
                     "4 rebuild",
-                    "request p99 during the switch",
-                    s["during"]["p99_ms"],
+                    "request p50 before / during the rebuild / while loading / after",
+                    s["before"]["p50_ms"],
                     unit="ms",
-                    note=f"before: {s['before']['p99_ms']} ms; a rebuild shares the 2 cores",
+                    note=" / ".join(
+                        str(s.get(k, {}).get("p50_ms")) for k in ("during_rebuild", "while_loading", "after")
+                    )
+                    + " ms (the rebuild shares the 2 cores)",
                 )
             )
 

@@ -131,10 +131,12 @@ def load(
     requests: int | None = None,
     seconds: float | None = None,
     stop: threading.Event | None = None,
+    result: LoadResult | None = None,
 ) -> LoadResult:
     """``concurrency`` clients, each on a keep-alive connection, sending ``GET /?q=<texts(i)>``
-    back to back, until ``requests`` were sent, ``seconds`` passed or ``stop`` is set."""
-    result = LoadResult()
+    back to back, until ``requests`` were sent, ``seconds`` passed or ``stop`` is set. Samples
+    go into ``result`` (a new one unless given: pass one to watch it fill)."""
+    result = result if result is not None else LoadResult()
     counter = iter(range(10**12))
     lock = threading.Lock()
     deadline = None
