@@ -170,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--quick", action="store_true", help="smaller sizes, a few minutes")
     report_parser = sub.add_parser("report", help="print figures and redraw the plot from a results file")
     report_parser.add_argument("path", nargs="?", default=str(env.RESULTS_DIR / "latest.json"))
+    report_parser.add_argument("--markdown", action="store_true", help="the figures as a Markdown table")
     args = parser.parse_args(argv)
 
     from . import report
@@ -183,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
         results["figures"] = report.figures(results)
         (env.RESULTS_DIR / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
     results["figures"] = report.figures(results)
+    if args.command == "report" and args.markdown:
+        print(report.markdown(results))
+        return 0
     report.plot(results, env.RESULTS_DIR / "latency_vs_size.png")
     print(report.table(results))
     print(f"\nresults: {env.RESULTS_DIR / 'latest.json'}\nplot:    {env.RESULTS_DIR / 'latency_vs_size.png'}")

@@ -292,3 +292,14 @@ def plot(results: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The figures as a Markdown table (for BENCHMARKS.md)."""
+    lines = ["| target | figure | value | goal | met | note |", "|---|---|---:|---|---|---|"]
+    for f in results["figures"]:
+        met = {True: "**met**", False: "**not met**", None: ""}[f["met"]]
+        value = f"{f['value']}{(' ' + f['unit']) if f['unit'] else ''}"
+        goal = "" if f["goal"] == "report" else f"`{f['goal']}`"
+        lines.append(f"| {f['target']} | {f['name']} | {value} | {goal} | {met} | {f['note']} |")
+    return "\n".join(lines)
