@@ -175,31 +175,30 @@ def images_embed(*, image_ids: Sequence[int]) -> EmbedReport:
         )
         for (image, _), vector in zip(decoded, vectors, strict=True):
             hybrid = _hybrid_for(image, vector, label_vectors)
-            Image.objects.filter(pk=image.pk).update(
-                image_vector=embedding.to_bytes(vector),
-                embedding_model=model,
-                hybrid_vector=embedding.to_bytes(hybrid),
-                hybrid_weight=weight,
-                hybrid_updated_at=now,
-                status=Image.Status.READY,
-                failure_reason="",
-                status_changed_at=now,
+            _mark_ready(
+                image.pk, hybrid, weight, now, image_vector=embedding.to_bytes(vector), embedding_model=model
             )
             report.embedded += 1
     for image in done:
         hybrid = _hybrid_for(image, embedding.from_bytes(image.image_vector), label_vectors)
-        Image.objects.filter(pk=image.pk).update(
-            hybrid_vector=embedding.to_bytes(hybrid),
-            hybrid_weight=weight,
-            hybrid_updated_at=now,
-            status=Image.Status.READY,
-            failure_reason="",
-            status_changed_at=now,
-        )
+        _mark_ready(image.pk, hybrid, weight, now)
         report.refreshed += 1
     if report.embedded or report.refreshed:
         request_rebuild()
     return report
+
+
+def _mark_ready(image_id: int, hybrid: np.ndarray, weight: float, now: Any, **vector_fields: Any) -> None:
+    """Store a hybrid (and, when given, the image vector and its model) and mark the row ready."""
+    Image.objects.filter(pk=image_id).update(
+        hybrid_vector=embedding.to_bytes(hybrid),
+        hybrid_weight=weight,
+        hybrid_updated_at=now,
+        status=Image.Status.READY,
+        failure_reason="",
+        status_changed_at=now,
+        **vector_fields,
+    )
 
 
 def _mark_failed(image_id: int, reason: str) -> None:
