@@ -264,7 +264,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
         ("request p50", [x["request"]["p50_ms"] for x in q], "C3", "-"),
         ("text encode p50", [x["encode"]["p50_ms"] for x in q], "C0", "-"),
         ("index search p50 (product)", [x["product_search"]["p50_ms"] for x in q], "C2", "-"),
-        ("faiss flat p50", [x["faiss"]["p50_ms"] for x in q], "C2", ":"),
+        ("faiss flat p50 (in memory)", [x["faiss"]["p50_ms"] for x in q], "C2", ":"),
+        ("numpy vectors @ q p50 (in memory)", [x["numpy"]["p50_ms"] for x in q], "C7", ":"),
         ("repeated query p50 (cached vector)", [x["repeat"]["p50_ms"] for x in q], "C1", "-."),
     ]
     for label, values, color, style in series:
