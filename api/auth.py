@@ -3,10 +3,11 @@ session (with its CSRF token, as for any form); search follows IMAGESEARCH_PUBLI
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.http import HttpRequest
 from ninja.errors import AuthenticationError
 from ninja.security import HttpBearer, SessionAuthIsStaff
+
+from gallery.permissions import search_allowed, sees_unindexed_images
 
 from .tokens import api_token_user
 
@@ -33,12 +34,11 @@ def caller(request: HttpRequest):
     return None
 
 
-def caller_is_staff(request: HttpRequest) -> bool:
-    user = caller(request)
-    return bool(user is not None and user.is_staff)
+def caller_sees_unindexed(request: HttpRequest) -> bool:
+    return sees_unindexed_images(caller(request))
 
 
 def require_search_access(request: HttpRequest) -> None:
-    """Search is public unless IMAGESEARCH_PUBLIC_SEARCH=0; then a token or a session."""
-    if not settings.IMAGESEARCH_PUBLIC_SEARCH and caller(request) is None:
+    """The search pages' rule (gallery.permissions), answered with a 401 instead of a redirect."""
+    if not search_allowed(caller(request)):
         raise AuthenticationError(401, "Sign in or send an API token to search this library.")

@@ -13,15 +13,17 @@ from ninja import File, Form, NinjaAPI, Path, Query, Status, UploadedFile
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from gallery import services as gallery_services
-from gallery.batches import batch_remember, batch_status
+from gallery.batches import batch_status
 from gallery.forms import BulkUploadForm
-from gallery.importing import InvalidArchive, uploads_from_form
+from gallery.labels import InvalidLabels
 from gallery.models import Image
-from search import knn, queries, services
-from search.queries import SearchQuery
+from gallery.uploads import images_upload as gallery_images_upload
+from search import clip_retrieval, queries
+from search.errors import QueryError
+from search.status import status_summary
 
 from . import schemas as s
-from .auth import STAFF, caller_is_staff, require_search_access
+from .auth import STAFF, caller_sees_unindexed, require_search_access
 
 api = NinjaAPI(
     title="Image search API",
@@ -51,8 +53,8 @@ def _error(request: HttpRequest, message: str, status: int, **extra) -> HttpResp
     return api.create_response(request, {"error": message, **extra}, status=status)
 
 
-@api.exception_handler(services.QueryError)
-def _query_error(request, exc: services.QueryError):
+@api.exception_handler(QueryError)
+def _query_error(request, exc: QueryError):
     return _error(request, str(exc), exc.status_code)
 
 
@@ -84,8 +86,8 @@ def _no_such_image(request, exc: Image.DoesNotExist):
     return _error(request, "No such image.", 404)
 
 
-@api.exception_handler(gallery_services.InvalidLabels)
-def _invalid_labels(request, exc: gallery_services.InvalidLabels):
+@api.exception_handler(InvalidLabels)
+def _invalid_labels(request, exc: InvalidLabels):
     return _error(request, str(exc), 400)
 
 
@@ -108,12 +110,12 @@ def _image_out(request: HttpRequest, image: Image, score: float | None = None) -
 
 def _search(request: HttpRequest, params: s.SearchParams, image: UploadedFile | None) -> dict:
     require_search_access(request)
-    query = SearchQuery(
+    query = queries.search_query_build(
         text=params.text,
-        image=queries.read_query_image(image) if image else None,
-        image_token=params.image_token or "",
+        image=image,
+        image_token=params.image_token,
         like=params.image_id,
-        labels=tuple(params.labels),
+        labels=params.labels,
         sort=params.sort,
         image_weight=params.weight,
     )
@@ -160,7 +162,7 @@ def labels_list(request: HttpRequest):
 def image_get(request: HttpRequest, image_id: ImageId):
     """One image (staff also see pending and failed ones, with the reason)."""
     require_search_access(request)
-    image = queries.image_for(image_id, include_unindexed=caller_is_staff(request))
+    image = queries.image_for(image_id, include_unindexed=caller_sees_unindexed(request))
     return _image_out(request, image)
 
 
@@ -183,27 +185,14 @@ def images_upload(
     be added."""
     _require_perm(request, "gallery.add_image")
     form = BulkUploadForm(request.POST, request.FILES)
-    if not form.is_valid():
-        raise HttpError(400, " ".join(e for errs in form.errors.values() for e in errs))
-    try:
-        uploads = uploads_from_form(form.cleaned_data)
-    except InvalidArchive as exc:
-        raise HttpError(400, str(exc)) from None
-    result = gallery_services.images_create(uploads=uploads, uploaded_by=request.auth)
+    batch = gallery_images_upload(form=form, uploaded_by=request.auth)
+    if batch is None:
+        raise HttpError(400, form.error_text())
+    result = batch.result
     if not result.added and not result.duplicates:
         reasons = "; ".join(f"{name}: {reason}" for name, reason in result.refused)
         raise HttpError(400, f"Nothing was added. {reasons}")
-    return Status(
-        201 if result.added else 200,
-        {
-            "summary": result.summary(),
-            "added": result.added,
-            "duplicates": [{"name": n, "id": i} for n, i in result.duplicates],
-            "refused": [{"name": n, "reason": r} for n, r in result.refused],
-            "queued": result.queued,
-            "batch": batch_remember(image_ids=result.added),
-        },
-    )
+    return Status(201 if result.added else 200, {**batch.as_json(), "batch": batch.token})
 
 
 @api.get(
@@ -250,7 +239,7 @@ def image_delete(request: HttpRequest, image_id: ImageId):
 @api.get("/api/status", auth=STAFF, response={200: s.StatusOut, **errors(400, 401)}, tags=["status"])
 def status(request: HttpRequest):
     """Images per status, the index generation, its size and age, and whether it is behind."""
-    return services.status_summary()
+    return status_summary()
 
 
 def _require_perm(request: HttpRequest, perm: str) -> None:
@@ -273,15 +262,15 @@ def knn_service(request: HttpRequest, body: s.KnnIn, response: HttpResponse):
     `num_images` results carry `url` and `caption`; up to `num_result_ids` carry ids only."""
     require_search_access(request)
     _allow_any_origin(response)
-    knn.check_index_name(body.indice_name)
-    vector = knn.knn_vector(
+    clip_retrieval.check_index_name(body.indice_name)
+    vector = clip_retrieval.knn_vector(
         text=body.text,
         image_base64=body.image,
         image_url=body.image_url,
         embedding_input=body.embedding_input,
     )
     count = max(body.num_images, body.num_result_ids or 0)
-    hits = knn.knn_search(vector=vector, num_result_ids=count, deduplicate=body.deduplicate)
+    hits = clip_retrieval.knn_search(vector=vector, num_result_ids=count, deduplicate=body.deduplicate)
     return [
         {
             "id": hit.image.pk,
@@ -297,7 +286,7 @@ def indices_list(request: HttpRequest, response: HttpResponse):
     """clip-retrieval's `/indices-list`: this service has one index."""
     require_search_access(request)
     _allow_any_origin(response)
-    return [knn.INDEX_NAME]
+    return [clip_retrieval.INDEX_NAME]
 
 
 @api.post(
@@ -309,8 +298,8 @@ def metadata(request: HttpRequest, body: s.MetadataIn, response: HttpResponse):
     """clip-retrieval's `/metadata`: `url` and `caption` of these ids (unknown ids are left out)."""
     require_search_access(request)
     _allow_any_origin(response)
-    knn.check_index_name(body.indice_name)
-    rows = knn.knn_metadata(ids=body.ids)
+    clip_retrieval.check_index_name(body.indice_name)
+    rows = clip_retrieval.knn_metadata(ids=body.ids)
     return [{"id": pk, "metadata": _knn_meta(request, rows[pk])} for pk in body.ids if pk in rows]
 
 

@@ -9,8 +9,9 @@ from ninja import Field, Schema
 from pydantic import BeforeValidator, StrictBool, StrictFloat, StrictStr
 from pydantic.json_schema import SkipJsonSchema
 
-from search.queries import DEFAULT_IMAGE_WEIGHT, MAX_FILTER_LABELS
-from search.services import MAX_RESULTS
+from gallery.labels import MAX_LABEL_LENGTH
+from search.queries import DEFAULT_IMAGE_WEIGHT, MAX_FILTER_LABELS, MAX_QUERY_TEXT_LENGTH
+from search.ranking import MAX_RESULTS
 
 
 def _a_number(value: object) -> object:
@@ -37,7 +38,9 @@ class ErrorOut(Schema):
 
 class SearchParams(Schema):
     text: str = Field(
-        "", max_length=1000, description="Words to search for (CLIP reads the first 77 tokens)."
+        "",
+        max_length=MAX_QUERY_TEXT_LENGTH,
+        description="Words to search for (CLIP reads the first 77 tokens).",
     )
     # Optional without "or null" in the description: a query string or a form cannot send a null.
     image_id: Annotated[int, Field(ge=1, le=2**62)] | SkipJsonSchema[None] = Field(
@@ -103,7 +106,7 @@ class LabelOut(Schema):
 
 
 class RelabelIn(Schema):
-    labels: list[Annotated[StrictStr, Field(min_length=1, max_length=100)]] = Field(
+    labels: list[Annotated[StrictStr, Field(min_length=1, max_length=MAX_LABEL_LENGTH)]] = Field(
         min_length=1,
         max_length=100,
         description="The new labels. Spaces are collapsed; a label that is blank or holds control "

@@ -126,9 +126,9 @@ def run(quick: bool) -> dict[str, Any]:
                     section["ann_hnsw"] = ann.compare("hnsw", ids, vecs, flat_dir=None)
                 if size == largest:
                     _log("approximate index: ivf ...")
-                    from search import services
+                    from search import status
 
-                    section["ann_ivf"] = ann.compare("ivf", ids, vecs, flat_dir=services.index_dir())
+                    section["ann_ivf"] = ann.compare("ivf", ids, vecs, flat_dir=status.index_dir())
                     section["ann_ivf"]["lists"] = _ivf_lists(len(ids))
                 del ids, vecs
             if size == plan["throughput_size"]:
@@ -152,15 +152,15 @@ def run(quick: bool) -> dict[str, Any]:
 
 
 def _library_vectors():
-    from search import embedding, services
+    from search import embedding, rebuild
 
-    return services._read_vectors(embedding.model_name())
+    return rebuild.index_vectors_read(model=embedding.model_name())
 
 
 def _ivf_lists(n: int) -> int:
-    from search import index as search_index
+    from search.index import kinds
 
-    return search_index._ivf_lists(n)
+    return kinds.ivf_lists(n)
 
 
 def main(argv: list[str] | None = None) -> int:

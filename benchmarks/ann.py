@@ -106,10 +106,10 @@ def _self() -> int:
 
 
 def _search_parameter(kind: str) -> dict[str, int]:
-    from search import index as search_index
+    from search.index import kinds
 
     if kind == "ivf":
-        return {"nprobe": search_index.IVF_NPROBE}
+        return {"nprobe": kinds.IVF_NPROBE}
     if kind == "hnsw":
-        return {"M": search_index.HNSW_M, "efSearch": search_index.HNSW_EF_SEARCH}
+        return {"M": kinds.HNSW_M, "efSearch": kinds.HNSW_EF_SEARCH}
     return {}

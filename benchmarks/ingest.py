@@ -18,7 +18,6 @@ The images are photo-like JPEGs of 2048x1536 (3 MP, quality 90), generated once 
 from __future__ import annotations
 
 import io
-import signal
 import subprocess
 import sys
 import time
@@ -27,6 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from tests.support.constants import UPLOAD_URL
+from tests.support.processes import CeleryWorker
+from tests.support.waiting import wait_until_indexed
 
 from . import env
 from .timing import noise
@@ -76,82 +79,22 @@ def _multipart(paths: list[Path], labels: str) -> tuple[bytes, str]:
     return b"".join(parts), f"multipart/form-data; boundary={boundary}"
 
 
-class Worker:
-    """``celery worker`` as ``./run`` starts it (without beat), in its own process group."""
-
-    def __init__(self, log: Path, **extra_env: str) -> None:
-        self.log = log.open("ab")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "imagesearch",
-                "worker",
-                "--concurrency",
-                "1",
-                "--loglevel",
-                "INFO",
-                "--without-mingle",
-                "--without-gossip",
-                "-Q",
-                env.subprocess_env()["CELERY_TASK_DEFAULT_QUEUE"],
-            ],
-            cwd=env.ROOT,
-            env=env.subprocess_env(IMAGESEARCH_LOG_LEVEL="INFO", **extra_env),
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 120
-        while b" ready." not in log.read_bytes():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"worker did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        import os
-
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        self.log.close()
-
-
-def _searchable(ids: list[int]) -> bool:
-    from gallery.models import Image
-    from search import index as search_index
-    from search import services
-
-    ready = Image.objects.filter(pk__in=ids, status=Image.Status.READY).count()
-    if ready < len(ids):
-        failed = Image.objects.filter(pk__in=ids, status=Image.Status.FAILED).values_list("failure_reason")
-        if failed:
-            raise RuntimeError(f"images failed: {list(failed)[:3]}")
-        return False
-    manifest = search_index.read_current_manifest(services.index_dir())
-    return manifest is not None and not services.index_behind()
+def _worker(log: Path) -> CeleryWorker:
+    """``celery worker`` as ``./run`` starts it, without beat."""
+    args = ["--concurrency", "1", "--without-mingle", "--without-gossip"]
+    args += ["-Q", env.subprocess_env()["CELERY_TASK_DEFAULT_QUEUE"]]
+    return CeleryWorker(*args, log_path=log, env=env.subprocess_env(IMAGESEARCH_LOG_LEVEL="INFO"))
 
 
 def _wait_searchable(ids: list[int], timeout: float) -> float:
-    deadline = time.monotonic() + timeout
-    while not _searchable(ids):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{len(ids)} images not searchable after {timeout}s")
-        time.sleep(0.05)
+    """Until the upload is searchable; the moment it became so (perf_counter)."""
+    wait_until_indexed(ids, timeout=timeout, interval=0.05)
     return time.perf_counter()
 
 
 def _upload(client: Any, paths: list[Path], labels: str) -> list[int]:
     body, content_type = _multipart(paths, labels)
-    response = client.generic(
-        "POST", "/admin/gallery/image/upload/", body, content_type, HTTP_ACCEPT="application/json"
-    )
+    response = client.generic("POST", UPLOAD_URL, body, content_type, HTTP_ACCEPT="application/json")
     if response.status_code != 200:
         raise RuntimeError(f"upload answered {response.status_code}: {response.content[:500]!r}")
     data = response.json()
@@ -193,7 +136,7 @@ def run(*, images: int, staff_client: Any, batch: int) -> dict[str, Any]:
     out["mean_file_kb"] = round(float(np.mean([p.stat().st_size for p in paths])) / 1024, 1)
     log = env.RESULTS_DIR / "ingest-worker.log"
     log.unlink(missing_ok=True)
-    worker = Worker(log)
+    worker = _worker(log).start()
     try:
         with noise(out):
             # Warm the worker (model loaded, first generation written), as in a running system.

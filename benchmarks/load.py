@@ -25,7 +25,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -34,6 +33,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode
+
+from tests.support.processes import CeleryWorker, Gunicorn, RedisServer, redis_server_installed
 
 from . import env as bench_env
 from .timing import Noise, summary_ms
@@ -55,10 +56,6 @@ class Deadline:
 
     def left(self) -> float:
         return self.end - time.monotonic()
-
-    def check(self, what: str) -> None:
-        if self.left() <= 0:
-            raise TimeoutError(f"the run took longer than allowed ({what})")
 
 
 def _model_dir(kind: str) -> Path:
@@ -96,15 +93,22 @@ def _multipart(fields: dict[str, str], files: list[tuple[str, str, bytes]]) -> t
 
 
 class Server:
-    """The processes of one run, each in its own process group, stopped by :meth:`stop`."""
+    """The processes of one run, as ``./run`` starts them: one worker process with beat, web
+    processes with one torch thread each."""
 
     def __init__(self, environment: dict[str, str], *, web_workers: int, threads: int) -> None:
         self.env = environment
-        self.port = _free_port()
-        self.procs: list[subprocess.Popen] = []
         self.logs = DATA / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.web_workers, self.threads = web_workers, threads
+        worker_args = ["--beat", "--concurrency", "1", "-s", str(DATA / "celerybeat-schedule")]
+        self.worker = CeleryWorker(*worker_args, log_path=self.logs / "worker.log", env=environment)
+        self.web = Gunicorn(
+            workers=web_workers,
+            threads=threads,
+            log_path=self.logs / "web.log",
+            env={**environment, "IMAGESEARCH_TORCH_THREADS": "1"},
+        )
+        self.port = self.web.port
 
     def manage(self, *args: str) -> str:
         done = subprocess.run(
@@ -114,50 +118,18 @@ class Server:
             raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{done.stderr[-3000:]}")
         return done.stdout
 
-    def _start(self, name: str, argv: list[str], **extra: str) -> None:
-        log = (self.logs / f"{name}.log").open("ab")
-        self.procs.append(
-            subprocess.Popen(
-                argv,
-                cwd=ROOT,
-                env={**self.env, **extra},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        )
-
-    def start(self) -> None:
-        # As ./run starts them: one worker process with beat, web processes with one torch thread.
-        worker = ["-m", "celery", "-A", "imagesearch", "worker", "--beat", "--concurrency", "1"]
-        worker += ["--loglevel", "INFO", "-s", str(DATA / "celerybeat-schedule")]
-        self._start("worker", [sys.executable, *worker])
-        web = ["-m", "gunicorn", "imagesearch.wsgi", "--config", "python:imagesearch.gunicorn_conf"]
-        web += ["--bind", f"127.0.0.1:{self.port}", "--workers", str(self.web_workers)]
-        web += ["--threads", str(self.threads), "--timeout", "120"]
-        self._start("web", [sys.executable, *web], IMAGESEARCH_TORCH_THREADS="1")
+    def start(self, timeout: float) -> None:
+        """Start both; return once the web server answers."""
+        self.worker.start()
+        self.web.start()
+        self.web.wait_answering("/", timeout=timeout)
 
     def alive(self) -> bool:
-        return all(p.poll() is None for p in self.procs)
+        return self.worker.running() and self.web.running()
 
     def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        self.web.stop()
+        self.worker.stop()
 
 
 @dataclass
@@ -339,8 +311,6 @@ def main() -> int:
     args = parser.parse_args()
     deadline = Deadline(args.max_minutes)
 
-    from tests.support.redis_server import RedisServer, redis_server_installed
-
     model = _model_dir(args.model)
     if DATA.exists():
         shutil.rmtree(DATA)
@@ -376,23 +346,13 @@ def main() -> int:
             "User.objects.create_user('load', password=None, is_staff=True, is_superuser=True)",
         )  # fmt: skip
         token = server.manage("create_api_token", "load", "--name", "load test").strip()
-        server.start()
+        server.start(timeout=deadline.left())
 
         import django
 
         django.setup()
 
         client = Client(server.port, token)
-        while True:
-            deadline.check("waiting for the web server")
-            try:
-                if client.request("GET", "/")[0] == 200:
-                    break
-            except (OSError, http.client.HTTPException):
-                pass
-            if not server.alive():
-                raise RuntimeError(f"a process exited; see {server.logs}")
-            time.sleep(0.5)
 
         _log(f"seeding {args.seed_images} images through the API")
         seeded: set[int] = set()

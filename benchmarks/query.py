@@ -9,7 +9,7 @@ between, so the time is what the server spends. For each query text, in turn:
 2. ``faiss``: faiss's own flat search of the vector over the same generation read into memory,
    and ``numpy``: a plain matrix-vector product with ``argpartition`` over those vectors
    (numpy's BLAS with all cores, as shipped); ``product_search``: the product's index reader
-   (from a private copy or the shared mapping: see ``search.index.PRIVATE_COPY_MAX_BYTES``);
+   (from a private copy or the shared mapping: see ``search.index.flat_scan.PRIVATE_COPY_MAX_BYTES``);
 3. ``request``: ``GET /?q=<text>``, a text the process has never seen.
 
 baseline = p50(encode) + the fastest of p50(faiss), p50(numpy), p50(numpy with one BLAS thread),
@@ -47,7 +47,7 @@ def query_texts(count: int, seed: int) -> list[str]:
 
 
 def service_k() -> int:
-    """The k the search service asks the index for on page 1 (see services.search)."""
+    """The k the search service asks the index for on page 1 (see search.ranking.images_search)."""
     from django.conf import settings
 
     needed = settings.IMAGESEARCH_PAGE_SIZE + 1
@@ -125,17 +125,17 @@ class Wsgi:
 def run(size: int, *, requests: int) -> dict[str, Any]:
     from django.conf import settings
 
-    from search import embedding, services
+    from search import embedding, status
     from search import index as search_index
 
     out: dict[str, Any] = {"size": size, "k": service_k()}
     client = Wsgi()
     k = service_k()
     with noise(out):
-        reader = search_index.get_reader(services.index_dir(), expected_model=embedding.model_name())
+        reader = search_index.get_reader(status.index_dir(), expected_model=embedding.model_name())
         reader.refresh()
         assert reader.manifest is not None and reader.manifest.count == size, reader.status()
-        faiss_index, vectors = _in_memory_flat(services.index_dir())
+        faiss_index, vectors = _in_memory_flat(status.index_dir())
         texts = query_texts(requests + 5, seed=size)
         blas = _numpy_blas_libraries()
         cores = len(os.sched_getaffinity(0))

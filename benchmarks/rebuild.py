@@ -1,6 +1,6 @@
 """Target 4: rebuilding the index from the database, switching generations, sharing memory.
 
-* ``rebuild``: ``services.index_rebuild()`` at a library size (read the ready rows' vectors from
+* ``rebuild``: ``search.rebuild.index_rebuild()`` at a library size (read the ready rows' vectors from
   the database, build, write the generation atomically, checksum), with the database file warm
   in the page cache and, at the largest size, cold (its pages dropped with
   ``posix_fadvise(DONTNEED)`` first: only that file's, nothing else on the machine).
@@ -46,15 +46,16 @@ def _database_files() -> list[str]:
 
 def rebuild(size: int, *, cold: bool) -> dict[str, Any]:
     from search import index as search_index
-    from search import services
+    from search import rebuild as search_rebuild
+    from search import status
 
     out: dict[str, Any] = {"size": size}
     with noise(out):
-        warm = services.index_rebuild()
+        warm = search_rebuild.index_rebuild()
         out["warm_s"] = round(warm.seconds, 2)
         out["warm_read_s"] = round(getattr(warm, "read_seconds", float("nan")), 2)
-        manifest = search_index.read_current_manifest(services.index_dir())
-        path = services.index_dir() / manifest.index_file
+        manifest = search_index.read_current_manifest(status.index_dir())
+        path = status.index_dir() / manifest.index_file
         out["index_bytes"] = manifest.size_bytes
         # I/O floor: reading the generation file once (warm page cache).
         t = time.perf_counter()
@@ -65,7 +66,7 @@ def rebuild(size: int, *, cold: bool) -> dict[str, Any]:
         if cold:
             for name in _database_files():
                 _drop_file_cache(name)
-            report = services.index_rebuild()
+            report = search_rebuild.index_rebuild()
             out["cold_s"] = round(report.seconds, 2)
             out["cold_read_s"] = round(getattr(report, "read_seconds", float("nan")), 2)
     out["seconds"] = max(out["warm_s"], out.get("cold_s", 0.0))
@@ -74,23 +75,24 @@ def rebuild(size: int, *, cold: bool) -> dict[str, Any]:
 
 def memory(size: int, *, worker_counts: tuple[int, ...]) -> dict[str, Any]:
     from search import index as search_index
-    from search import services
+    from search import status
+    from search.index import flat_scan
 
     search_index.reset_readers()  # this process's mapping would take a share of the Pss
-    manifest = search_index.read_current_manifest(services.index_dir())
+    manifest = search_index.read_current_manifest(status.index_dir())
     index_mib = manifest.size_bytes / 2**20
     out: dict[str, Any] = {
         "size": size,
         "index_mib": round(index_mib, 1),
-        # Small flat indexes are scanned from a private copy per process (search.index).
-        "shared": manifest.size_bytes > search_index.PRIVATE_COPY_MAX_BYTES,
+        # Small flat indexes are scanned from a private copy per process (search.index.flat_scan).
+        "shared": manifest.size_bytes > flat_scan.PRIVATE_COPY_MAX_BYTES,
         "by_workers": [],
     }
     with noise(out):
         for workers in worker_counts:
             log = env.RESULTS_DIR / f"gunicorn-memory-{workers}.log"
             log.unlink(missing_ok=True)
-            server = Gunicorn(workers=workers, threads=4, log=log)
+            server = Gunicorn(workers=workers, threads=4, log=log).start()
             try:
                 server.wait_ready(warm_requests=6 * workers)
                 per_worker = [memory_of(pid) for pid in server.worker_pids()]
@@ -126,12 +128,13 @@ def _loads_of(log: str, generation: int) -> list[float]:
 
 def switch(size: int, *, workers: int, before_s: float) -> dict[str, Any]:
     from search import index as search_index
-    from search import services
+    from search import rebuild as search_rebuild
+    from search import status
 
     out: dict[str, Any] = {"size": size, "workers": workers, "concurrency": 4}
     log = env.RESULTS_DIR / "gunicorn-switch.log"
     log.unlink(missing_ok=True)
-    server = Gunicorn(workers=workers, threads=4, log=log)
+    server = Gunicorn(workers=workers, threads=4, log=log).start()
     stop = threading.Event()
     result = LoadResult()
     with noise(out):
@@ -155,7 +158,7 @@ def switch(size: int, *, workers: int, before_s: float) -> dict[str, Any]:
             while len(result.samples) < 20 and time.perf_counter() < settle:
                 time.sleep(0.5)
             rebuild_started = time.perf_counter()
-            report = services.index_rebuild()
+            report = search_rebuild.index_rebuild()
             published = time.perf_counter()
             published_wall = time.time()
             generation = report.generation
@@ -181,7 +184,7 @@ def switch(size: int, *, workers: int, before_s: float) -> dict[str, Any]:
     # Answering pauses show as a stretch with no response at all while the workers load.
     marks = sorted([published, load_end] + [e for _, e, _ in samples if published <= e <= load_end])
     gaps = [b - a for a, b in zip(marks, marks[1:], strict=False)]
-    manifest = search_index.read_current_manifest(services.index_dir())
+    manifest = search_index.read_current_manifest(status.index_dir())
     out.update(
         {
             "load": summarise(result),

@@ -26,7 +26,7 @@ CONCURRENCY = 16
 def _run_one(*, workers: int, threads: int, seconds: float, size: int, tag: str) -> dict[str, Any]:
     log = env.RESULTS_DIR / f"gunicorn-throughput-{workers}x{threads}.log"
     log.unlink(missing_ok=True)
-    server = Gunicorn(workers=workers, threads=threads, log=log)
+    server = Gunicorn(workers=workers, threads=threads, log=log).start()
     try:
         server.wait_ready(warm_requests=8 * workers)
         result = load(

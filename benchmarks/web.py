@@ -8,12 +8,7 @@ switch to a new index generation while requests are being answered.
 from __future__ import annotations
 
 import http.client
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -22,79 +17,24 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+from tests.support import processes
+
 from . import env
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Gunicorn:
-    """``gunicorn imagesearch.wsgi`` with ``./run``'s configuration (gthread workers, the model
-    warmed in each worker, one torch thread per web process), in its own process group."""
+class Gunicorn(processes.Gunicorn):
+    """gunicorn as ``./run`` starts it (the model warmed in each worker, one torch thread per web
+    process), with this run's environment."""
 
     def __init__(self, *, workers: int, threads: int, log: Path, **extra_env: str) -> None:
-        self.port = free_port()
-        self.log_path = log
-        self.log = log.open("ab")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "imagesearch.wsgi",
-                "--config",
-                "python:imagesearch.gunicorn_conf",
-                "--bind",
-                f"127.0.0.1:{self.port}",
-                "--workers",
-                str(workers),
-                "--threads",
-                str(threads),
-                "--timeout",
-                "120",
-            ],
-            cwd=env.ROOT,
-            env=env.subprocess_env(IMAGESEARCH_TORCH_THREADS="1", IMAGESEARCH_LOG_LEVEL="INFO", **extra_env),
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.workers = workers
+        extra = {"IMAGESEARCH_TORCH_THREADS": "1", "IMAGESEARCH_LOG_LEVEL": "INFO", **extra_env}
+        super().__init__(workers=workers, threads=threads, log_path=log, env=env.subprocess_env(**extra))
 
     def wait_ready(self, *, warm_requests: int, timeout: float = 300) -> None:
         """Until every worker has answered search requests (model and index loaded)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gunicorn exited:\n{self.log_path.read_text()[-3000:]}")
-            try:
-                status, _ = get(self.port, "/", {"q": "warm up"})
-                if status == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"gunicorn not ready:\n{self.log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
+        self.wait_answering("/?" + urlencode({"q": "warm up"}), timeout=timeout)
         # Concurrent requests reach every worker; each loads the model and maps the index.
         load(self.port, concurrency=2 * self.workers, requests=warm_requests, texts=lambda i: f"warm {i}")
-
-    def worker_pids(self) -> list[int]:
-        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
-        return [int(p) for p in out.stdout.split()]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        self.log.close()
 
 
 def get(port: int, path: str, params: dict[str, str], conn: http.client.HTTPConnection | None = None):

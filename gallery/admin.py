@@ -1,4 +1,4 @@
-"""Admin: staff upload, relabel, delete and re-embed images here."""
+"""Admin: staff upload, relabel and delete images here (search.admin adds "re-embed")."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from . import services
-from .batches import batch_remember, batch_status
+from .batches import batch_status
 from .forms import BulkUploadForm, ImageChangeForm, LabelForm
-from .importing import InvalidArchive, uploads_from_form
 from .models import Image, Label
+from .uploads import images_upload
 
 DELAYED_NOTE = (
     " Embedding is delayed: the background queue is unreachable; the images are stored and"
@@ -53,10 +53,10 @@ class ImageAdmin(admin.ModelAdmin):
         "uploaded_by",
         "uploaded_at",
     ]
-    actions = ["reembed_selected", "delete_selected"]
+    actions = ["delete_selected"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Image]:
-        return super().get_queryset(request).prefetch_related("labels").defer("image_vector", "hybrid_vector")
+        return super().get_queryset(request).for_display()
 
     @admin.display(description="Image")
     def preview(self, obj: Image) -> str:
@@ -105,13 +105,6 @@ class ImageAdmin(admin.ModelAdmin):
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Image]) -> None:
         services.images_delete(images=list(queryset))
 
-    @admin.action(description="Re-embed selected images", permissions=["change"])
-    def reembed_selected(self, request: HttpRequest, queryset: QuerySet[Image]) -> None:
-        from search.services import images_reembed
-
-        count = images_reembed(image_ids=list(queryset.values_list("pk", flat=True)))
-        self.message_user(request, f"{count} image(s) queued for embedding.", messages.SUCCESS)
-
     def get_urls(self):
         return [
             path("upload/", self.admin_site.admin_view(self.upload_view), name="gallery_image_upload"),
@@ -129,33 +122,33 @@ class ImageAdmin(admin.ModelAdmin):
         if not self.has_add_permission(request):
             raise PermissionDenied
         wants_json = "application/json" in request.headers.get("Accept", "")
-        form, result, status_url = BulkUploadForm(), None, ""
+        form, batch, status_url = BulkUploadForm(), None, ""
         if request.method == "POST":
             form = BulkUploadForm(request.POST, request.FILES)
-            result = _upload(request, form)
-            if result is not None:
-                token = batch_remember(image_ids=result.added)
-                status_url = reverse("admin:gallery_image_upload_status", args=[token])
+            batch = images_upload(form=form, uploaded_by=request.user)
+            if batch is not None:
+                status_url = reverse("admin:gallery_image_upload_status", args=[batch.token])
                 if wants_json:
-                    return JsonResponse(_result_json(result, status_url))
-                level = messages.SUCCESS if result.added else messages.WARNING
-                note = "" if result.queued else DELAYED_NOTE
-                self.message_user(request, f"Upload finished: {result.summary()}.{note}", level)
+                    return JsonResponse({**batch.as_json(), "status_url": status_url})
+                self._upload_finished(request, batch.result)
                 form = BulkUploadForm()
             elif wants_json:
                 errors = {field: list(errs) for field, errs in form.errors.items()}
-                message = " ".join(e for errs in errors.values() for e in errs)
-                return JsonResponse({"error": message, "errors": errors}, status=400)
+                return JsonResponse({"error": form.error_text(), "errors": errors}, status=400)
         context = {
             **self.admin_site.each_context(request),
             "title": "Upload images",
             "opts": self.model._meta,
             "form": form,
-            "result": result,
+            "result": batch.result if batch else None,
             "status_url": status_url,
-            "added": Image.objects.filter(pk__in=result.added) if result else None,
         }
         return render(request, "admin/gallery/image/upload.html", context, status=400 if form.errors else 200)
+
+    def _upload_finished(self, request: HttpRequest, result: services.ImportResult) -> None:
+        level = messages.SUCCESS if result.added else messages.WARNING
+        note = "" if result.queued else DELAYED_NOTE
+        self.message_user(request, f"Upload finished: {result.summary()}.{note}", level)
 
     def upload_status_view(self, request: HttpRequest, token: str) -> JsonResponse:
         """How many of one upload's images are pending, ready and failed (polled by the page)."""
@@ -165,29 +158,6 @@ class ImageAdmin(admin.ModelAdmin):
         if status is None:
             return JsonResponse({"error": "Unknown or expired upload batch."}, status=404)
         return JsonResponse(status)
-
-
-def _upload(request: HttpRequest, form: BulkUploadForm) -> services.ImportResult | None:
-    """Store the form's images; None (with the errors on the form) when it is invalid."""
-    if not form.is_valid():
-        return None
-    try:
-        uploads = uploads_from_form(form.cleaned_data)
-    except InvalidArchive as exc:
-        form.add_error("archive", str(exc))
-        return None
-    return services.images_create(uploads=uploads, uploaded_by=request.user)
-
-
-def _result_json(result: services.ImportResult, status_url: str) -> dict:
-    return {
-        "summary": result.summary(),
-        "added": result.added,
-        "duplicates": [{"name": name, "id": pk} for name, pk in result.duplicates],
-        "refused": [{"name": name, "reason": reason} for name, reason in result.refused],
-        "queued": result.queued,
-        "status_url": status_url,
-    }
 
 
 @admin.register(Label)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from django import forms
 from django.conf import settings
 
+from .labels import InvalidLabels, split_label_text
 from .models import Image, Label
-from .services import InvalidLabels, split_label_text
 
 
 class MultipleFileInput(forms.ClearableFileInput):
@@ -69,6 +69,10 @@ class BulkUploadForm(forms.Form):
                 "Give at least one label, or upload a zip and take labels from its folder names."
             )
         return cleaned
+
+    def error_text(self) -> str:
+        """Every error in one line, for answers that are not this form's page (JSON, API)."""
+        return " ".join(e for errs in self.errors.values() for e in errs)
 
 
 class ImageChangeForm(forms.ModelForm):

@@ -10,9 +10,8 @@ import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
 
-from django.conf import settings
-
 from .services import ImageUpload
+from .validation import read_upload
 
 MAX_ARCHIVE_ENTRIES = 20_000
 MAX_ARCHIVE_TOTAL_BYTES = 20 * 1024**3
@@ -43,12 +42,11 @@ def uploads_from_zip(source, *, labels: Sequence[str], labels_from_dirs: bool) -
         raise InvalidArchive(f"The archive holds {len(entries)} files; the limit is {MAX_ARCHIVE_ENTRIES}.")
     if sum(i.file_size for i in entries) > MAX_ARCHIVE_TOTAL_BYTES:
         raise InvalidArchive("The archive unpacks to more than 20 GB.")
-    limit = settings.IMAGESEARCH_MAX_UPLOAD_BYTES
 
     def reader(info: zipfile.ZipInfo):
         def read() -> bytes:
             with archive.open(info) as fh:
-                return fh.read(limit + 1)  # never more than the limit, whatever the header says
+                return read_upload(fh)  # the entry's header may lie about its size
 
         return read
 

@@ -6,10 +6,10 @@ from django.conf import settings
 from django.db import models
 from django.db.models.functions import Lower
 
+from .labels import MAX_LABEL_LENGTH, normalize_label_name
 
-def normalize_label_name(name: str) -> str:
-    """Collapse inner whitespace and strip the ends: the stored spelling of a label."""
-    return " ".join(str(name).split())
+# Blobs that a page never shows: deferred wherever rows are read for display.
+VECTOR_FIELDS = ("image_vector", "hybrid_vector")
 
 
 class LabelQuerySet(models.QuerySet["Label"]):
@@ -19,7 +19,7 @@ class LabelQuerySet(models.QuerySet["Label"]):
 
 
 class Label(models.Model):
-    name = models.CharField(max_length=100)
+    name = models.CharField(max_length=MAX_LABEL_LENGTH)
     # The text vector is cached per label (computed once, reused by every image that carries it).
     vector = models.BinaryField(null=True, blank=True, editable=False)
     vector_model = models.CharField(max_length=500, blank=True, editable=False)
@@ -56,6 +56,13 @@ class ImageQuerySet(models.QuerySet["Image"]):
     def stale(self, model_name: str) -> ImageQuerySet:
         """Images whose image vector is missing or was made by another model."""
         return self.filter(models.Q(image_vector__isnull=True) | ~models.Q(embedding_model=model_name))
+
+    def without_vectors(self) -> ImageQuerySet:
+        return self.defer(*VECTOR_FIELDS)
+
+    def for_display(self) -> ImageQuerySet:
+        """Rows as pages and API answers show them: labels prefetched, vectors left unread."""
+        return self.without_vectors().prefetch_related("labels")
 
 
 def _image_path(instance: Image, filename: str) -> str:
@@ -111,8 +118,8 @@ class Image(models.Model):
 
     @property
     def label_names(self) -> list[str]:
-        # Prefetched labels are read as they are: labels.all() builds a queryset per call
-        # (~30 us), and the search results grid asks three times per hit (benchmarks/).
+        # Prefetched labels are read as they are: labels.all() builds a new queryset per call,
+        # and the search results grid asks several times per hit.
         prefetched = getattr(self, "_prefetched_objects_cache", {}).get("labels")
         labels = prefetched if prefetched is not None else self.labels.all()
         return [label.name for label in labels]

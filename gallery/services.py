@@ -2,7 +2,7 @@
 
 Each service keeps the database and the media files consistent (a file is never left without
 its row, nor a row without its file) and enqueues background work only after the transaction
-commits (invariant 4).
+commits (see docs/architecture.md, "Invariants").
 """
 
 from __future__ import annotations
@@ -11,17 +11,18 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
-from django.utils import timezone
 
-from .models import Image, Label, normalize_label_name
-from .validation import InvalidImage, validate_image_bytes
+from search import dispatch
+
+from .labels import InvalidLabels, clean_label_names
+from .models import Image, Label
+from .validation import InvalidImage, check_upload_size, validate_image_bytes
 
 logger = logging.getLogger(__name__)
-
-MAX_LABEL_LENGTH = 100
 
 
 @dataclass
@@ -45,33 +46,6 @@ class ImportResult:
         parts = [f"{len(self.added)} added", f"{len(self.duplicates)} skipped as duplicates"]
         parts.append(f"{len(self.refused)} refused")
         return ", ".join(parts)
-
-
-class InvalidLabels(ValueError):
-    pass
-
-
-def clean_label_names(names: Iterable[str]) -> list[str]:
-    """Normalise, drop empties and case-insensitive repeats, and check lengths."""
-    seen: set[str] = set()
-    cleaned: list[str] = []
-    for raw in names:
-        name = normalize_label_name(raw)
-        if not name:
-            continue
-        if len(name) > MAX_LABEL_LENGTH:
-            raise InvalidLabels(f"Labels are at most {MAX_LABEL_LENGTH} characters: {name[:30]!r}...")
-        if any(ord(ch) < 32 for ch in name):
-            raise InvalidLabels("Labels cannot contain control characters.")
-        if name.lower() not in seen:
-            seen.add(name.lower())
-            cleaned.append(name)
-    return cleaned
-
-
-def split_label_text(text: str) -> list[str]:
-    """Labels typed in one box, separated by commas."""
-    return clean_label_names(text.split(","))
 
 
 def labels_get_or_create(*, names: Iterable[str]) -> list[Label]:
@@ -107,10 +81,6 @@ def images_create(
     time as soon as a batch is stored (the worker embeds while the rest is still being stored);
     if the broker is down the images stay ``pending`` and the periodic sweep enqueues them later.
     """
-    from django.conf import settings
-
-    from search.services import enqueue_embedding
-
     result = ImportResult()
     user = _uploader(uploaded_by)
     batch = settings.IMAGESEARCH_EMBED_BATCH_SIZE
@@ -118,7 +88,7 @@ def images_create(
 
     def enqueue(ids: list[int]) -> None:
         if result.queued:  # after one failure, leave the rest to the sweep: no waiting per batch
-            result.queued = enqueue_embedding(ids)
+            result.queued = dispatch.embedding_enqueue(image_ids=ids)
 
     def hand_over() -> None:
         nonlocal handed
@@ -141,14 +111,9 @@ def images_create(
 
 
 def _image_create_one(*, upload: ImageUpload, user: AbstractBaseUser | None, result: ImportResult) -> None:
-    from django.conf import settings
-
     name = upload.name or "upload"
-    if upload.size > settings.IMAGESEARCH_MAX_UPLOAD_BYTES:
-        limit = settings.IMAGESEARCH_MAX_UPLOAD_BYTES / 1e6
-        result.refused.append((name, f"the file is {upload.size / 1e6:.1f} MB; the limit is {limit:.1f} MB."))
-        return
     try:
+        check_upload_size(upload.size)  # by the declared size, before reading the file
         label_names = clean_label_names(upload.labels)
         if not label_names:
             raise InvalidLabels("give at least one label.")
@@ -206,22 +171,18 @@ def _delete_files(names: Iterable[str]) -> None:
 def image_relabel(*, image: Image, names: Iterable[str]) -> Image:
     """Replace the image's labels; its hybrid is recomputed in the background from stored
     vectors (the image model does not run again)."""
-    from search.services import enqueue_hybrid_refresh
-
     cleaned = clean_label_names(names)
     if not cleaned:
         raise InvalidLabels("An image needs at least one label.")
     with transaction.atomic():
         image.labels.set(labels_get_or_create(names=cleaned))
         image_ids = [image.pk]
-        transaction.on_commit(lambda: enqueue_hybrid_refresh(image_ids))
+        transaction.on_commit(lambda: dispatch.hybrids_refresh_enqueue(image_ids=image_ids))
     return image
 
 
 def label_rename(*, label: Label, name: str) -> Label:
     """Rename a label; its text vector and the hybrids of its images are recomputed."""
-    from search.services import enqueue_hybrid_refresh
-
     cleaned = clean_label_names([name])
     if not cleaned:
         raise InvalidLabels("A label needs a name.")
@@ -236,19 +197,17 @@ def label_rename(*, label: Label, name: str) -> Label:
         label.save(update_fields=["name", "vector", "vector_model"])
         image_ids = list(label.images.values_list("pk", flat=True))
         if image_ids:
-            transaction.on_commit(lambda: enqueue_hybrid_refresh(image_ids))
+            transaction.on_commit(lambda: dispatch.hybrids_refresh_enqueue(image_ids=image_ids))
     return label
 
 
 def label_delete(*, label: Label) -> None:
     """Delete a label; the images that carried it get their hybrids recomputed."""
-    from search.services import enqueue_hybrid_refresh
-
     with transaction.atomic():
         image_ids = list(label.images.values_list("pk", flat=True))
         label.delete()
         if image_ids:
-            transaction.on_commit(lambda: enqueue_hybrid_refresh(image_ids))
+            transaction.on_commit(lambda: dispatch.hybrids_refresh_enqueue(image_ids=image_ids))
 
 
 def images_delete(*, images: Iterable[Image]) -> int:
@@ -257,8 +216,6 @@ def images_delete(*, images: Iterable[Image]) -> int:
     Search re-reads rows from the database, so a deleted image leaves the results at once,
     before the next index rebuild.
     """
-    from search.services import request_rebuild
-
     images = list(images)
     if not images:
         return 0
@@ -266,11 +223,5 @@ def images_delete(*, images: Iterable[Image]) -> int:
     with transaction.atomic():
         deleted = Image.objects.filter(pk__in=[i.pk for i in images]).delete()[1].get(Image._meta.label, 0)
         transaction.on_commit(lambda: _delete_files(files))
-        transaction.on_commit(request_rebuild)
+        transaction.on_commit(dispatch.index_rebuild_request)
     return deleted
-
-
-def image_mark_failed(*, image_id: int, reason: str) -> None:
-    Image.objects.filter(pk=image_id).update(
-        status=Image.Status.FAILED, failure_reason=reason[:2000], status_changed_at=timezone.now()
-    )

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.http import FileResponse, Http404, HttpRequest
 from django.views.decorators.http import require_safe
 
-from search.views import search_permitted
+from .permissions import search_permitted
 
 _CONTENT_TYPES = {
     ".jpg": "image/jpeg",

@@ -66,12 +66,19 @@ def envstr(name: str, default: str) -> str:
 
 DEBUG = envbool("DJANGO_DEBUG", False)
 
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
+DATA_DIR = Path(envstr("IMAGESEARCH_DATA_DIR", str(BASE_DIR / "data"))).resolve()
+
+# ./run keeps this installation's key in the data directory; reading it here means that manage.py
+# run by hand (createsuperuser, import_images, ...) agrees with the processes ./run starts.
+SECRET_KEY_FILE = DATA_DIR / "secret_key"
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "").strip()
+if not SECRET_KEY and SECRET_KEY_FILE.is_file():
+    SECRET_KEY = SECRET_KEY_FILE.read_text().strip()
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured(
-            "DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off "
-            "(./run generates one in the data directory for you)."
+            "DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off, or kept in "
+            f"{SECRET_KEY_FILE} (./run generates one there for you)."
         )
     SECRET_KEY = "django-insecure-development-only-key-do-not-use-in-production"
 
@@ -82,7 +89,6 @@ CSRF_TRUSTED_ORIGINS = [
     o.strip() for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()
 ]
 
-DATA_DIR = Path(envstr("IMAGESEARCH_DATA_DIR", str(BASE_DIR / "data"))).resolve()
 MEDIA_ROOT = DATA_DIR / "media"
 MEDIA_URL = "/media/"
 INDEX_DIR = DATA_DIR / "index"
@@ -207,7 +213,7 @@ IMAGESEARCH_IMAGE_WEIGHT = envfloat("IMAGESEARCH_IMAGE_WEIGHT", 0.5, minimum=0.0
 IMAGESEARCH_PAGE_SIZE = envint("IMAGESEARCH_PAGE_SIZE", 24, minimum=1, maximum=200)
 IMAGESEARCH_PUBLIC_SEARCH = envbool("IMAGESEARCH_PUBLIC_SEARCH", True)
 IMAGESEARCH_TORCH_DEVICE = envstr("IMAGESEARCH_TORCH_DEVICE", "cpu")
-# 0 means "the cores divided by the worker processes" (see search.embedding.configure_torch).
+# 0 means "the cores divided by the worker processes" (search.embedding.torch_threads).
 IMAGESEARCH_TORCH_THREADS = envint("IMAGESEARCH_TORCH_THREADS", 0, minimum=0)
 IMAGESEARCH_EMBED_BATCH_SIZE = envint("IMAGESEARCH_EMBED_BATCH_SIZE", 16, minimum=1, maximum=512)
 # Seconds a rebuild request waits before running, so that a burst of uploads makes one rebuild.

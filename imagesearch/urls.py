@@ -5,6 +5,10 @@ from api.endpoints import api
 from gallery.views import serve_media
 from search.views import image_detail, search_page
 
+# The admin says what it is, not "Django administration".
+admin.site.site_header = admin.site.site_title = "Image search"
+admin.site.index_title = "Library"
+
 urlpatterns = [
     path("", search_page, name="search"),
     path("image/<int:pk>/", image_detail, name="image_detail"),

@@ -1,17 +1,20 @@
-"""Admin: the index status page and its actions (embed missing, retry, re-embed, rebuild)."""
+"""Admin: the index status page and its actions (embed missing, retry, re-embed, rebuild), and
+the image list's "re-embed" action."""
 
 from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
 from django.urls import path, reverse
 
+from gallery import admin as gallery_admin
 from gallery.models import Image
 
-from . import services
+from . import dispatch, pipeline, status
 from .models import IndexState
 
 
@@ -44,7 +47,7 @@ class IndexStatusAdmin(admin.ModelAdmin):
         context = {
             **self.admin_site.each_context(request),
             "title": "Index status",
-            "status": services.index_status(),
+            "status": status.index_status(),
         }
         return render(request, "admin/search/status.html", context)
 
@@ -52,25 +55,40 @@ class IndexStatusAdmin(admin.ModelAdmin):
         """The status page's figures, polled by the page so that it updates by itself."""
         if not request.user.has_perm("gallery.view_image"):
             raise PermissionDenied
-        return JsonResponse(services.status_summary())
+        return JsonResponse(status.status_summary())
 
     def _run_action(self, request: HttpRequest, action: str) -> None:
         with transaction.atomic():
             if action == "embed_missing":
-                done = services.embed_missing()
+                done = pipeline.images_embed_missing()
                 message = (
                     f"{done['reembed']} image(s) queued for embedding, "
                     f"{done['reweigh']} hybrid(s) to recompute."
                 )
             elif action == "retry_failed":
-                message = f"{services.failed_retry()} failed image(s) queued again."
+                message = f"{pipeline.images_retry_failed()} failed image(s) queued again."
             elif action == "reembed_all":
                 ids = list(Image.objects.values_list("pk", flat=True))
-                message = f"{services.images_reembed(image_ids=ids)} image(s) queued for embedding."
+                message = f"{pipeline.images_reembed(image_ids=ids)} image(s) queued for embedding."
             elif action == "rebuild":
-                transaction.on_commit(services.request_rebuild)
+                dispatch.index_rebuild_request()
                 message = "An index rebuild was requested."
             else:
                 self.message_user(request, "Unknown action.", messages.ERROR)
                 return
         self.message_user(request, message, messages.SUCCESS)
+
+
+# Re-embedding is search's work, so search adds its action to gallery's image list: gallery
+# reaches search only through search.dispatch (see docs/architecture.md).
+admin.site.unregister(Image)
+
+
+@admin.register(Image)
+class ImageAdmin(gallery_admin.ImageAdmin):
+    actions = ["reembed_selected", *gallery_admin.ImageAdmin.actions]
+
+    @admin.action(description="Re-embed selected images", permissions=["change"])
+    def reembed_selected(self, request: HttpRequest, queryset: QuerySet[Image]) -> None:
+        count = pipeline.images_reembed(image_ids=list(queryset.values_list("pk", flat=True)))
+        self.message_user(request, f"{count} image(s) queued for embedding.", messages.SUCCESS)

@@ -1,8 +1,13 @@
-"""The CLIP model: load it once per process, encode images and texts, combine hybrids.
+"""The models: load them once per process, encode images and texts, combine hybrids.
+
+Two models, possibly one: the image model (``IMAGESEARCH_CLIP_MODEL``, a CLIP) encodes images;
+the text model (``IMAGESEARCH_TEXT_MODEL``, by default the same CLIP) encodes label texts and
+text queries, e.g. a multilingual text encoder trained into CLIP's space so that queries work in
+the user's own language. Both must make vectors of one dimension: a text model that does not is
+refused when it loads, with a reason (see docs/architecture.md, 'Invariants').
 
 Nothing heavy is imported at module import time: torch and sentence-transformers load on the
-first call that needs the model (invariant 8). Vectors leave this module as L2-normalised
-float32 numpy arrays.
+first call that needs a model. Vectors leave this module as L2-normalised float32 numpy arrays.
 """
 
 from __future__ import annotations
@@ -29,12 +34,19 @@ class ModelUnavailable(RuntimeError):
     """The configured model cannot be loaded; the message says why, for a person."""
 
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # reentrant: loading the text model checks the image model's dimension
 _model: Any = None
 _model_name: str | None = None
 _dimension: int | None = None
-_load_error: str | None = None
-_text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+_text_model: Any = None
+# (text model, image model it was checked against) of _text_model, or of a refused pair.
+_text_model_key: tuple[str, str] | None = None
+_text_refused: tuple[tuple[str, str], str] | None = None
+# Why the last load of each model failed (None once it loads).
+_image_error: str | None = None
+_text_error: str | None = None
+# Query vectors by (text model, text).
+_text_cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
 _TEXT_CACHE_SIZE = 512
 _worker_processes = 1
 
@@ -61,9 +73,17 @@ def torch_threads() -> int:
 
 
 def model_name() -> str:
+    """The image model: the name recorded with image vectors, hybrids and index generations."""
     from django.conf import settings
 
     return settings.IMAGESEARCH_CLIP_MODEL
+
+
+def text_model_name() -> str:
+    """The text model: the name recorded with label vectors. Empty setting: the image model."""
+    from django.conf import settings
+
+    return getattr(settings, "IMAGESEARCH_TEXT_MODEL", "") or model_name()
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -74,7 +94,7 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def _load(name: str) -> Any:
+def _load(name: str, setting: str = "IMAGESEARCH_CLIP_MODEL") -> Any:
     from django.conf import settings
 
     local_dir = os.path.isdir(name)
@@ -103,7 +123,7 @@ def _load(name: str) -> Any:
         raise ModelUnavailable(
             f"The model {name!r} is not in the local cache and the Hugging Face hub cannot be "
             "reached. Download it on a machine with network access, or set "
-            "IMAGESEARCH_CLIP_MODEL to a local directory."
+            f"{setting} to a local directory."
         )
     return SentenceTransformer(name, device=device)
 
@@ -124,9 +144,23 @@ def _check_device(torch: Any, device: str) -> None:
         raise ModelUnavailable(f"IMAGESEARCH_TORCH_DEVICE={device!r}, but Apple MPS is not available here.")
 
 
+def _load_probed(name: str, setting: str) -> tuple[Any, int]:
+    """Load a model and encode one text: (model, its dimension). Any failure is a ModelUnavailable
+    saying why, for a person."""
+    try:
+        model = _load(name, setting)
+        probe = model.encode(["a"], convert_to_numpy=True, show_progress_bar=False)
+    except ModelUnavailable:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any loader failure becomes a visible state
+        logger.exception("loading model %s failed", name)
+        raise ModelUnavailable(f"The model {name!r} could not be loaded: {exc}") from exc
+    return model, int(probe.shape[1])
+
+
 def get_model() -> Any:
-    """The process-wide SentenceTransformer for the configured model, loaded on first use."""
-    global _model, _model_name, _dimension, _load_error
+    """The process-wide SentenceTransformer of the image model, loaded on first use."""
+    global _model, _model_name, _dimension, _image_error
     name = model_name()
     if _model is not None and _model_name == name:
         return _model
@@ -134,36 +168,83 @@ def get_model() -> Any:
         if _model is not None and _model_name == name:
             return _model
         try:
-            model = _load(name)
-            probe = model.encode(["a"], convert_to_numpy=True, show_progress_bar=False)
+            model, dim = _load_probed(name, "IMAGESEARCH_CLIP_MODEL")
         except ModelUnavailable as exc:
-            _load_error = str(exc)
+            _image_error = str(exc)
             raise
-        except Exception as exc:  # noqa: BLE001 - any loader failure becomes a visible state
-            _load_error = f"The model {name!r} could not be loaded: {exc}"
-            logger.exception("loading model %s failed", name)
-            raise ModelUnavailable(_load_error) from exc
-        _model, _model_name, _dimension, _load_error = model, name, int(probe.shape[1]), None
+        _model, _model_name, _dimension, _image_error = model, name, dim, None
         _text_cache.clear()
         logger.info("loaded model %s (dimension %d, %d torch threads)", name, _dimension, torch_threads())
         return _model
 
 
+def get_text_model() -> Any:
+    """The process-wide SentenceTransformer of the text model (the image model's own object when
+    both are one), loaded on first use, after the image model: a text model whose vectors have
+    another dimension than the image model's is refused (ModelUnavailable naming both)."""
+    global _text_model, _text_model_key, _text_refused, _text_error
+    name, image_name = text_model_name(), model_name()
+    if name == image_name:
+        _text_error = None  # the image model's own error, if any, says it all
+        return get_model()
+    key = (name, image_name)
+    if _text_model is not None and _text_model_key == key:
+        return _text_model
+    with _lock:
+        if _text_model is not None and _text_model_key == key:
+            return _text_model
+        if _text_refused is not None and _text_refused[0] == key:
+            # Refused for good (not worth loading again for every query): the reason stands.
+            _text_error = _text_refused[1]
+            raise ModelUnavailable(_text_error)
+        image_dim = dimension()  # loads the image model first: its dimension is the one to match
+        try:
+            model, dim = _load_probed(name, "IMAGESEARCH_TEXT_MODEL")
+        except ModelUnavailable as exc:
+            _text_error = str(exc)
+            raise
+        if dim != image_dim:
+            _text_error = (
+                f"The text model {name!r} makes {dim}-dimensional vectors but the image model "
+                f"{image_name!r} makes {image_dim}-dimensional ones: text and images must share one "
+                "space. Set IMAGESEARCH_TEXT_MODEL to a text model made for that image model, or "
+                "leave it empty to use the image model for texts too."
+            )
+            _text_refused = (key, _text_error)
+            logger.error("%s", _text_error)
+            raise ModelUnavailable(_text_error)
+        _text_model, _text_model_key, _text_error = model, key, None
+        logger.info("loaded text model %s (dimension %d)", name, dim)
+        return _text_model
+
+
+def ensure_models() -> None:
+    """Load the image and the text model (the embedding pipeline needs both); ModelUnavailable
+    with the reason when either cannot be used."""
+    get_model()
+    get_text_model()
+
+
 def dimension() -> int:
+    """The dimension of the image model's vectors (the text model's is the same)."""
     get_model()
     assert _dimension is not None
     return _dimension
 
 
 def last_load_error() -> str | None:
-    return _load_error
+    """Why a model of this process could not be loaded the last time it was tried (the image
+    model's reason first), or None."""
+    return _image_error or _text_error
 
 
 def reset() -> None:
-    """Forget the loaded model (tests, or after the model setting changed)."""
-    global _model, _model_name, _dimension, _load_error
+    """Forget the loaded models (tests, or after a model setting changed)."""
+    global _model, _model_name, _dimension, _text_model, _text_model_key, _text_refused
+    global _image_error, _text_error
     with _lock:
-        _model = _model_name = _dimension = _load_error = None
+        _model = _model_name = _dimension = _image_error = None
+        _text_model = _text_model_key = _text_refused = _text_error = None
         _text_cache.clear()
 
 
@@ -206,24 +287,27 @@ def encode_images(images: Sequence[PILImage], *, batch_size: int = 16) -> np.nda
 
 
 def encode_texts(texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
-    """Encode texts into an (n, d) array of unit vectors. Long texts are truncated by CLIP."""
+    """Encode texts with the text model into an (n, d) array of unit vectors. Texts longer than
+    the model reads (77 tokens for CLIP, 128 for the multilingual text model) are truncated by
+    its tokenizer."""
+    model = get_text_model()
     if not texts:
         return np.zeros((0, dimension()), dtype=np.float32)
-    model = get_model()
     vectors = model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
     return normalize(vectors)
 
 
 def encode_query_text(text: str) -> np.ndarray:
     """One query's unit vector; repeated queries come from a small LRU and skip the model."""
-    get_model()  # also resets the cache when the model changed
-    cached = _text_cache.get(text)
+    get_text_model()  # loaded (or refused) before the cache answers
+    key = (text_model_name(), text)
+    cached = _text_cache.get(key)
     if cached is not None:
-        _text_cache.move_to_end(text)
+        _text_cache.move_to_end(key)
         return cached
     vector = encode_texts([text])[0]
     vector.setflags(write=False)
-    _text_cache[text] = vector
+    _text_cache[key] = vector
     if len(_text_cache) > _TEXT_CACHE_SIZE:
         _text_cache.popitem(last=False)
     return vector

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from django import forms
-from django.conf import settings
 
-from gallery.services import MAX_LABEL_LENGTH
+from gallery.labels import MAX_LABEL_LENGTH, normalize_label_name
+from gallery.validation import InvalidImage, check_upload_size
 
-from .queries import DEFAULT_IMAGE_WEIGHT, MAX_FILTER_LABELS, SearchQuery
-from .services import SORTS
+from .queries import MAX_FILTER_LABELS, MAX_QUERY_TEXT_LENGTH, SearchQuery, search_query_build
+from .ranking import SORTS
 
 
 class LabelListField(forms.Field):
@@ -17,7 +17,7 @@ class LabelListField(forms.Field):
     widget = forms.MultipleHiddenInput
 
     def to_python(self, value) -> list[str]:
-        names = [" ".join(str(v).split()) for v in (value or [])]
+        names = [normalize_label_name(v) for v in (value or [])]
         names = list(dict.fromkeys(n for n in names if n))
         if len(names) > MAX_FILTER_LABELS:
             raise forms.ValidationError(f"Filter by at most {MAX_FILTER_LABELS} labels at a time.")
@@ -30,7 +30,7 @@ class SearchForm(forms.Form):
     """One search box: words, an image (new upload or remembered ``qimg``), or both with a
     weight; "more like this" (``like``); label filters; sort; page."""
 
-    q = forms.CharField(required=False, max_length=1_000_000, strip=True)
+    q = forms.CharField(required=False, max_length=MAX_QUERY_TEXT_LENGTH, strip=True)
     image = forms.FileField(required=False, error_messages={"empty": "The image file is empty."})
     qimg = forms.RegexField(required=False, regex=r"^[0-9a-f]{32}$")
     w = forms.FloatField(required=False, min_value=0.0, max_value=1.0)
@@ -41,25 +41,23 @@ class SearchForm(forms.Form):
 
     def clean_image(self):
         image = self.cleaned_data["image"]
-        limit = settings.IMAGESEARCH_MAX_UPLOAD_BYTES
-        if image and image.size > limit:
-            raise forms.ValidationError(
-                f"The image is {image.size / 1e6:.1f} MB; the limit is {limit / 1e6:.1f} MB."
-            )
+        if image:
+            try:
+                check_upload_size(image.size, what="The image")
+            except InvalidImage as exc:
+                raise forms.ValidationError(str(exc)) from None
         return image
 
     def query(self) -> SearchQuery:
         data = self.cleaned_data
-        image = data.get("image")
-        w = data.get("w")
-        return SearchQuery(
-            text=data.get("q") or "",
-            image=image.read() if image else None,
-            image_token="" if image else data.get("qimg") or "",
+        return search_query_build(
+            text=data.get("q"),
+            image=data.get("image"),
+            image_token=data.get("qimg"),
             like=data.get("like"),
-            labels=tuple(data.get("label") or ()),
-            sort=data.get("sort") or "relevance",
-            image_weight=DEFAULT_IMAGE_WEIGHT if w is None else w,
+            labels=data.get("label"),
+            sort=data.get("sort"),
+            image_weight=data.get("w"),
         )
 
     def error_text(self) -> str:

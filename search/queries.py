@@ -1,5 +1,5 @@
 """A search as people and programs ask for it: words, an image, both, "more like this", or
-only labels. Turned here into a query vector and a page of :mod:`search.services` results.
+only labels. Turned here into a query vector and a page of :mod:`search.ranking` results.
 
 The search page and the JSON API both go through :func:`run`, so they answer the same
 question the same way. An uploaded query image is never stored: its vector is remembered
@@ -14,21 +14,26 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from typing import ClassVar
 from urllib.parse import urlencode
 
 import numpy as np
-from django.conf import settings
 from django.core.cache import cache
 from django.core.files.uploadedfile import UploadedFile
 from django.db.models import Count, Q
 
 from gallery.models import Image, Label
+from gallery.validation import InvalidImage, check_upload_size, read_upload
 
-from . import services
+from . import query_vectors, ranking
+from .errors import QueryError, QueryTargetMissing
 
 QUERY_VECTOR_TTL = 3600  # seconds an uploaded image's query vector stays pageable
 DEFAULT_IMAGE_WEIGHT = 0.5  # words and image count the same, as in the stored hybrids
 MAX_FILTER_LABELS = 10
+# The longest query text the page and the API accept (a clear 400 beyond it). CLIP reads 77
+# tokens, a few hundred characters; what lies past them is cut, not searched.
+MAX_QUERY_TEXT_LENGTH = 1000
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,8 @@ class SearchQuery:
     sort: str = "relevance"
     image_weight: float = DEFAULT_IMAGE_WEIGHT
 
+    max_text_length: ClassVar[int] = MAX_QUERY_TEXT_LENGTH  # for the search box's maxlength
+
     @property
     def has_image(self) -> bool:
         return self.image is not None or bool(self.image_token)
@@ -51,7 +58,7 @@ class SearchQuery:
         or ``empty``."""
         if self.like:
             return "like"
-        words = bool(services.clean_query_text(self.text))
+        words = bool(query_vectors.query_text_clean(self.text))
         if self.has_image:
             return "hybrid" if words else "image"
         if words:
@@ -82,6 +89,29 @@ class SearchQuery:
         return "?" + urlencode(params) if params else "?"
 
 
+def search_query_build(
+    *,
+    text: str | None = None,
+    image: UploadedFile | None = None,
+    image_token: str | None = None,
+    like: int | None = None,
+    labels: Iterable[str] | None = None,
+    sort: str | None = None,
+    image_weight: float | None = None,
+) -> SearchQuery:
+    """The query from validated request parameters, the search page's form or the API's: absent
+    ones take their defaults, and a newly uploaded image replaces a remembered one."""
+    return SearchQuery(
+        text=text or "",
+        image=read_query_image(image) if image else None,
+        image_token="" if image else image_token or "",
+        like=like,
+        labels=tuple(labels or ()),
+        sort=sort or "relevance",
+        image_weight=DEFAULT_IMAGE_WEIGHT if image_weight is None else image_weight,
+    )
+
+
 def remember_image(data: bytes, vector: np.ndarray) -> str:
     token = hashlib.sha256(data).hexdigest()[:32]
     cache.set(f"qvec:{token}", np.asarray(vector, dtype="<f4").tobytes(), QUERY_VECTOR_TTL)
@@ -91,7 +121,7 @@ def remember_image(data: bytes, vector: np.ndarray) -> str:
 def recall_image(token: str) -> np.ndarray:
     data = cache.get(f"qvec:{token}") if re.fullmatch(r"[0-9a-f]{32}", token) else None
     if data is None:
-        raise services.QueryTargetMissing("That image search has expired; choose the image again.")
+        raise QueryTargetMissing("That image search has expired; choose the image again.")
     return np.frombuffer(data, dtype="<f4")
 
 
@@ -99,19 +129,19 @@ def query_vector(query: SearchQuery) -> tuple[np.ndarray, SearchQuery]:
     """The vector to search with, and the query as it can be asked again by GET (a new query
     image replaced by its token). Words and an image together give their weighted hybrid."""
     if query.like:
-        return services.query_vector_for_image_id(query.like), query
+        return query_vectors.query_vector_for_image_id(image_id=query.like), query
     image_vector = None
     if query.image is not None:
-        image_vector = services.query_vector_for_image(query.image)
+        image_vector = query_vectors.query_vector_for_image(data=query.image)
         query = replace(query, image=None, image_token=remember_image(query.image, image_vector))
     elif query.image_token:
         image_vector = recall_image(query.image_token)
     if image_vector is None:
-        return services.query_vector_for_text(query.text), query
-    if not services.clean_query_text(query.text):
+        return query_vectors.query_vector_for_text(text=query.text), query
+    if not query_vectors.query_text_clean(query.text):
         return image_vector, query
-    text_vector = services.query_vector_for_text(query.text)
-    vector = services.query_vector_combine(
+    text_vector = query_vectors.query_vector_for_text(text=query.text)
+    vector = query_vectors.query_vector_combine(
         image_vector=image_vector, text_vector=text_vector, image_weight=query.image_weight
     )
     return vector, query
@@ -119,30 +149,35 @@ def query_vector(query: SearchQuery) -> tuple[np.ndarray, SearchQuery]:
 
 def run(
     query: SearchQuery, *, page: int = 1, page_size: int | None = None
-) -> tuple[services.ResultPage, SearchQuery]:
+) -> tuple[ranking.ResultPage, SearchQuery]:
     """One page of results for ``query``, and the query as it can be asked again by GET."""
     if len(query.labels) > MAX_FILTER_LABELS:
-        raise services.QueryError(f"Filter by at most {MAX_FILTER_LABELS} labels at a time.")
+        raise QueryError(f"Filter by at most {MAX_FILTER_LABELS} labels at a time.")
     if query.kind in ("browse", "empty"):  # no query: the newest images (with those labels)
-        return services.browse(labels=query.labels, page=page, page_size=page_size), query
+        return ranking.images_browse(labels=query.labels, page=page, page_size=page_size), query
     vector, query = query_vector(query)
-    result = services.search(
-        vector, page=page, page_size=page_size, exclude_id=query.like, labels=query.labels, sort=query.sort
+    result = ranking.images_search(
+        vector=vector,
+        page=page,
+        page_size=page_size,
+        exclude_id=query.like,
+        labels=query.labels,
+        sort=query.sort,
     )
     return result, query
 
 
 def run_slice(
     query: SearchQuery, *, offset: int, limit: int
-) -> tuple[list[services.Hit], bool, services.ResultPage, SearchQuery]:
+) -> tuple[list[ranking.Hit], bool, ranking.ResultPage, SearchQuery]:
     """Results ``offset`` to ``offset + limit`` (for the API), whether more follow, the page they
     came from and the query as it can be asked again."""
     if offset < 0 or limit < 1:
-        raise services.QueryError("offset is 0 or more and k is 1 or more.")
-    limit = min(limit, services.MAX_RESULTS - offset)  # results stop there: a short last page
+        raise QueryError("offset is 0 or more and k is 1 or more.")
+    limit = min(limit, ranking.MAX_RESULTS - offset)  # results stop there: a short last page
     if limit < 1:
-        raise services.QueryError(f"Results stop at {services.MAX_RESULTS}; refine the query to see others.")
-    last = offset + limit >= services.MAX_RESULTS
+        raise QueryError(f"Results stop at {ranking.MAX_RESULTS}; refine the query to see others.")
+    last = offset + limit >= ranking.MAX_RESULTS
     if offset % limit == 0:
         result, query = run(query, page=offset // limit + 1, page_size=limit)
         return result.hits, result.has_next and not last, result, query
@@ -150,10 +185,10 @@ def run_slice(
     return result.hits[offset:], result.has_next and not last, result, query
 
 
-# Counting every label's images reads the whole library: ~90 ms at 10k images and ~1 s at 100k
-# here (benchmarks/), and every search page's chips ask for it. Where counting is that slow, a
-# web process reuses its last count: for a minute, or 100 times as long as counting took (so
-# that counting never takes more than 1% of its time). A small library is counted afresh.
+# Counting every label's images reads the whole library (slow in a large one), and every search
+# page's chips ask for it. Where counting is that slow, a web process reuses its last count:
+# for a minute, or 100 times as long as counting took (so that counting never takes more than
+# 1% of its time). A small library is counted afresh.
 POPULAR_LABELS_SLOW_SECONDS = 0.02
 POPULAR_LABELS_REUSE_SECONDS = 60.0
 _popular_labels_memo: dict[int, tuple[float, list[tuple[str, int]]]] = {}
@@ -191,7 +226,7 @@ class Chip:
     url: str
 
 
-def label_chips(query: SearchQuery, hits: Iterable[services.Hit], *, limit: int = 12) -> list[Chip]:
+def label_chips(query: SearchQuery, hits: Iterable[ranking.Hit], *, limit: int = 12) -> list[Chip]:
     """Filter chips: the labels in use (click to remove), then the most frequent labels of these
     results, then the library's most used ones (click to narrow the query to them)."""
     chips = [
@@ -210,7 +245,7 @@ def label_chips(query: SearchQuery, hits: Iterable[services.Hit], *, limit: int 
     return chips
 
 
-def result_links(query: SearchQuery, result: services.ResultPage) -> dict[str, str]:
+def result_links(query: SearchQuery, result: ranking.ResultPage) -> dict[str, str]:
     """Links of a results page that keep the query: previous, next, and the two sort orders."""
     return {
         "prev": query.url(page=result.page - 1) if result.has_previous else "",
@@ -226,7 +261,7 @@ def start_page() -> dict[str, object]:
     from . import embedding
 
     return {
-        "recent": services.browse(page_size=12).hits,
+        "recent": ranking.images_browse(page_size=12).hits,
         "labels": popular_labels(),
         "total": Image.objects.count(),
         "pending": Image.objects.pending().count(),
@@ -234,34 +269,33 @@ def start_page() -> dict[str, object]:
     }
 
 
-def neighbours(image: Image, *, limit: int = 12) -> tuple[list[services.Hit], str]:
+def neighbours(image: Image, *, limit: int = 12) -> tuple[list[ranking.Hit], str]:
     """The images nearest to ``image`` (its stored hybrid), or why there are none to show."""
     if image.status != Image.Status.READY:
         return [], "This image is not indexed yet, so it has no neighbours to show."
     try:
         result, _ = run(SearchQuery(like=image.pk), page_size=limit)
-    except services.QueryError as exc:
+    except QueryError as exc:
         return [], str(exc)
     return result.hits, ""
 
 
 def read_query_image(upload: UploadedFile) -> bytes:
     """The bytes of an uploaded query image, refusing an oversized one before reading it."""
-    limit = settings.IMAGESEARCH_MAX_UPLOAD_BYTES
-    if upload.size and upload.size > limit:
-        raise services.QueryError(
-            f"The image is {upload.size / 1e6:.1f} MB; the limit is {limit / 1e6:.1f} MB."
-        )
-    data = upload.read(limit + 1)
+    try:
+        check_upload_size(upload.size or 0, what="The image")
+    except InvalidImage as exc:
+        raise QueryError(str(exc)) from None
+    data = read_upload(upload)
     if not data:
-        raise services.QueryError("The image file is empty.")
+        raise QueryError("The image file is empty.")
     return data
 
 
 def image_for(image_id: int, *, include_unindexed: bool = False) -> Image:
     """One image with its labels; only ready ones unless ``include_unindexed`` (staff).
     Raises ``Image.DoesNotExist``."""
-    rows = Image.objects.prefetch_related("labels").defer("image_vector", "hybrid_vector")
+    rows = Image.objects.for_display()
     if not include_unindexed:
         rows = rows.ready()
     return rows.get(pk=image_id)

@@ -1,4 +1,4 @@
-"""Celery tasks: thin, take ids, call services. Each is safe to run twice.
+"""Celery tasks: thin, take ids, call the pipeline and the rebuild. Each is safe to run twice.
 
 ``acks_late`` + ``reject_on_worker_lost`` re-deliver a task whose worker died mid-way (killed,
 out of memory); that is only allowed because every task here is idempotent by stored state.
@@ -23,6 +23,8 @@ from pathlib import Path
 from celery import shared_task
 from celery.signals import celeryd_init, worker_ready
 from django.conf import settings
+
+from . import dispatch, embedding, pipeline, rebuild
 
 logger = logging.getLogger(__name__)
 
@@ -65,9 +67,7 @@ def embed_images(self, image_ids: list[int]) -> dict[str, int]:
     with _sole_run(self.request.id) as sole:
         if not sole:
             return {"embedded": 0, "refreshed": 0, "failed": 0, "skipped": len(image_ids)}
-        from . import services
-
-        return vars(services.images_embed(image_ids=image_ids))
+        return vars(pipeline.images_embed(image_ids=image_ids))
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True)
@@ -77,33 +77,25 @@ def refresh_hybrids(self, image_ids: list[int]) -> int:
     with _sole_run(self.request.id) as sole:
         if not sole:
             return 0
-        from . import services
-
-        return services.hybrids_refresh(image_ids=image_ids)
+        return pipeline.hybrids_refresh(image_ids=image_ids)
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
 def rebuild_index() -> dict[str, object]:
     """Write a new index generation. Run twice (or concurrently): one writer wins, the other
     backs off; the written generation always equals a rebuild from the database."""
-    from . import services
-
-    return vars(services.index_rebuild())
+    return vars(rebuild.index_rebuild())
 
 
 @shared_task
 def sweep() -> dict[str, int]:
     """Re-enqueue images left pending and schedule a rebuild when the index is behind."""
-    from . import services
-
-    return services.sweep()
+    return rebuild.index_sweep()
 
 
 @celeryd_init.connect
 def _record_concurrency(sender=None, conf=None, instance=None, options=None, **kwargs) -> None:
     # Torch threads per process = cores / processes (see search.embedding.torch_threads).
-    from . import embedding
-
     concurrency = (options or {}).get("concurrency") or getattr(conf, "worker_concurrency", None)
     if concurrency:
         embedding.set_worker_processes(int(concurrency))
@@ -112,4 +104,4 @@ def _record_concurrency(sender=None, conf=None, instance=None, options=None, **k
 @worker_ready.connect
 def _sweep_at_start(sender=None, **kwargs) -> None:
     # Images uploaded while no worker (or no broker) was running get picked up right away.
-    sweep.apply_async(retry=False)
+    dispatch.index_sweep_enqueue()

@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import wraps
-
-from django.conf import settings
-from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_safe
 
 from gallery.models import Image
+from gallery.permissions import search_permitted, sees_unindexed_images
 
-from . import queries, services
+from . import queries
+from .errors import QueryError
 from .forms import SearchForm
 from .queries import SearchQuery
-
-
-def search_permitted(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """Public by default; with IMAGESEARCH_PUBLIC_SEARCH off, signed-in users only."""
-
-    @wraps(view)
-    def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        if not settings.IMAGESEARCH_PUBLIC_SEARCH and not request.user.is_authenticated:
-            return redirect_to_login(request.get_full_path())
-        return view(request, *args, **kwargs)
-
-    return wrapper
 
 
 @require_http_methods(["GET", "HEAD", "POST"])
@@ -48,7 +33,7 @@ def search_page(request: HttpRequest) -> HttpResponse:
         context["query"] = query
         try:
             result, query = queries.run(query, page=form.cleaned_data.get("page") or 1)
-        except services.QueryError as exc:
+        except QueryError as exc:
             context["error"], status = str(exc), exc.status_code
         else:
             chips = queries.label_chips(query, result.hits)
@@ -61,9 +46,10 @@ def search_page(request: HttpRequest) -> HttpResponse:
 @search_permitted
 def image_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """One image: full size, its labels and its nearest neighbours."""
-    image = get_object_or_404(Image.objects.prefetch_related("labels"), pk=pk)
-    if image.status != Image.Status.READY and not request.user.is_staff:
-        raise Http404("No such image.")
+    try:
+        image = queries.image_for(pk, include_unindexed=sees_unindexed_images(request.user))
+    except Image.DoesNotExist:
+        raise Http404("No such image.") from None
     hits, problem = queries.neighbours(image)
     context = {"image": image, "neighbours": hits, "problem": problem, "query": SearchQuery()}
     return render(request, "search/image.html", context)

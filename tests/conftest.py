@@ -1,25 +1,23 @@
 """Shared fixtures: a tiny CLIP model built once per run, temporary media and index
-directories per test, and a real Celery worker process for the integration tests."""
+directories per test, real Celery worker processes for the integration tests, and a small
+indexed library."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
 
+from search import embedding
+from tests.factories import create_indexed_images
 from tests.support import env
+from tests.support.broker import celery_broker
 from tests.support.clip_model import build_clip_model
-from tests.support.redis_server import RedisServer, celery_broker, redis_server_installed
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.processes import CeleryWorker, RedisServer, redis_server_installed
 
 
 def require_service(available: bool, what: str) -> None:
@@ -66,7 +64,7 @@ def staff_client(client, staff_user):
     return client
 
 
-# --- A real Celery worker -----------------------------------------------------------------------
+# --- Real worker processes -------------------------------------------------------------------
 
 
 def _database_url() -> str:
@@ -81,80 +79,35 @@ def _database_url() -> str:
     return f"postgres://{auth}{s.get('HOST') or '127.0.0.1'}:{s.get('PORT') or 5432}/{s['NAME']}"
 
 
-class WorkerProcess:
-    """A ``celery worker`` in its own process group, logging to a file."""
-
-    def __init__(self, env_vars: dict[str, str], log_path: Path, extra_args: list[str]):
-        self.log_path = log_path
-        self.log = log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "imagesearch",
-                "worker",
-                "--loglevel",
-                "INFO",
-                "--without-mingle",
-                "--without-gossip",
-                "--without-heartbeat",
-                *extra_args,
-            ],
-            cwd=ROOT,
-            env=env_vars,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self._wait_ready()
-
-    def _wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited early:\n{self.log_path.read_text()[-3000:]}")
-            if b" ready." in self.log_path.read_bytes():
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"worker not ready in {timeout}s:\n{self.log_path.read_text()[-3000:]}")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, sig)
-                self.proc.wait(timeout)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self.proc.wait(10)
-        self.log.close()
-
-
 @pytest.fixture
-def start_worker(clip_model_dir, tmp_path_factory) -> Iterator[Callable[..., WorkerProcess]]:
-    """Start real worker processes against this run's test database and broker; all are
-    stopped when the test ends."""
-    started: list[WorkerProcess] = []
+def start_worker(clip_model_dir, tmp_path_factory) -> Iterator[Callable[..., CeleryWorker]]:
+    """Start real worker processes against this run's test database and broker (``broker``: a
+    test's private redis-server instead); all are stopped when the test ends."""
+    started: list[CeleryWorker] = []
 
-    def start(*extra_args: str, env_overrides: dict[str, str] | None = None) -> WorkerProcess:
+    def start(
+        *extra_args: str, broker: str | None = None, env_overrides: dict[str, str] | None = None
+    ) -> CeleryWorker:
         env_vars = {
             **os.environ,
             "DATABASE_URL": _database_url(),
             "IMAGESEARCH_CLIP_MODEL": str(clip_model_dir),
             "IMAGESEARCH_DATA_DIR": str(django_settings.DATA_DIR),
-            "CELERY_BROKER_URL": django_settings.CELERY_BROKER_URL,
+            "CELERY_BROKER_URL": broker or django_settings.CELERY_BROKER_URL,
             "IMAGESEARCH_TORCH_THREADS": "1",
+            "PYTHONUNBUFFERED": "1",  # tests read the log while the worker runs
             **(env_overrides or {}),
         }
         log = tmp_path_factory.mktemp("worker") / "worker.log"
         args = list(extra_args) or ["--pool", "solo"]
-        worker = WorkerProcess(env_vars, log, ["-Q", django_settings.CELERY_TASK_DEFAULT_QUEUE, *args])
+        worker = CeleryWorker(
+            *("--without-mingle", "--without-gossip", "--without-heartbeat"),
+            *("-Q", django_settings.CELERY_TASK_DEFAULT_QUEUE, *args),
+            log_path=log,
+            env=env_vars,
+        )
         started.append(worker)
-        return worker
+        return worker.start()
 
     yield start
     for worker in started:
@@ -162,8 +115,10 @@ def start_worker(clip_model_dir, tmp_path_factory) -> Iterator[Callable[..., Wor
 
 
 @pytest.fixture
-def worker(start_worker, transactional_db) -> WorkerProcess:
-    """One real worker (solo pool) for a test whose rows are committed (transactional)."""
+def redis_worker(start_worker, transactional_db) -> CeleryWorker:
+    """One real worker (solo pool) on the shared Redis, for a test whose rows are committed."""
+    require_service(env.redis_available(), "Redis at 127.0.0.1:6379")
+    assert django_settings.CELERY_BROKER_URL.startswith("redis://")
     return start_worker()
 
 
@@ -180,16 +135,26 @@ def private_redis(tmp_path_factory) -> Iterator[RedisServer]:
         server.stop()
 
 
-def wait_for(
-    predicate: Callable[[], object], *, timeout: float = 60, interval: float = 0.1, what: str = ""
-) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+# --- A small indexed library -------------------------------------------------------------------
+
+
+@pytest.fixture
+def library() -> dict[str, list[int]]:
+    """Two sunsets, a bicycle and two zebras, embedded and indexed by this process."""
+    ids = create_indexed_images(
+        [(1, ["sunset"]), (2, ["sunset"]), (3, ["bicycle"]), (4, ["zebra"]), (5, ["zebra"])]
+    )
+    return {"sunset": ids[:2], "bicycle": ids[2:3], "zebra": ids[3:], "all": ids}
+
+
+@pytest.fixture
+def clip_model_missing(settings, tmp_path) -> Iterator[None]:
+    """The configured model directory does not exist (a broken install). Request it after
+    ``library``, which needs the model to embed."""
+    settings.IMAGESEARCH_CLIP_MODEL = str(tmp_path / "no-such-model")
+    embedding.reset()
+    yield
+    embedding.reset()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,8 +1,9 @@
-"""Creating images through the real upload service, for tests."""
+"""Creating images through the real upload service (and indexing them), for tests."""
 
 from __future__ import annotations
 
 from gallery.services import ImageUpload, images_create
+from search import pipeline, rebuild
 from tests.support.images import image_bytes
 
 
@@ -17,3 +18,11 @@ def create_images(specs: list[tuple[int, list[str]]], fmt: str = "PNG") -> list[
     )
     assert not result.refused, result.refused
     return result.added
+
+
+def create_indexed_images(specs: list[tuple[int, list[str]]]) -> list[int]:
+    """:func:`create_images`, then embedded and indexed by this process (no worker)."""
+    ids = create_images(specs)
+    pipeline.images_embed(image_ids=ids)
+    rebuild.index_rebuild()
+    return ids

@@ -18,15 +18,14 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from gallery.models import Image
-from search import services
+from search import pipeline, rebuild
 from search.models import IndexState
-from tests.conftest import ROOT
 from tests.factories import create_images
+from tests.support.constants import ROOT, UPLOAD_URL
 from tests.support.images import image_bytes
 
 pytestmark = pytest.mark.django_db
 
-UPLOAD = "/admin/gallery/image/upload/"
 STATUS = "/admin/search/indexstate/status/"
 LOGIN_REDIRECT = re.compile(r"^/admin/login/\?next=")
 
@@ -46,7 +45,7 @@ def clients(django_user_model, staff_client) -> dict[str, Client]:
 @pytest.fixture
 def image() -> Image:
     [pk] = create_images([(1, ["sunset"])])
-    services.images_embed(image_ids=[pk])
+    pipeline.images_embed(image_ids=[pk])
     return Image.objects.get(pk=pk)
 
 
@@ -65,11 +64,13 @@ REFUSED = ["anonymous", "user", "staff-without-permissions"]
 
 def test_only_staff_can_upload(clients):
     def post(client):
-        return client.post(UPLOAD, {"files": [SimpleUploadedFile("a.png", image_bytes(5))], "labels": "x"})
+        return client.post(
+            UPLOAD_URL, {"files": [SimpleUploadedFile("a.png", image_bytes(5))], "labels": "x"}
+        )
 
     for who in REFUSED:
         _assert_refused(post(clients[who]), who)
-        _assert_refused(clients[who].get(UPLOAD), who)
+        _assert_refused(clients[who].get(UPLOAD_URL), who)
     assert Image.objects.count() == 0
     assert post(clients["staff"]).status_code == 200
     assert Image.objects.count() == 1
@@ -154,7 +155,7 @@ def test_only_staff_can_use_the_api_to_change_the_library(clients, image):
 
 
 def test_private_search_sends_anonymous_visitors_to_sign_in_and_lets_users_in(clients, image, settings):
-    services.index_rebuild()
+    rebuild.index_rebuild()
     settings.IMAGESEARCH_PUBLIC_SEARCH = False
     pages = ["/?q=sunset", f"/image/{image.pk}/", image.file.url, image.thumbnail.url]
     for url in pages:
@@ -172,7 +173,7 @@ def test_private_search_sends_anonymous_visitors_to_sign_in_and_lets_users_in(cl
 
 
 def test_public_search_is_open_to_anonymous_visitors(clients, image, settings):
-    services.index_rebuild()
+    rebuild.index_rebuild()
     settings.IMAGESEARCH_PUBLIC_SEARCH = True
     for url in ["/?q=sunset", f"/image/{image.pk}/", image.file.url, "/api/search?text=sunset"]:
         assert clients["anonymous"].get(url).status_code == 200, url
@@ -185,7 +186,7 @@ def test_every_form_refuses_a_post_without_its_csrf_token(staff_user, image):
     staff = Client(enforce_csrf_checks=True)
     staff.force_login(staff_user)
     posts = {
-        UPLOAD: {"files": [SimpleUploadedFile("c.png", image_bytes(7))], "labels": "x"},
+        UPLOAD_URL: {"files": [SimpleUploadedFile("c.png", image_bytes(7))], "labels": "x"},
         f"/admin/gallery/image/{image.pk}/change/": {"label_text": "forged"},
         f"/admin/gallery/image/{image.pk}/delete/": {"post": "yes"},
         "/admin/gallery/image/": {"action": "reembed_selected", "_selected_action": [str(image.pk)]},
@@ -202,14 +203,14 @@ def test_every_form_refuses_a_post_without_its_csrf_token(staff_user, image):
     assert (image.label_names, image.status, Image.objects.count()) == (["sunset"], Image.Status.READY, 1)
 
     # With the token the page gave, the same post goes through.
-    staff.get(UPLOAD)
+    staff.get(UPLOAD_URL)
     token = staff.cookies[settings.CSRF_COOKIE_NAME].value
     data = {
         "files": [SimpleUploadedFile("c.png", image_bytes(7))],
         "labels": "x",
         "csrfmiddlewaretoken": token,
     }
-    assert staff.post(UPLOAD, data).status_code == 200
+    assert staff.post(UPLOAD_URL, data).status_code == 200
     assert Image.objects.count() == 2
 
 
@@ -231,7 +232,9 @@ def test_stored_files_have_generated_names_and_are_served_with_their_real_type(
     staff_client, fmt, client_name, content_type
 ):
     data = image_bytes(9, fmt)
-    staff_client.post(UPLOAD, {"files": [SimpleUploadedFile(client_name, data, "text/html")], "labels": "x"})
+    staff_client.post(
+        UPLOAD_URL, {"files": [SimpleUploadedFile(client_name, data, "text/html")], "labels": "x"}
+    )
     image = Image.objects.get()
     assert Path(image.file.name).stem == image.sha256  # never the client's name
     response = Client().get(image.file.url)

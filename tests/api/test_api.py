@@ -11,19 +11,11 @@ from django.test import Client
 
 from api.tokens import api_token_create
 from gallery.models import Image
-from search import embedding, services
+from search import ranking
 from tests.factories import create_images
 from tests.support.images import image_bytes, zip_bytes
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def library() -> dict[str, list[int]]:
-    ids = create_images([(1, ["sunset"]), (2, ["sunset"]), (3, ["bicycle"]), (4, ["zebra"]), (5, ["zebra"])])
-    services.images_embed(image_ids=ids)
-    services.index_rebuild()
-    return {"sunset": ids[:2], "bicycle": ids[2:3], "zebra": ids[3:], "all": ids}
 
 
 @pytest.fixture
@@ -114,7 +106,7 @@ def test_a_search_without_a_query_lists_the_newest_images(client, library):
 
 
 def test_results_stop_at_the_thousandth(client, library, monkeypatch):
-    monkeypatch.setattr(services, "MAX_RESULTS", 4)
+    monkeypatch.setattr(ranking, "MAX_RESULTS", 4)
     data = client.get("/api/search", {"text": "zebra", "k": 3, "offset": 2}).json()
     assert (len(data["results"]), data["has_more"]) == (2, False)
 
@@ -131,15 +123,10 @@ def test_search_without_an_index_is_a_503(client):
     assert "Nothing has been indexed yet" in response.json()["error"]
 
 
-def test_search_with_the_model_missing_is_a_503(client, library, settings, tmp_path):
-    settings.IMAGESEARCH_CLIP_MODEL = str(tmp_path / "missing")
-    embedding.reset()
-    try:
-        response = client.get("/api/search", {"text": "zebra"})
-        assert response.status_code == 503
-        assert "Search is unavailable" in response.json()["error"]
-    finally:
-        embedding.reset()
+def test_search_with_the_model_missing_is_a_503(client, library, clip_model_missing):
+    response = client.get("/api/search", {"text": "zebra"})
+    assert response.status_code == 503
+    assert "Search is unavailable" in response.json()["error"]
 
 
 def test_private_search_needs_a_token_or_a_session(client, library, settings, token, staff_user):

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from gallery.models import Image
-from search import knn, services
+from search import clip_retrieval, pipeline, rebuild
 from tests.factories import create_images
 from tests.support.images import image_bytes
 
@@ -38,7 +38,9 @@ def clip_client():
 
 def _client(clip_client, live_server, **options):
     options.setdefault("num_images", 3)
-    return clip_client.ClipClient(url=f"{live_server.url}/knn-service", indice_name=knn.INDEX_NAME, **options)
+    return clip_client.ClipClient(
+        url=f"{live_server.url}/knn-service", indice_name=clip_retrieval.INDEX_NAME, **options
+    )
 
 
 def test_clip_client_text_query_gets_ids_captions_urls_and_similarities(
@@ -89,8 +91,8 @@ def test_deduplicate_drops_near_identical_images(clip_client, live_server, serve
     # The same picture as PNG and as JPEG: different files, nearly the same vector.
     png = create_images([(40, ["owl"])])
     jpg = create_images([(40, ["owl"])], fmt="JPEG")
-    services.images_embed(image_ids=png + jpg)
-    services.index_rebuild()
+    pipeline.images_embed(image_ids=png + jpg)
+    rebuild.index_rebuild()
     both = {r["id"] for r in _client(clip_client, live_server, deduplicate=False).query(text="owl")[:2]}
     assert both == {png[0], jpg[0]}
     deduplicated = [
@@ -102,7 +104,7 @@ def test_deduplicate_drops_near_identical_images(clip_client, live_server, serve
 
 def test_the_front_end_calls_indices_list_and_metadata_across_origins(live_server, served_library):
     listed = requests.get(f"{live_server.url}/indices-list", timeout=10)
-    assert listed.json() == [knn.INDEX_NAME]
+    assert listed.json() == [clip_retrieval.INDEX_NAME]
     assert listed.headers["Access-Control-Allow-Origin"] == "*"
     # the front end asks for many ids, then for the metadata of those it shows
     ids = [

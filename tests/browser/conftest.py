@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, require_service
+from tests.conftest import require_service
+from tests.support.constants import ROOT
 
 CHROMIUM = os.environ.get("IMAGESEARCH_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"

@@ -8,11 +8,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from collections.abc import Callable
 
 import pytest
 
-from tests.conftest import require_service
-from tests.support import env
+from tests.support.constants import UPLOAD_URL
 from tests.support.images import image_bytes, zip_bytes
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -28,12 +28,6 @@ def _library() -> dict[str, bytes]:
         for i, label in enumerate(LABELS)
         for n in range(PER_LABEL)
     }
-
-
-@pytest.fixture
-def redis_worker(start_worker, transactional_db):
-    require_service(env.redis_available(), "Redis at 127.0.0.1:6379")
-    return start_worker()
 
 
 def _drop_file(page, data: bytes, name: str) -> None:
@@ -67,6 +61,17 @@ def _paste_file(page, data: bytes, name: str) -> None:
     )
 
 
+def _search_by_picture(page, base: str, put: Callable[..., None], data: bytes, name: str) -> None:
+    """From the start page, ``put`` a picture on the search box (drop or paste): the results
+    page's address names the query image, and the same picture comes first."""
+    page.goto(f"{base}/")
+    with page.expect_navigation():
+        put(page, data, name)
+    page.wait_for_url(re.compile(r"\?qimg=[0-9a-f]{32}$"))
+    first_thumbnail = page.locator(".grid .card img").first.get_attribute("src")
+    assert hashlib.sha256(data).hexdigest() in first_thumbnail
+
+
 def _card_labels(page) -> list[str]:
     return [t.strip() for t in page.locator(".grid .card .tags").all_inner_texts()]
 
@@ -88,7 +93,7 @@ def test_upload_a_zip_then_search_by_words_image_labels_and_pages(
 
     # Bulk-upload a zip in another tab: progress, then the batch's counts until it is done.
     upload = page.context.new_page()
-    upload.goto(f"{base}/admin/gallery/image/upload/")
+    upload.goto(f"{base}{UPLOAD_URL}")
     upload.set_input_files(
         "#id_archive",
         files=[{"name": "photos.zip", "mimeType": "application/zip", "buffer": zip_bytes(files)}],
@@ -142,13 +147,7 @@ def test_upload_a_zip_then_search_by_words_image_labels_and_pages(
     screenshot(search, "results-page-2")
 
     # Drop a picture on the search box: the same picture comes first; the address is a link.
-    dropped = files["zebra/2.png"]
-    search.goto(f"{base}/")
-    with search.expect_navigation():
-        _drop_file(search, dropped, "query.png")
-    search.wait_for_url(re.compile(r"\?qimg=[0-9a-f]{32}$"))
-    first_thumbnail = search.locator(".grid .card img").first.get_attribute("src")
-    assert hashlib.sha256(dropped).hexdigest() in first_thumbnail
+    _search_by_picture(search, base, _drop_file, files["zebra/2.png"], "query.png")
     assert search.is_visible("#query-image")
     screenshot(search, "results-image")
 
@@ -188,12 +187,7 @@ def test_upload_a_zip_then_search_by_words_image_labels_and_pages(
     screenshot(search, "image-page")
 
     # Paste a picture instead; then clear it with the × on the search box.
-    pasted = files["bicycle/3.png"]
-    search.goto(f"{base}/")
-    with search.expect_navigation():
-        _paste_file(search, pasted, "clipboard.png")
-    search.wait_for_url(re.compile(r"\?qimg=[0-9a-f]{32}$"))
-    assert hashlib.sha256(pasted).hexdigest() in search.locator(".grid .card img").first.get_attribute("src")
+    _search_by_picture(search, base, _paste_file, files["bicycle/3.png"], "clipboard.png")
     with search.expect_navigation():
         search.click("#image-clear")
     assert search.url == f"{base}/"

@@ -7,16 +7,15 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from gallery.models import Image
-from search import services
+from search import pipeline
+from tests.support.constants import UPLOAD_URL
 from tests.support.images import image_bytes, zip_bytes
 
 pytestmark = pytest.mark.django_db
 
-UPLOAD = "/admin/gallery/image/upload/"
-
 
 def _post_json(client, data):
-    return client.post(UPLOAD, data, HTTP_ACCEPT="application/json")
+    return client.post(UPLOAD_URL, data, HTTP_ACCEPT="application/json")
 
 
 def test_an_upload_sent_by_the_page_script_answers_json_and_a_batch_to_follow(staff_client):
@@ -39,7 +38,7 @@ def test_an_upload_sent_by_the_page_script_answers_json_and_a_batch_to_follow(st
     status = staff_client.get(data["status_url"]).json()
     assert (status["total"], status["pending"], status["ready"], status["done"]) == (3, 3, 0, False)
 
-    services.images_embed(image_ids=data["added"][:2])
+    pipeline.images_embed(image_ids=data["added"][:2])
     Image.objects.filter(pk=data["added"][2]).update(status="failed", failure_reason="broken file")
     status = staff_client.get(data["status_url"]).json()
     assert (status["pending"], status["ready"], status["failed"], status["done"]) == (0, 2, 1, True)
@@ -71,16 +70,16 @@ def test_an_invalid_upload_answers_400_json_with_the_reason_and_stores_nothing(s
 
 def test_the_html_result_page_follows_the_batch_too(staff_client):
     response = staff_client.post(
-        UPLOAD, {"files": [SimpleUploadedFile("x.png", image_bytes(3), "image/png")], "labels": "pets"}
+        UPLOAD_URL, {"files": [SimpleUploadedFile("x.png", image_bytes(3), "image/png")], "labels": "pets"}
     )
     assert response.status_code == 200
-    assert response.context["status_url"].startswith("/admin/gallery/image/upload/status/")
+    assert response.context["status_url"].startswith(UPLOAD_URL + "status/")
     assert f'data-url="{response.context["status_url"]}"'.encode() in response.content
     assert b"js/admin-upload.js" in response.content
 
 
 def test_an_unknown_batch_is_a_404_json(staff_client):
-    response = staff_client.get("/admin/gallery/image/upload/status/" + "0" * 32 + "/")
+    response = staff_client.get(UPLOAD_URL + "status/" + "0" * 32 + "/")
     assert response.status_code == 404
     assert response.json() == {"error": "Unknown or expired upload batch."}
 

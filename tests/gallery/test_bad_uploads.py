@@ -24,13 +24,12 @@ from hypothesis import strategies as st
 
 from gallery.models import Image
 from search import index as search_index
-from search import services
+from search import pipeline, rebuild
 from tests.support.bad_files import ACCEPTED, REFUSED, Sample
+from tests.support.constants import UPLOAD_URL
 from tests.support.images import image_bytes, zip_bytes
 
 pytestmark = pytest.mark.django_db
-
-UPLOAD = "/admin/gallery/image/upload/"
 
 
 def _files() -> list[Path]:
@@ -46,7 +45,7 @@ def _assert_nothing_stored() -> None:
 
 def _upload(client, sample: Sample, **extra):
     file = SimpleUploadedFile(sample.name, sample.data, "application/octet-stream")
-    return client.post(UPLOAD, {"files": [file], "labels": "hostile", **extra})
+    return client.post(UPLOAD_URL, {"files": [file], "labels": "hostile", **extra})
 
 
 # --- Refused: every way in ----------------------------------------------------------------------
@@ -110,10 +109,10 @@ def test_an_awkward_image_is_stored_under_a_generated_name_embedded_and_found(sa
     assert image.thumbnail.name == f"thumbnails/{image.sha256[:2]}/{image.sha256}.jpg"
     assert len(_files()) == 2
 
-    services.images_embed(image_ids=[image.pk])
+    pipeline.images_embed(image_ids=[image.pk])
     image.refresh_from_db()
     assert image.status == Image.Status.READY, image.failure_reason
-    services.index_rebuild()
+    rebuild.index_rebuild()
     page = staff_client.post("/", {"image": SimpleUploadedFile(sample.name, sample.data)})
     assert page.status_code == 200
     assert page.context["page"].hits[0].image.pk == image.pk
@@ -152,7 +151,7 @@ HOSTILE_NAMES = [
 @pytest.mark.parametrize("name", HOSTILE_NAMES)
 def test_a_hostile_file_name_never_reaches_the_file_system(name, staff_client, tmp_path):
     data = image_bytes(60)
-    response = staff_client.post(UPLOAD, {"files": [SimpleUploadedFile(name, data)], "labels": "x"})
+    response = staff_client.post(UPLOAD_URL, {"files": [SimpleUploadedFile(name, data)], "labels": "x"})
     assert response.status_code == 200
     image = Image.objects.get()
     assert image.file.name == f"images/{image.sha256[:2]}/{image.sha256}.png"
@@ -172,7 +171,7 @@ def test_traversal_names_inside_a_zip_never_reach_the_file_system(staff_client, 
         }
     )
     response = staff_client.post(
-        UPLOAD,
+        UPLOAD_URL,
         {"archive": SimpleUploadedFile("photos.zip", archive), "labels_from_dirs": "on", "labels": "x"},
     )
     assert response.status_code == 200
@@ -203,7 +202,7 @@ def test_a_file_over_the_size_limit_is_refused_with_the_limit(staff_client, sett
     settings.IMAGESEARCH_MAX_UPLOAD_BYTES = 4000
     big = image_bytes(65, "PNG", size=(200, 200))
     assert len(big) > 4000
-    response = staff_client.post(UPLOAD, {"files": [SimpleUploadedFile("big.png", big)], "labels": "x"})
+    response = staff_client.post(UPLOAD_URL, {"files": [SimpleUploadedFile("big.png", big)], "labels": "x"})
     assert "the limit is 0.0 MB" in response.content.decode()
     _assert_nothing_stored()
     page = Client().post("/", {"image": SimpleUploadedFile("big.png", big)})
@@ -213,7 +212,7 @@ def test_a_file_over_the_size_limit_is_refused_with_the_limit(staff_client, sett
 def test_more_files_than_allowed_in_one_request_are_refused_with_a_message(staff_client, settings):
     settings.IMAGESEARCH_MAX_UPLOAD_FILES = 3
     files = [SimpleUploadedFile(f"f{i}.png", image_bytes(70 + i)) for i in range(4)]
-    response = staff_client.post(UPLOAD, {"files": files, "labels": "x"})
+    response = staff_client.post(UPLOAD_URL, {"files": files, "labels": "x"})
     assert response.status_code == 400
     assert "At most 3 files per upload; you sent 4." in response.content.decode()
     _assert_nothing_stored()
@@ -222,7 +221,7 @@ def test_more_files_than_allowed_in_one_request_are_refused_with_a_message(staff
 def test_more_files_than_django_parses_are_a_400_not_a_500(staff_client, settings):
     settings.DATA_UPLOAD_MAX_NUMBER_FILES = 5
     files = [SimpleUploadedFile(f"f{i}.png", image_bytes(80 + i)) for i in range(6)]
-    response = staff_client.post(UPLOAD, {"files": files, "labels": "x"})
+    response = staff_client.post(UPLOAD_URL, {"files": files, "labels": "x"})
     assert response.status_code == 400
     assert "too many files" in response.content.decode().lower()
     _assert_nothing_stored()
@@ -230,7 +229,7 @@ def test_more_files_than_django_parses_are_a_400_not_a_500(staff_client, setting
 
 def test_more_form_fields_than_allowed_are_a_400(staff_client, settings):
     settings.DATA_UPLOAD_MAX_NUMBER_FIELDS = 50
-    response = staff_client.post(UPLOAD, {f"field{i}": "x" for i in range(60)})
+    response = staff_client.post(UPLOAD_URL, {f"field{i}": "x" for i in range(60)})
     assert response.status_code == 400
     _assert_nothing_stored()
 
@@ -238,7 +237,7 @@ def test_more_form_fields_than_allowed_are_a_400(staff_client, settings):
 @pytest.mark.parametrize("length", ["lots", "-5", "1e9"])
 def test_a_malformed_content_length_is_a_400(staff_client, length):
     response = staff_client.generic(
-        "POST", UPLOAD, b"x" * 10, content_type="application/octet-stream", CONTENT_LENGTH=length
+        "POST", UPLOAD_URL, b"x" * 10, content_type="application/octet-stream", CONTENT_LENGTH=length
     )
     assert response.status_code == 400
     _assert_nothing_stored()
@@ -247,7 +246,7 @@ def test_a_malformed_content_length_is_a_400(staff_client, length):
 def test_a_request_body_over_the_limit_is_refused_before_it_is_read(staff_client, settings):
     settings.IMAGESEARCH_MAX_REQUEST_BYTES = 2048
     big = image_bytes(66, "PNG", size=(200, 200))
-    response = staff_client.post(UPLOAD, {"files": [SimpleUploadedFile("big.png", big)], "labels": "x"})
+    response = staff_client.post(UPLOAD_URL, {"files": [SimpleUploadedFile("big.png", big)], "labels": "x"})
     assert response.status_code == 413
     assert "the limit is" in response.content.decode()
     _assert_nothing_stored()
@@ -269,7 +268,7 @@ def test_the_same_file_uploaded_twice_at_the_same_time_is_stored_once(staff_user
             file = SimpleUploadedFile("same.jpg", data)
             barrier.wait()
             responses.append(
-                client.post(UPLOAD, {"files": [file], "labels": "twin"}, HTTP_ACCEPT="application/json")
+                client.post(UPLOAD_URL, {"files": [file], "labels": "twin"}, HTTP_ACCEPT="application/json")
             )
         finally:
             connections.close_all()  # this thread's own database connection
@@ -318,7 +317,9 @@ def _mangled_images(draw) -> bytes:
 def test_fuzzed_uploads_are_stored_whole_or_refused_with_a_reason(staff_client, data, name):
     before = Image.objects.count()
     file = SimpleUploadedFile(name or "upload", data)
-    response = staff_client.post(UPLOAD, {"files": [file], "labels": "fuzz"}, HTTP_ACCEPT="application/json")
+    response = staff_client.post(
+        UPLOAD_URL, {"files": [file], "labels": "fuzz"}, HTTP_ACCEPT="application/json"
+    )
     assert response.status_code in (200, 400), response.content[:500]
     body = response.json()
     if response.status_code == 200:

@@ -6,7 +6,7 @@ import pytest
 
 from gallery.models import Image
 from gallery.services import images_create
-from search import services as search_services
+from search import dispatch
 from tests.factories import upload
 from tests.support.images import image_bytes
 
@@ -21,9 +21,9 @@ def test_each_full_batch_is_enqueued_as_soon_as_it_is_stored(settings, monkeypat
     settings.IMAGESEARCH_EMBED_BATCH_SIZE = 2
     calls: list[tuple[list[int], int]] = []  # (ids enqueued, images stored at that moment)
     monkeypatch.setattr(
-        search_services,
-        "enqueue_embedding",
-        lambda ids: calls.append((list(ids), Image.objects.count())) or True,
+        dispatch,
+        "embedding_enqueue",
+        lambda *, image_ids: calls.append((list(image_ids), Image.objects.count())) or True,
     )
 
     result = images_create(uploads=_uploads(5))
@@ -37,7 +37,7 @@ def test_after_a_failed_enqueue_the_rest_is_left_to_the_sweep_without_trying_aga
     settings.IMAGESEARCH_EMBED_BATCH_SIZE = 2
     attempts: list[list[int]] = []
     monkeypatch.setattr(
-        search_services, "enqueue_embedding", lambda ids: attempts.append(list(ids)) and False
+        dispatch, "embedding_enqueue", lambda *, image_ids: attempts.append(list(image_ids)) and False
     )
 
     result = images_create(uploads=_uploads(5))

@@ -8,7 +8,7 @@ import pytest
 from django.test import Client
 
 from gallery.models import Image
-from search import services
+from search import pipeline, rebuild
 from tests.factories import create_images
 
 pytestmark = pytest.mark.django_db
@@ -22,12 +22,12 @@ def test_the_status_json_reports_counts_generation_and_whether_behind(staff_clie
     assert data["counts"] == {"pending": 3, "ready": 0, "failed": 0}
     assert (data["generation"], data["behind"]) == (None, False)  # nothing ready: nothing to index
 
-    services.images_embed(image_ids=ids[:2])
+    pipeline.images_embed(image_ids=ids[:2])
     data = staff_client.get(STATUS.replace("status/", "status.json")).json()
     assert data["counts"]["ready"] == 2
     assert data["behind"] is True
 
-    services.index_rebuild()
+    rebuild.index_rebuild()
     data = staff_client.get(STATUS.replace("status/", "status.json")).json()
     assert (data["generation"], data["vectors"], data["dimension"], data["behind"]) == (1, 2, 64, False)
     assert data["size_bytes"] > 0

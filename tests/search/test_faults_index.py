@@ -22,22 +22,15 @@ import pytest
 from django.conf import settings
 
 from gallery.models import Image
-from search import embedding, services
+from search import embedding, pipeline, rebuild, status
 from search import index as search_index
-from tests.conftest import ROOT, wait_for
-from tests.factories import create_images
 from tests.support.clip_model import build_clip_model
+from tests.support.constants import ROOT
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.django_db
 
 STATUS = "/admin/search/indexstate/status/"
-
-
-def _library() -> list[int]:
-    ids = create_images([(1, ["sunset"]), (2, ["bicycle"]), (3, ["zebra"])])
-    services.images_embed(image_ids=ids)
-    services.index_rebuild()
-    return ids
 
 
 def _reader() -> search_index.IndexReader:
@@ -91,13 +84,13 @@ def _status_problem(client) -> str:
         "manifest of another dimension",
     ],
 )
-def test_a_damaged_generation_is_reported_never_served_and_a_rebuild_restores(how, staff_client):
-    ids = _library()
+def test_a_damaged_generation_is_reported_never_served_and_a_rebuild_restores(how, library, staff_client):
+    ids = library["all"]
     served = _search_page(staff_client).context["page"]
     assert {hit.image.pk for hit in served.hits} == set(ids)
 
     # The next generation is damaged on disk before any reader loads it.
-    damaged = services.index_rebuild().generation
+    damaged = rebuild.index_rebuild().generation
     _damage(damaged, how)
     _reader().refresh()
 
@@ -115,9 +108,9 @@ def test_a_damaged_generation_is_reported_never_served_and_a_rebuild_restores(ho
     assert page.status_code == 503
     assert "rebuilt" in page.context["error"]
     assert f"generation {damaged}" in _status_problem(staff_client)
-    assert services.index_behind()  # so the periodic sweep schedules the rebuild
+    assert status.index_behind()  # so the periodic sweep schedules the rebuild
 
-    restored = services.index_rebuild().generation
+    restored = rebuild.index_rebuild().generation
     _reader().refresh()
     page = _search_page(staff_client)
     assert page.status_code == 200
@@ -145,9 +138,9 @@ _WRITER = textwrap.dedent(
 
 
 def test_a_writer_killed_mid_write_leaves_the_last_complete_generation_and_the_next_rebuild_works(
-    staff_client,
+    library, staff_client
 ):
-    ids = _library()
+    ids = library["all"]
     directory = Path(settings.INDEX_DIR)
     writer = subprocess.Popen(
         [sys.executable, "-c", _WRITER, str(directory), embedding.model_name()],
@@ -183,7 +176,7 @@ def test_a_writer_killed_mid_write_leaves_the_last_complete_generation_and_the_n
 
     # The lock died with the writer: the next rebuild runs, restores the library, and clears
     # the debris.
-    report = services.index_rebuild()
+    report = rebuild.index_rebuild()
     assert report.built and report.count == len(ids)
     assert not any(p.name.startswith(".tmp-") for p in directory.iterdir())
     reader.refresh()
@@ -212,8 +205,8 @@ _FAILING_WRITER = textwrap.dedent(
 )
 
 
-def test_a_rebuild_failing_half_way_through_its_file_changes_nothing_served(staff_client, tmp_path):
-    ids = _library()
+def test_a_rebuild_failing_half_way_through_its_file_changes_nothing_served(library, staff_client, tmp_path):
+    ids = library["all"]
     served = _search_page(staff_client).context["page"].generation
     directory = Path(settings.INDEX_DIR)
     before = sorted(p.name for p in directory.iterdir())
@@ -242,13 +235,13 @@ def test_a_rebuild_failing_half_way_through_its_file_changes_nothing_served(staf
     page = _search_page(staff_client)
     assert page.context["page"].generation == served
     assert {hit.image.pk for hit in page.context["page"].hits} == set(ids)
-    assert services.index_rebuild().built
+    assert rebuild.index_rebuild().built
 
 
 def test_a_stored_vector_of_another_size_makes_the_rebuild_refuse_and_the_old_generation_serves(
-    staff_client,
+    library, staff_client
 ):
-    ids = _library()
+    ids = library["all"]
     served = _search_page(staff_client).context["page"].generation
     # A row that claims the current model with a vector of another dimension (a model directory
     # replaced in place, a bad restore): one index cannot hold both sizes.
@@ -256,30 +249,30 @@ def test_a_stored_vector_of_another_size_makes_the_rebuild_refuse_and_the_old_ge
         hybrid_vector=embedding.to_bytes(np.ones(32, np.float32) / 32**0.5)
     )
     with pytest.raises(search_index.SearchIndexError, match="different sizes"):
-        services.index_rebuild()
+        rebuild.index_rebuild()
     _reader().refresh()
     assert search_index.read_current_manifest(settings.INDEX_DIR).generation == served
     page = _search_page(staff_client)
     assert page.context["page"].generation == served
 
     # Re-embedding the row (what "Re-embed" does) repairs it and the rebuild goes through.
-    services.images_reembed(image_ids=[ids[0]])
-    services.images_embed(image_ids=[ids[0]])
-    report = services.index_rebuild()
+    pipeline.images_reembed(image_ids=[ids[0]])
+    pipeline.images_embed(image_ids=[ids[0]])
+    report = rebuild.index_rebuild()
     assert report.built and report.count == len(ids)
 
 
 def test_a_model_change_is_detected_and_embed_missing_reembeds_only_the_stale_vectors(
-    staff_client, settings, monkeypatch
+    library, staff_client, settings, monkeypatch
 ):
-    ids = _library()
+    ids = library["all"]
     old_model = embedding.model_name()
     new_model = build_clip_model(Path(settings.DATA_DIR) / "models" / "tiny-clip-seed1", size="tiny", seed=1)
 
     # The next run starts with another model.
     settings.IMAGESEARCH_CLIP_MODEL = str(new_model)
     assert Image.objects.stale(str(new_model)).count() == len(ids)
-    assert services.index_behind()
+    assert status.index_behind()
     page = _search_page(staff_client)
     assert page.status_code == 503  # the index of the old model is never served with the new one
     assert f"built with model {old_model!r}" in _status_problem(staff_client)
@@ -290,16 +283,16 @@ def test_a_model_change_is_detected_and_embed_missing_reembeds_only_the_stale_ve
     monkeypatch.setattr(
         embedding, "encode_images", lambda images, **kw: calls.append(len(images)) or original(images, **kw)
     )
-    assert services.embed_missing()["reembed"] == len(ids)
-    services.images_embed(image_ids=ids[:2])
-    services.index_rebuild()
+    assert pipeline.images_embed_missing()["reembed"] == len(ids)
+    pipeline.images_embed(image_ids=ids[:2])
+    rebuild.index_rebuild()
     # Half-way: only rows of the new model are indexed, never a mix of the two.
     manifest = search_index.read_current_manifest(settings.INDEX_DIR)
     assert (manifest.model, manifest.count) == (str(new_model), 2)
 
-    services.images_embed(image_ids=ids)
+    pipeline.images_embed(image_ids=ids)
     assert sum(calls) == len(ids)  # each stale image once, the re-embedded ones not again
-    services.index_rebuild()
+    rebuild.index_rebuild()
     _reader().refresh()
     assert Image.objects.stale(str(new_model)).count() == 0
     assert not Image.objects.filter(embedding_model=old_model).exists()

@@ -24,12 +24,12 @@ from django.db import transaction
 
 from gallery import services as gallery_services
 from gallery.models import Image
-from search import embedding, services, tasks
+from search import embedding, ranking, tasks
 from search import index as search_index
 from search.models import IndexState
-from tests.conftest import wait_for
-from tests.factories import create_images
-from tests.support.workers import children
+from tests.factories import create_indexed_images
+from tests.support.processes import children
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -39,17 +39,14 @@ _REBUILT = re.compile(r"Task search\.tasks\.rebuild_index\[[0-9a-f-]+\] succeede
 def _library(redis, specs: list[tuple[int, list[str]]]) -> list[int]:
     """Images embedded and indexed by this process, before any worker starts; the tasks their
     upload enqueued are dropped, so that workers start idle."""
-    ids = create_images(specs)
-    services.images_embed(image_ids=ids)
-    services.index_rebuild()
+    ids = create_indexed_images(specs)
     redis.flush()
     return ids
 
 
 def _start(start_worker, redis, *args: str):
-    env = {"CELERY_BROKER_URL": redis.url, "PYTHONUNBUFFERED": "1"}
     # --concurrency 1: a worker reserves one message at a time, so two tasks go to two workers.
-    return start_worker(*args, "--concurrency", "1", env_overrides=env)
+    return start_worker(*args, "--concurrency", "1", broker=redis.url)
 
 
 @contextlib.contextmanager
@@ -63,7 +60,7 @@ def _rebuilds_stalled() -> Iterator[None]:
 
 def _writer_pid() -> int | None:
     try:
-        text = (Path(settings.INDEX_DIR) / search_index.LOCK_NAME).read_text().strip()
+        text = (Path(settings.INDEX_DIR) / search_index.lock.LOCK_NAME).read_text().strip()
     except OSError:
         return None
     return int(text) if text.isdigit() else None
@@ -159,7 +156,7 @@ def test_delete_and_relabel_during_a_rebuild(private_redis, start_worker, client
     wait_for(new_hybrid_indexed, what="the relabelled image's new hybrid in an index generation")
     hybrid = embedding.from_bytes(Image.objects.get(pk=relabelled).hybrid_vector)
     search_index.get_reader(settings.INDEX_DIR, expected_model=embedding.model_name()).refresh()
-    page = services.search(hybrid, page_size=3)
+    page = ranking.images_search(vector=hybrid, page_size=3)
     assert page.hits[0].image.pk == relabelled and page.hits[0].score == pytest.approx(1.0, abs=1e-4)
     assert gone not in {hit.image.pk for hit in page.hits}
     assert gone not in _indexed_ids()

@@ -13,19 +13,17 @@ import re
 import threading
 
 import pytest
-from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connections
 
 from gallery.models import Image
-from search import index as search_index
-from tests.conftest import wait_for
+from tests.support.constants import PREFORK_ONE, UPLOAD_URL
 from tests.support.images import image_bytes
+from tests.support.waiting import wait_for, wait_until_indexed
 from tests.support.workers import clear_shared_index, pool_process_running_an_embedding, rows_held
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
-UPLOAD_URL = "/admin/gallery/image/upload/"
 DELAYED = "Embedding is delayed"
 
 
@@ -57,18 +55,12 @@ def test_redis_dies_mid_task_and_uploads_while_it_is_down_or_hung_are_indexed_wh
     clear_shared_index()
     # As ./run starts it: a prefork worker with beat (the periodic sweep) embedded.
     worker = start_worker(
-        "--pool",
-        "prefork",
-        "--concurrency",
-        "1",
+        *PREFORK_ONE,
         "--beat",
         "-s",
         str(tmp_path / "beat-schedule"),
-        env_overrides={
-            "CELERY_BROKER_URL": private_redis.url,
-            "IMAGESEARCH_SWEEP_INTERVAL": "1",
-            "PYTHONUNBUFFERED": "1",
-        },
+        broker=private_redis.url,
+        env_overrides={"IMAGESEARCH_SWEEP_INTERVAL": "1"},
     )
     response = _upload_bounded(staff_client, [1, 2], "lighthouse")
     assert response.status_code == 200 and DELAYED not in response.content.decode()
@@ -108,18 +100,7 @@ def test_redis_dies_mid_task_and_uploads_while_it_is_down_or_hung_are_indexed_wh
     # Redis answers again: the worker reconnects, beat's sweep enqueues the pending images.
     private_redis.resume()
     ids = list(Image.objects.values_list("pk", flat=True))
-    wait_for(
-        lambda: Image.objects.filter(pk__in=ids, status="ready").count() == len(ids),
-        timeout=90,
-        what="every image to become ready",
-    )
-
-    def indexed() -> bool:
-        manifest = search_index.read_current_manifest(settings.INDEX_DIR)
-        newest = max(i.hybrid_updated_at.timestamp() for i in Image.objects.filter(pk__in=ids))
-        return manifest is not None and manifest.created_at >= newest
-
-    wait_for(indexed, timeout=60, what="an index generation holding them")
+    wait_until_indexed(ids)
     page = staff_client.get("/", {"q": "lighthouse"})
     assert page.status_code == 200
     assert set(ids) <= {hit.image.pk for hit in page.context["page"].hits}
@@ -130,21 +111,15 @@ def test_worker_survives_losing_redis_while_it_holds_a_reserved_countdown_task(
     private_redis, start_worker, settings
 ):
     from gallery.services import images_create
-    from search import services
+    from search import dispatch
     from tests.factories import upload
 
     clear_shared_index()
-    worker = start_worker(
-        "--pool",
-        "prefork",
-        "--concurrency",
-        "1",
-        env_overrides={"CELERY_BROKER_URL": private_redis.url, "PYTHONUNBUFFERED": "1"},
-    )
+    worker = start_worker(*PREFORK_ONE, broker=private_redis.url)
     # A rebuild waits out its countdown in the worker, unacknowledged: celery/kombu 5.7 crashed
     # the whole worker ("Unrecoverable error") when the broker went away at such a moment.
     settings.IMAGESEARCH_REBUILD_DELAY = 600
-    services.request_rebuild()
+    dispatch.index_rebuild_request()
     reserved = re.compile(r"rebuild_index\[[0-9a-f-]+\] received")
     wait_for(lambda: reserved.search(worker.log_path.read_text()), timeout=30, what="the rebuild reserved")
     private_redis.stop()

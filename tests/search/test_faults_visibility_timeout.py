@@ -19,9 +19,9 @@ import pytest
 
 from gallery.models import Image
 from gallery.services import images_create
-from tests.conftest import wait_for
 from tests.factories import upload
 from tests.support.images import image_bytes
+from tests.support.waiting import wait_for
 from tests.support.workers import clear_shared_index, pool_process_running_an_embedding, rows_held
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -36,11 +36,8 @@ def test_a_task_outliving_the_visibility_timeout_is_redelivered_but_never_runs_t
         "prefork",
         "--concurrency",
         "2",
-        env_overrides={
-            "CELERY_BROKER_URL": private_redis.url,
-            "DJANGO_SETTINGS_MODULE": "tests.support.settings_short_visibility",
-            "PYTHONUNBUFFERED": "1",
-        },
+        broker=private_redis.url,
+        env_overrides={"DJANGO_SETTINGS_MODULE": "tests.support.settings_short_visibility"},
     )
     result = images_create(uploads=[upload(image_bytes(700 + i), ["osprey"], f"o{i}.png") for i in range(4)])
     ids = result.added

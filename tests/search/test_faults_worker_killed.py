@@ -28,9 +28,11 @@ from django.conf import settings
 from gallery.models import Image
 from search import embedding
 from search import index as search_index
-from tests.conftest import wait_for
 from tests.factories import upload
+from tests.support.constants import PREFORK_ONE
 from tests.support.images import image_bytes
+from tests.support.processes import CeleryWorker
+from tests.support.waiting import wait_for, wait_until_indexed
 from tests.support.workers import clear_shared_index, pool_process_running_an_embedding, rows_held
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -49,6 +51,13 @@ def _upload_batch() -> list[int]:
     return result.added
 
 
+def _worker_and_a_batch(start_worker, redis) -> tuple[CeleryWorker, list[int]]:
+    """From an empty index, a prefork worker on the test's own broker, and a batch for it."""
+    clear_shared_index()
+    worker = start_worker(*PREFORK_ONE, broker=redis.url)
+    return worker, _upload_batch()
+
+
 def _running_an_embedding(worker) -> int:
     return wait_for(
         lambda: pool_process_running_an_embedding(worker.proc.pid),
@@ -65,18 +74,7 @@ def _embedded_counts(*logs: Path) -> list[int]:
 
 
 def _assert_all_ready_and_indexed_once(ids: list[int]) -> None:
-    wait_for(
-        lambda: Image.objects.filter(pk__in=ids, status="ready").count() == len(ids),
-        timeout=90,
-        what="every image of the batch ready",
-    )
-
-    def index_holds_them() -> bool:
-        manifest = search_index.read_current_manifest(settings.INDEX_DIR)
-        newest = max(i.hybrid_updated_at.timestamp() for i in Image.objects.filter(pk__in=ids))
-        return manifest is not None and manifest.created_at >= newest
-
-    wait_for(index_holds_them, timeout=60, what="an index generation with the whole batch")
+    wait_until_indexed(ids)
     reader = search_index.IndexReader(settings.INDEX_DIR, expected_model=embedding.model_name())
     reader.refresh()
     query = embedding.from_bytes(Image.objects.get(pk=ids[0]).hybrid_vector)
@@ -90,15 +88,7 @@ def _assert_all_ready_and_indexed_once(ids: list[int]) -> None:
 def test_pool_process_killed_mid_batch_its_task_runs_again_and_every_image_ends_ready_once(
     private_redis, start_worker
 ):
-    clear_shared_index()
-    worker = start_worker(
-        "--pool",
-        "prefork",
-        "--concurrency",
-        "1",
-        env_overrides={"CELERY_BROKER_URL": private_redis.url, "PYTHONUNBUFFERED": "1"},
-    )
-    ids = _upload_batch()
+    worker, ids = _worker_and_a_batch(start_worker, private_redis)
     with rows_held(ids):
         os.kill(_running_an_embedding(worker), signal.SIGKILL)
 
@@ -111,10 +101,7 @@ def test_pool_process_killed_mid_batch_its_task_runs_again_and_every_image_ends_
 def test_whole_worker_killed_mid_batch_the_next_worker_sweeps_and_every_image_ends_ready_once(
     private_redis, start_worker
 ):
-    clear_shared_index()
-    env = {"CELERY_BROKER_URL": private_redis.url, "PYTHONUNBUFFERED": "1"}
-    first = start_worker("--pool", "prefork", "--concurrency", "1", env_overrides=env)
-    ids = _upload_batch()
+    first, ids = _worker_and_a_batch(start_worker, private_redis)
     with rows_held(ids):
         _running_an_embedding(first)
         os.killpg(first.proc.pid, signal.SIGKILL)  # the worker and its pool process, no goodbye
@@ -123,7 +110,7 @@ def test_whole_worker_killed_mid_batch_the_next_worker_sweeps_and_every_image_en
     assert Image.objects.filter(pk__in=ids, status="pending").count() == BATCH
 
     second = start_worker(
-        "--pool", "prefork", "--concurrency", "1", env_overrides={**env, "IMAGESEARCH_PENDING_TIMEOUT": "1"}
+        *PREFORK_ONE, broker=private_redis.url, env_overrides={"IMAGESEARCH_PENDING_TIMEOUT": "1"}
     )
     _assert_all_ready_and_indexed_once(ids)
     assert sum(_embedded_counts(first.log_path, second.log_path)) == BATCH

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -9,12 +10,15 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from search import index as si
+from search.index import files as index_files
 
 MODEL = "clip-test"
 DIM = 16
@@ -44,13 +48,6 @@ def brute_force(ids: np.ndarray, vectors: np.ndarray, queries: np.ndarray, k: in
     scores = queries @ vectors.T
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     return np.take_along_axis(scores, order, axis=1), ids[order]
-
-
-@pytest.fixture(autouse=True)
-def _clean_readers():
-    si.reset_readers()
-    yield
-    si.reset_readers()
 
 
 # --------------------------------------------------------------------------- search
@@ -196,7 +193,7 @@ def test_crash_before_the_pointer_moves_keeps_the_old_generation_and_is_cleaned_
     r = reader(tmp_path)
     r.search(unit_vectors(1), 1)
 
-    real_publish = si._publish_bytes
+    real_publish = index_files.publish_bytes
 
     def crash_on_pointer(directory, name, data):
         if name == "CURRENT":
@@ -205,7 +202,7 @@ def test_crash_before_the_pointer_moves_keeps_the_old_generation_and_is_cleaned_
             raise OSError("simulated crash")
         return real_publish(directory, name, data)
 
-    monkeypatch.setattr(si, "_publish_bytes", crash_on_pointer)
+    monkeypatch.setattr(index_files, "publish_bytes", crash_on_pointer)
     with pytest.raises(OSError):
         write(tmp_path, seed=2)
     monkeypatch.undo()
@@ -286,7 +283,7 @@ def test_reader_checks_the_pointer_at_most_once_per_interval(tmp_path, monkeypat
     r.search(unit_vectors(1), 1)
     calls = []
     real_stat = os.stat
-    monkeypatch.setattr(si.os, "stat", lambda *a, **k: calls.append(a) or real_stat(*a, **k))
+    monkeypatch.setattr(os, "stat", lambda *a, **k: calls.append(a) or real_stat(*a, **k))
     for _ in range(100):
         r.search(unit_vectors(1), 1)
     assert calls == []
@@ -474,10 +471,31 @@ def test_get_reader_returns_one_reader_per_directory(tmp_path):
 # --------------------------------------------------------------------------- lock
 
 
+_SPAWN = multiprocessing.get_context("spawn")
+
+
 def _hold_lock(directory: str, acquired, release) -> None:
     with si.writer_lock(directory, blocking=True):
         acquired.set()
         release.wait(30)
+
+
+@contextlib.contextmanager
+def _lock_held_elsewhere(directory: Path) -> Iterator[tuple[Any, Any]]:
+    """Another process holds the writer lock of ``directory`` until the (process, release event)
+    pair's event is set, at the latest when the block ends."""
+    acquired, release = _SPAWN.Event(), _SPAWN.Event()
+    holder = _SPAWN.Process(target=_hold_lock, args=(str(directory), acquired, release))
+    holder.start()
+    try:
+        assert acquired.wait(30)
+        yield holder, release
+    finally:
+        # Setting the event after the holder was killed in its wait would block for ever: the
+        # event's condition waits for the dead waiter to acknowledge.
+        if holder.is_alive():
+            release.set()
+        holder.join(30)
 
 
 def _try_lock(directory: str, queue) -> None:
@@ -489,38 +507,26 @@ def _try_lock(directory: str, queue) -> None:
 
 
 def test_writer_lock_is_exclusive_across_processes(tmp_path):
-    ctx = multiprocessing.get_context("spawn")
-    acquired, release = ctx.Event(), ctx.Event()
-    holder = ctx.Process(target=_hold_lock, args=(str(tmp_path), acquired, release))
-    holder.start()
-    try:
-        assert acquired.wait(30)
+    with _lock_held_elsewhere(tmp_path) as (holder, _):
         with pytest.raises(si.IndexLocked):
             with si.writer_lock(tmp_path, blocking=False):
                 pass
-        queue = ctx.Queue()
-        other = ctx.Process(target=_try_lock, args=(str(tmp_path), queue))
+        queue = _SPAWN.Queue()
+        other = _SPAWN.Process(target=_try_lock, args=(str(tmp_path), queue))
         other.start()
         assert queue.get(timeout=30) == "locked"
         other.join(30)
-    finally:
-        release.set()
-        holder.join(30)
     assert holder.exitcode == 0
     with si.writer_lock(tmp_path, blocking=False):
         pass
 
 
 def test_writer_lock_is_released_when_the_holder_dies(tmp_path):
-    ctx = multiprocessing.get_context("spawn")
-    acquired, release = ctx.Event(), ctx.Event()
-    holder = ctx.Process(target=_hold_lock, args=(str(tmp_path), acquired, release))
-    holder.start()
-    assert acquired.wait(30)
-    holder.kill()
-    holder.join(30)
-    with si.writer_lock(tmp_path, blocking=False):
-        pass
+    with _lock_held_elsewhere(tmp_path) as (holder, _):
+        holder.kill()
+        holder.join(30)
+        with si.writer_lock(tmp_path, blocking=False):
+            pass
 
 
 def test_writer_lock_is_exclusive_between_threads_and_reentrant_in_one(tmp_path):
@@ -545,12 +551,7 @@ def test_writer_lock_is_exclusive_between_threads_and_reentrant_in_one(tmp_path)
 
 
 def test_write_waits_for_a_writer_in_another_process(tmp_path):
-    ctx = multiprocessing.get_context("spawn")
-    acquired, release = ctx.Event(), ctx.Event()
-    holder = ctx.Process(target=_hold_lock, args=(str(tmp_path), acquired, release))
-    holder.start()
-    try:
-        assert acquired.wait(30)
+    with _lock_held_elsewhere(tmp_path) as (_, release):
         done = threading.Event()
         t = threading.Thread(target=lambda: (write(tmp_path), done.set()))
         t.start()
@@ -558,9 +559,6 @@ def test_write_waits_for_a_writer_in_another_process(tmp_path):
         release.set()
         assert done.wait(30)
         t.join()
-    finally:
-        release.set()
-        holder.join(30)
     assert si.read_current_manifest(tmp_path).generation == 1
 
 
@@ -571,7 +569,7 @@ def test_importing_the_module_does_not_import_faiss_or_torch():
     repo = Path(__file__).resolve().parents[2]
     code = (
         "import sys, search.index; "
-        "bad = [m for m in ('faiss', 'torch', 'django') if m in sys.modules]; "
+        "bad = [m for m in ('faiss', 'torch', 'sentence_transformers', 'django') if m in sys.modules]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True)

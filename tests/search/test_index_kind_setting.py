@@ -11,7 +11,7 @@ import pytest
 
 from gallery.models import Image
 from search import index as search_index
-from search import services
+from search import pipeline, query_vectors, ranking, rebuild, status
 from tests.factories import create_images
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,30 +22,30 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_rebuild_writes_the_configured_kind_and_search_answers_from_it(settings, kind):
     settings.IMAGESEARCH_INDEX_KIND = kind
     ids = create_images([(1, ["sunset"]), (2, ["bicycle"]), (3, ["zebra"]), (4, ["zebra"])])
-    services.images_embed(image_ids=ids)
+    pipeline.images_embed(image_ids=ids)
 
-    report = services.index_rebuild()
+    report = rebuild.index_rebuild()
 
-    manifest = search_index.read_current_manifest(services.index_dir())
+    manifest = search_index.read_current_manifest(status.index_dir())
     assert report.built and manifest.kind == kind and manifest.count == 4
-    page = services.search(services.query_vector_for_text("zebra"))
+    page = ranking.images_search(vector=query_vectors.query_vector_for_text(text="zebra"))
     zebras = set(Image.objects.filter(labels__name="zebra").values_list("pk", flat=True))
     assert {hit.image.pk for hit in page.hits[:2]} == zebras
-    assert not services.index_behind()
+    assert not status.index_behind()
 
 
 @pytest.mark.django_db
 def test_changing_the_kind_setting_marks_the_index_behind_until_rebuilt(settings):
-    services.images_embed(image_ids=create_images([(1, ["sunset"]), (2, ["zebra"])]))
-    services.index_rebuild()
-    assert not services.index_behind()
+    pipeline.images_embed(image_ids=create_images([(1, ["sunset"]), (2, ["zebra"])]))
+    rebuild.index_rebuild()
+    assert not status.index_behind()
 
     settings.IMAGESEARCH_INDEX_KIND = "ivf"
-    assert services.index_behind()
+    assert status.index_behind()
 
-    services.index_rebuild()
-    assert not services.index_behind()
-    assert search_index.read_current_manifest(services.index_dir()).kind == "ivf"
+    rebuild.index_rebuild()
+    assert not status.index_behind()
+    assert search_index.read_current_manifest(status.index_dir()).kind == "ivf"
 
 
 def test_an_unknown_index_kind_is_refused_at_start_with_the_choices():

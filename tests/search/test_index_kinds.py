@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from search import index as si
+from search.index import files as index_files
+from search.index import flat_scan, kinds
 
 MODEL = "clip-test"
 DIM = 16
@@ -50,13 +52,6 @@ def recall_at_10(found: np.ndarray, want: np.ndarray) -> float:
     return float(np.mean([len(set(f) & set(w)) / 10 for f, w in zip(found, want, strict=True)]))
 
 
-@pytest.fixture(autouse=True)
-def _clean_readers():
-    si.reset_readers()
-    yield
-    si.reset_readers()
-
-
 @pytest.mark.parametrize("k", [1, 7, 300, 301, 1000])
 def test_flat_single_query_scan_returns_the_exact_top_k_like_faiss(tmp_path, k):
     vectors = unit(np.random.default_rng(0).standard_normal((300, DIM)))
@@ -79,7 +74,7 @@ def test_flat_single_query_scan_returns_the_exact_top_k_like_faiss(tmp_path, k):
 def test_flat_single_queries_and_batches_give_the_same_results(tmp_path):
     vectors = unit(np.random.default_rng(2).standard_normal((500, DIM)))
     write(tmp_path, vectors, "flat")
-    queries = unit(np.random.default_rng(3).standard_normal((si.NUMPY_SCAN_MAX_QUERIES + 3, DIM)))
+    queries = unit(np.random.default_rng(3).standard_normal((flat_scan.NUMPY_SCAN_MAX_QUERIES + 3, DIM)))
     r = reader(tmp_path)
 
     batch_scores, batch_ids = r.search(queries, 10)  # more than the numpy path takes: faiss
@@ -101,15 +96,15 @@ def test_flat_file_is_byte_for_byte_what_faiss_writes(tmp_path, n, dim):
     if n:
         index.add_with_ids(vectors, ids)
 
-    si._write_flat(faiss, tmp_path / "ours.faiss", ids, vectors)
+    kinds._write_flat(faiss, tmp_path / "ours.faiss", ids, vectors)
 
     assert (tmp_path / "ours.faiss").read_bytes() == faiss.serialize_index(index).tobytes()
 
 
 @pytest.mark.parametrize("k", [1, 10, 2000])
 def test_flat_scan_split_across_threads_merges_to_the_exact_top_k(tmp_path, monkeypatch, k):
-    monkeypatch.setattr(si, "SCAN_MIN_ROWS_PER_THREAD", 300)
-    monkeypatch.setattr(si, "_scan_threads", lambda: 3)  # 2000 rows: 3 parts of ~667
+    monkeypatch.setattr(flat_scan, "SCAN_MIN_ROWS_PER_THREAD", 300)
+    monkeypatch.setattr(flat_scan, "_scan_threads", lambda: 3)  # 2000 rows: 3 parts of ~667
     vectors = unit(np.random.default_rng(6).standard_normal((2000, DIM)))
     ids, _ = write(tmp_path, vectors, "flat")
     queries = unit(np.random.default_rng(7).standard_normal((2, DIM)))
@@ -125,7 +120,7 @@ def test_flat_scan_split_across_threads_merges_to_the_exact_top_k(tmp_path, monk
 def test_flat_scan_from_the_mapping_or_a_private_copy_gives_the_same_results(
     tmp_path, monkeypatch, copy_max_bytes
 ):
-    monkeypatch.setattr(si, "PRIVATE_COPY_MAX_BYTES", copy_max_bytes)
+    monkeypatch.setattr(flat_scan, "PRIVATE_COPY_MAX_BYTES", copy_max_bytes)
     vectors = unit(np.random.default_rng(8).standard_normal((700, DIM)))
     ids, _ = write(tmp_path, vectors, "flat")
     queries = unit(np.random.default_rng(9).standard_normal((3, DIM)))
@@ -158,7 +153,7 @@ def _inside_mapping_of(array: np.ndarray, path) -> bool:
 def test_large_flat_index_is_scanned_from_the_shared_mapping_small_one_from_a_copy(
     tmp_path, monkeypatch, copy_max_bytes, shared
 ):
-    monkeypatch.setattr(si, "PRIVATE_COPY_MAX_BYTES", copy_max_bytes)
+    monkeypatch.setattr(flat_scan, "PRIVATE_COPY_MAX_BYTES", copy_max_bytes)
     vectors = unit(np.random.default_rng(4).standard_normal((2000, DIM)))
     _, manifest = write(tmp_path, vectors, "flat")
     r = reader(tmp_path)
@@ -226,7 +221,7 @@ def test_a_generation_of_another_kind_is_checked_against_that_kind(tmp_path):
     vectors = clustered(200)
     _, manifest = write(tmp_path, vectors, "flat")
     # Claim the flat file is an IVF index: the reader must refuse it, not serve it.
-    path = tmp_path / si._manifest_name(manifest.generation)
+    path = tmp_path / index_files.manifest_name(manifest.generation)
     path.write_text(path.read_text().replace('"kind": "flat"', '"kind": "ivf"'))
 
     r = reader(tmp_path)

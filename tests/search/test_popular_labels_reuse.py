@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from search import queries, services
+from search import pipeline, queries
 from tests.factories import create_images
 
 pytestmark = pytest.mark.django_db
@@ -19,7 +19,7 @@ def _forget_counts():
 
 
 def _ready(specs):
-    services.images_embed(image_ids=create_images(specs))
+    pipeline.images_embed(image_ids=create_images(specs))
 
 
 def test_a_small_library_is_counted_afresh_every_time():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from search import services
+from search import dispatch, rebuild
 from search.models import IndexState
 
 pytestmark = pytest.mark.django_db
@@ -13,18 +13,18 @@ pytestmark = pytest.mark.django_db
 
 @pytest.mark.parametrize(
     ("last_rebuild_seconds", "expected"),
-    [(None, 0.5), (0.01, 0.5), (20.0, 40.0), (500.0, services.REBUILD_MAX_COUNTDOWN)],
+    [(None, 0.5), (0.01, 0.5), (20.0, 40.0), (500.0, dispatch.REBUILD_MAX_COUNTDOWN)],
 )
 def test_a_rebuild_waits_the_delay_or_twice_the_last_rebuild(settings, last_rebuild_seconds, expected):
     settings.IMAGESEARCH_REBUILD_DELAY = 0.5
     IndexState.get()
     IndexState.objects.filter(pk=1).update(last_rebuild_seconds=last_rebuild_seconds)
 
-    assert services._rebuild_countdown() == pytest.approx(expected)
+    assert dispatch._rebuild_countdown() == pytest.approx(expected)
 
 
 def test_a_rebuild_records_how_long_it_took_and_how_much_was_reading(settings):
-    report = services.index_rebuild()
+    report = rebuild.index_rebuild()
 
     state = IndexState.get()
     assert report.built and state.last_rebuild_seconds == pytest.approx(report.seconds)

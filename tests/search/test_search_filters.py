@@ -1,4 +1,4 @@
-"""Label filters, date order, browsing and words-plus-image queries in search.services."""
+"""Label filters, date order, browsing and words-plus-image queries (search.ranking)."""
 
 from __future__ import annotations
 
@@ -7,29 +7,26 @@ import pytest
 
 from gallery import services as gallery_services
 from gallery.models import Image
-from search import embedding, services
-from tests.factories import create_images
+from search import embedding, errors, query_vectors, ranking
+from tests.factories import create_indexed_images
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def ids() -> list[int]:
-    ids = create_images([(i, ["sunset"] if i % 2 else ["bicycle", "sunset"]) for i in range(1, 11)])
-    services.images_embed(image_ids=ids)
-    services.index_rebuild()
-    return ids
+    return create_indexed_images([(i, ["sunset"] if i % 2 else ["bicycle", "sunset"]) for i in range(1, 11)])
 
 
-def _ids(page: services.ResultPage) -> list[int]:
+def _ids(page: ranking.ResultPage) -> list[int]:
     return [hit.image.pk for hit in page.hits]
 
 
 def test_a_wide_label_filter_over_fetched_from_the_index_equals_exact_scoring(ids, monkeypatch):
-    vector = services.query_vector_for_text("bicycle")
-    exact = services.search(vector, labels=["bicycle"], page_size=3, page=2)
-    monkeypatch.setattr(services, "EXACT_FILTER_LIMIT", 0)  # force the index path
-    from_index = services.search(vector, labels=["bicycle"], page_size=3, page=2)
+    vector = query_vectors.query_vector_for_text(text="bicycle")
+    exact = ranking.images_search(vector=vector, labels=["bicycle"], page_size=3, page=2)
+    monkeypatch.setattr(ranking, "EXACT_FILTER_LIMIT", 0)  # force the index path
+    from_index = ranking.images_search(vector=vector, labels=["bicycle"], page_size=3, page=2)
     assert _ids(exact) == _ids(from_index)
     assert [h.score for h in exact.hits] == pytest.approx([h.score for h in from_index.hits], abs=1e-5)
     assert exact.has_next == from_index.has_next is False  # 5 bicycles: page 2 of 3 is the last
@@ -37,25 +34,25 @@ def test_a_wide_label_filter_over_fetched_from_the_index_equals_exact_scoring(id
 
 @pytest.mark.parametrize("exact_limit", [0, 5000])
 def test_a_deleted_image_never_appears_in_filtered_results(ids, monkeypatch, exact_limit):
-    monkeypatch.setattr(services, "EXACT_FILTER_LIMIT", exact_limit)
-    vector = services.query_vector_for_text("bicycle")
-    first = services.search(vector, labels=["bicycle"]).hits[0].image
+    monkeypatch.setattr(ranking, "EXACT_FILTER_LIMIT", exact_limit)
+    vector = query_vectors.query_vector_for_text(text="bicycle")
+    first = ranking.images_search(vector=vector, labels=["bicycle"]).hits[0].image
     gallery_services.images_delete(images=[first])
-    assert first.pk not in _ids(services.search(vector, labels=["bicycle"]))
+    assert first.pk not in _ids(ranking.images_search(vector=vector, labels=["bicycle"]))
 
 
 def test_filtered_results_carry_every_chosen_label(ids):
-    vector = services.query_vector_for_text("sunset")
-    page = services.search(vector, labels=["BICYCLE", "sunset"])
+    vector = query_vectors.query_vector_for_text(text="sunset")
+    page = ranking.images_search(vector=vector, labels=["BICYCLE", "sunset"])
     assert len(page.hits) == 5
     assert all({"bicycle", "sunset"} <= set(hit.image.label_names) for hit in page.hits)
 
 
 def test_date_order_reorders_only_the_best_matches(ids, monkeypatch):
-    monkeypatch.setattr(services, "DATE_SORT_POOL", 4)
-    vector = services.query_vector_for_text("bicycle")
-    best = _ids(services.search(vector, page_size=4))
-    by_date = services.search(vector, page_size=10, sort="date")
+    monkeypatch.setattr(ranking, "DATE_SORT_POOL", 4)
+    vector = query_vectors.query_vector_for_text(text="bicycle")
+    best = _ids(ranking.images_search(vector=vector, page_size=4))
+    by_date = ranking.images_search(vector=vector, page_size=10, sort="date")
     assert _ids(by_date) == sorted(best, reverse=True)
     assert not by_date.has_next
 
@@ -65,7 +62,7 @@ def test_browsing_needs_neither_the_model_nor_the_index(ids, settings, tmp_path)
     settings.IMAGESEARCH_CLIP_MODEL = str(tmp_path / "no-model")
     embedding.reset()
     try:
-        page = services.browse(labels=["bicycle"], page_size=3)
+        page = ranking.images_browse(labels=["bicycle"], page_size=3)
         assert _ids(page) == sorted(ids[1::2], reverse=True)[:3]
         assert page.has_next
     finally:
@@ -75,13 +72,13 @@ def test_browsing_needs_neither_the_model_nor_the_index(ids, settings, tmp_path)
 def test_words_and_image_query_is_the_normalised_weighted_sum():
     image = np.array([3.0, 0.0, 0.0, 4.0], dtype=np.float32)
     text = np.array([0.0, 2.0, 0.0, 0.0], dtype=np.float32)
-    vector = services.query_vector_combine(image_vector=image, text_vector=text, image_weight=0.25)
+    vector = query_vectors.query_vector_combine(image_vector=image, text_vector=text, image_weight=0.25)
     expected = 0.25 * image / 5 + 0.75 * text / 2
     np.testing.assert_allclose(vector, expected / np.linalg.norm(expected), rtol=1e-6)
-    with pytest.raises(services.QueryError):
-        services.query_vector_combine(image_vector=image, text_vector=text, image_weight=1.5)
+    with pytest.raises(errors.QueryError):
+        query_vectors.query_vector_combine(image_vector=image, text_vector=text, image_weight=1.5)
 
 
 def test_only_ready_images_are_browsed(ids):
     Image.objects.filter(pk=ids[0]).update(status=Image.Status.FAILED)
-    assert ids[0] not in _ids(services.browse(page_size=50))
+    assert ids[0] not in _ids(ranking.images_browse(page_size=50))

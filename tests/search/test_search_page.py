@@ -11,24 +11,17 @@ from django.test import Client
 
 from gallery import services as gallery_services
 from gallery.models import Image
-from search import embedding, services
-from tests.factories import create_images
+from search import dispatch
+from tests.factories import create_images, create_indexed_images
 from tests.support.images import image_bytes
 
 pytestmark = pytest.mark.django_db
 
 
-def _index(specs: list[tuple[int, list[str]]]) -> list[int]:
-    ids = create_images(specs)
-    services.images_embed(image_ids=ids)
-    services.index_rebuild()
-    return ids
-
-
 @pytest.fixture
 def library() -> dict[str, list[int]]:
     """Four sunsets, three bicycles, two zebras; one sunset is also a bicycle."""
-    ids = _index(
+    ids = create_indexed_images(
         [(1, ["sunset"]), (2, ["sunset"]), (3, ["sunset"]), (4, ["sunset", "bicycle"])]
         + [(5, ["bicycle"]), (6, ["bicycle"]), (7, ["zebra"]), (8, ["zebra"])]
     )
@@ -177,23 +170,18 @@ def test_images_still_being_indexed_are_announced(client, library):
 def test_an_index_behind_the_database_is_announced(client, library):
     image = Image.objects.get(pk=library["zebra"][0])
     gallery_services.image_relabel(image=image, names=["zebra", "stripes"])
-    services.request_rebuild()
+    dispatch.index_rebuild_request()
     response = client.get("/", {"q": "zebra"})
     assert b"The index is being updated" in response.content
 
 
-def test_an_unavailable_model_is_a_clear_503_and_browsing_still_works(client, library, settings, tmp_path):
-    settings.IMAGESEARCH_CLIP_MODEL = str(tmp_path / "no-such-model")
-    embedding.reset()
-    try:
-        response = client.get("/", {"q": "zebra"})
-        assert response.status_code == 503
-        assert b"Search is unavailable" in response.content
-        start = client.get("/")
-        assert b"unavailable right now" in start.content
-        assert client.get("/", {"label": "zebra"}).status_code == 200
-    finally:
-        embedding.reset()
+def test_an_unavailable_model_is_a_clear_503_and_browsing_still_works(client, library, clip_model_missing):
+    response = client.get("/", {"q": "zebra"})
+    assert response.status_code == 503
+    assert b"Search is unavailable" in response.content
+    start = client.get("/")
+    assert b"unavailable right now" in start.content
+    assert client.get("/", {"label": "zebra"}).status_code == 200
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import pytest
 
 from gallery import services as gallery_services
 from gallery.models import Image
-from search import services
+from search import pipeline, query_vectors, ranking, rebuild
 from tests.factories import create_images
 
 pytestmark = pytest.mark.django_db
@@ -14,15 +14,15 @@ pytestmark = pytest.mark.django_db
 
 def test_a_page_is_filled_from_further_ranks_when_many_top_rows_were_deleted():
     ids = create_images([(seed, ["zebra"]) for seed in range(1, 31)])
-    services.images_embed(image_ids=ids)
-    services.index_rebuild()
-    vector = services.query_vector_for_text("zebra")
-    ranked = [hit.image.pk for hit in services.search(vector, page_size=30).hits]
+    pipeline.images_embed(image_ids=ids)
+    rebuild.index_rebuild()
+    vector = query_vectors.query_vector_for_text(text="zebra")
+    ranked = [hit.image.pk for hit in ranking.images_search(vector=vector, page_size=30).hits]
     assert sorted(ranked) == sorted(ids)
 
     # More rows than the first read covers (5 needed + 8) vanish before the next rebuild.
     gallery_services.images_delete(images=Image.objects.filter(pk__in=ranked[:15]))
-    page = services.search(vector, page_size=5)
+    page = ranking.images_search(vector=vector, page_size=5)
 
     assert [hit.image.pk for hit in page.hits] == ranked[15:20]
     assert page.has_next
@@ -30,9 +30,9 @@ def test_a_page_is_filled_from_further_ranks_when_many_top_rows_were_deleted():
 
 def test_labels_of_the_hits_shown_come_with_the_page(django_assert_num_queries):
     ids = create_images([(seed, ["zebra", f"tag{seed}"]) for seed in range(1, 9)])
-    services.images_embed(image_ids=ids)
-    services.index_rebuild()
-    page = services.search(services.query_vector_for_text("zebra"), page_size=4)
+    pipeline.images_embed(image_ids=ids)
+    rebuild.index_rebuild()
+    page = ranking.images_search(vector=query_vectors.query_vector_for_text(text="zebra"), page_size=4)
 
     with django_assert_num_queries(0):  # prefetched: showing them costs no query per hit
         names = [hit.image.label_names for hit in page.hits]

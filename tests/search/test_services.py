@@ -7,7 +7,7 @@ import pytest
 
 from gallery import services as gallery_services
 from gallery.models import Image, Label
-from search import embedding, services
+from search import embedding, errors, pipeline, query_vectors, ranking, rebuild
 from tests.factories import create_images, upload
 from tests.support.images import image_bytes
 
@@ -26,7 +26,7 @@ def test_test_labels_are_far_apart_in_the_tiny_model():
 
 def test_embedding_marks_images_ready_with_both_vectors():
     ids = create_images([(1, ["sunset"]), (2, ["bicycle"])])
-    report = services.images_embed(image_ids=ids)
+    report = pipeline.images_embed(image_ids=ids)
     assert report.embedded == 2
     for image in Image.objects.filter(pk__in=ids):
         assert image.status == Image.Status.READY
@@ -47,34 +47,34 @@ def test_label_vectors_are_computed_once_per_label(monkeypatch):
     monkeypatch.setattr(
         embedding, "encode_texts", lambda texts, **kw: calls.append(list(texts)) or original(texts, **kw)
     )
-    services.images_embed(image_ids=ids)
-    services.images_embed(image_ids=create_images([(4, ["zebra"])]))
+    pipeline.images_embed(image_ids=ids)
+    pipeline.images_embed(image_ids=create_images([(4, ["zebra"])]))
     assert calls == [["sunset", "zebra"]]
     assert Label.objects.filter(vector_model=embedding.model_name()).count() == 2
 
 
 def test_embedding_twice_does_the_work_once(monkeypatch):
     ids = create_images([(1, ["sunset"])])
-    services.images_embed(image_ids=ids)
+    pipeline.images_embed(image_ids=ids)
     before = Image.objects.get(pk=ids[0]).image_vector
 
     def no_model(*args, **kwargs):
         raise AssertionError("the image model ran again")
 
     monkeypatch.setattr(embedding, "encode_images", no_model)
-    report = services.images_embed(image_ids=ids)
+    report = pipeline.images_embed(image_ids=ids)
     assert (report.embedded, report.refreshed) == (0, 1)
     assert Image.objects.get(pk=ids[0]).image_vector == before
 
 
 def test_relabel_recomputes_hybrid_without_the_image_model(monkeypatch):
     [image_id] = create_images([(1, ["sunset"])])
-    services.images_embed(image_ids=[image_id])
+    pipeline.images_embed(image_ids=[image_id])
     image = Image.objects.get(pk=image_id)
     old_hybrid = embedding.from_bytes(image.hybrid_vector)
     monkeypatch.setattr(embedding, "encode_images", lambda *a, **k: pytest.fail("image model ran"))
     gallery_services.image_relabel(image=image, names=["zebra"])
-    services.hybrids_refresh(image_ids=[image_id])
+    pipeline.hybrids_refresh(image_ids=[image_id])
     image.refresh_from_db()
     new_hybrid = embedding.from_bytes(image.hybrid_vector)
     zebra = embedding.from_bytes(Label.objects.get(name="zebra").vector)
@@ -85,24 +85,24 @@ def test_relabel_recomputes_hybrid_without_the_image_model(monkeypatch):
 
 def test_weight_change_is_detected_and_recomputed(settings):
     [image_id] = create_images([(1, ["sunset"])])
-    services.images_embed(image_ids=[image_id])
+    pipeline.images_embed(image_ids=[image_id])
     settings.IMAGESEARCH_IMAGE_WEIGHT = 0.8
-    assert services.embed_missing() == {"reembed": 0, "reweigh": 1}
-    services.hybrids_refresh(image_ids=[image_id])
+    assert pipeline.images_embed_missing() == {"reembed": 0, "reweigh": 1}
+    pipeline.hybrids_refresh(image_ids=[image_id])
     image = Image.objects.get(pk=image_id)
     assert image.hybrid_weight == 0.8
 
 
 def _index_everything(ids):
-    services.images_embed(image_ids=ids)
-    assert services.index_rebuild().built
+    pipeline.images_embed(image_ids=ids)
+    assert rebuild.index_rebuild().built
 
 
 def test_text_query_ranks_the_labels_images_first():
     ids = create_images([(1, ["sunset"]), (2, ["bicycle"]), (3, ["zebra"]), (4, ["bicycle"])])
     _index_everything(ids)
     for label in LABELS:
-        page = services.search(services.query_vector_for_text(label))
+        page = ranking.images_search(vector=query_vectors.query_vector_for_text(text=label))
         expected = set(Image.objects.filter(labels__name=label).values_list("pk", flat=True))
         top = {hit.image.pk for hit in page.hits[: len(expected)]}
         assert top == expected, (label, [(h.image.label_names, h.score) for h in page.hits])
@@ -115,7 +115,7 @@ def test_image_query_with_an_indexed_images_file_returns_it_first():
     ids = create_images([(seed, ["zebra"]) for seed in range(1, 7)])
     _index_everything(ids)
     for seed, image_id in zip(range(1, 7), ids, strict=True):
-        page = services.search(services.query_vector_for_image(image_bytes(seed)))
+        page = ranking.images_search(vector=query_vectors.query_vector_for_image(data=image_bytes(seed)))
         assert page.hits[0].image.pk == image_id
 
 
@@ -124,7 +124,7 @@ def test_image_query_with_image_weight_one_finds_the_image_whatever_its_label(se
     ids = create_images([(seed, [LABELS[seed % 3]]) for seed in range(1, 7)])
     _index_everything(ids)
     for seed, image_id in zip(range(1, 7), ids, strict=True):
-        page = services.search(services.query_vector_for_image(image_bytes(seed)))
+        page = ranking.images_search(vector=query_vectors.query_vector_for_image(data=image_bytes(seed)))
         assert page.hits[0].image.pk == image_id
         assert page.hits[0].score == pytest.approx(1.0, abs=1e-4)
 
@@ -133,27 +133,27 @@ def test_deleted_image_never_appears_in_results():
     ids = create_images([(1, ["zebra"]), (2, ["zebra"])])
     _index_everything(ids)
     gallery_services.images_delete(images=Image.objects.filter(pk=ids[0]))
-    page = services.search(services.query_vector_for_text("zebra"))
+    page = ranking.images_search(vector=query_vectors.query_vector_for_text(text="zebra"))
     assert [h.image.pk for h in page.hits] == [ids[1]]
 
 
 def test_search_before_any_index_says_so():
-    with pytest.raises(services.SearchUnavailable, match="Nothing has been indexed"):
-        services.search(services.query_vector_for_text("zebra"))
+    with pytest.raises(errors.SearchUnavailable, match="Nothing has been indexed"):
+        ranking.images_search(vector=query_vectors.query_vector_for_text(text="zebra"))
 
 
 def test_empty_query_is_refused_with_a_message():
-    with pytest.raises(services.QueryError, match="Type a few words"):
-        services.query_vector_for_text(" \t\x00 ")
+    with pytest.raises(errors.QueryError, match="Type a few words"):
+        query_vectors.query_vector_for_text(text=" \t\x00 ")
 
 
 def test_pages_do_not_overlap_and_say_when_there_is_more():
     ids = create_images([(seed, ["zebra"]) for seed in range(1, 8)])
     _index_everything(ids)
-    vector = services.query_vector_for_text("zebra")
-    first = services.search(vector, page=1, page_size=3)
-    second = services.search(vector, page=2, page_size=3)
-    third = services.search(vector, page=3, page_size=3)
+    vector = query_vectors.query_vector_for_text(text="zebra")
+    first = ranking.images_search(vector=vector, page=1, page_size=3)
+    second = ranking.images_search(vector=vector, page=2, page_size=3)
+    third = ranking.images_search(vector=vector, page=3, page_size=3)
     seen = [h.image.pk for p in (first, second, third) for h in p.hits]
     assert sorted(seen) == sorted(ids)
     assert first.has_next and second.has_next and not third.has_next
@@ -172,7 +172,7 @@ def test_model_that_cannot_load_marks_images_failed_with_the_reason(settings, tm
     ids = create_images([(1, ["zebra"])])
     settings.IMAGESEARCH_CLIP_MODEL = str(tmp_path / "no-such-model")
     try:
-        services.images_embed(image_ids=ids)
+        pipeline.images_embed(image_ids=ids)
     finally:
         embedding.reset()
     image = Image.objects.get(pk=ids[0])

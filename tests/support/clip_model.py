@@ -43,16 +43,15 @@ import functools
 import heapq
 import json
 import os
-import shutil
 import sys
-import tempfile
 import threading
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, cast
+
+from tests.support.model_dirs import build_model_dir
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import CLIPConfig, CLIPTokenizer
@@ -172,23 +171,9 @@ def build_clip_model(path: Path, *, size: str = "tiny", seed: int = 0) -> Path:
     concurrent reader or builder never sees a half-written model.  Nothing is downloaded.
     """
     checked_size = _check_size(size)
-    path = Path(path)
-    marker = _marker(checked_size, seed)
-    if _is_complete(path, marker):
-        return path
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.building-", dir=path.parent))
-    try:
-        _write_model(staging, checked_size, seed)
-        (staging / MARKER_FILE).write_text(
-            json.dumps(marker, indent=2, sort_keys=True) + "\n", encoding="utf-8"
-        )
-        _move_into_place(staging, path, marker)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return path
+    return build_model_dir(
+        path, _marker(checked_size, seed), MARKER_FILE, lambda root: _write_model(root, checked_size, seed)
+    )
 
 
 def _check_size(size: str) -> Size:
@@ -199,45 +184,6 @@ def _check_size(size: str) -> Size:
 
 def _marker(size: Size, seed: int) -> dict[str, Any]:
     return {"format_version": FORMAT_VERSION, "size": size, "seed": seed}
-
-
-def _read_marker(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads((path / MARKER_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _is_complete(path: Path, marker: dict[str, Any]) -> bool:
-    return (path / "modules.json").is_file() and _read_marker(path) == marker
-
-
-def _move_into_place(staging: Path, path: Path, marker: dict[str, Any]) -> None:
-    """Atomically rename ``staging`` to ``path``, replacing an empty dir or a stale build."""
-    for _ in range(3):
-        try:
-            # rename(2) replaces a missing or empty directory atomically, and fails on a
-            # non-empty one, so two concurrent builders cannot clobber each other.
-            os.rename(staging, path)
-            return
-        except OSError:
-            if _is_complete(path, marker):
-                return  # Another process finished the same build first.
-            if not path.is_dir():
-                raise
-        if _read_marker(path) is None:
-            raise FileExistsError(
-                f"{path} exists and was not written by build_clip_model; refusing to overwrite it"
-            )
-        # A stale build of ours (other size, seed or format): move it aside, then retry.
-        trash = path.with_name(f".{path.name}.stale-{uuid.uuid4().hex}")
-        try:
-            os.rename(path, trash)
-        except FileNotFoundError:
-            continue  # Someone else moved it already.
-        shutil.rmtree(trash, ignore_errors=True)
-    raise OSError(f"could not move the built model into {path}")
 
 
 def _write_model(root: Path, size: Size, seed: int) -> None:

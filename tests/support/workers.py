@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from django.conf import settings
 from django.db import transaction
 
 from gallery.models import Image
+from search import index as search_index
+from tests.support.processes import children
 
 
 @contextlib.contextmanager
@@ -19,20 +23,6 @@ def rows_held(ids: list[int]) -> Iterator[None]:
     with transaction.atomic():
         list(Image.objects.select_for_update().filter(pk__in=ids).values_list("pk", flat=True))
         yield
-
-
-def children(pid: int) -> list[int]:
-    """Process ids whose parent is ``pid`` (a prefork worker's pool processes)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
 
 
 def pool_process_running_an_embedding(worker_pid: int) -> int | None:
@@ -58,11 +48,5 @@ def clear_shared_index() -> None:
     its countdown would hit it instead of the task the test aims at. The database is the source
     of truth: deleting the directory loses nothing.
     """
-    import shutil
-
-    from django.conf import settings
-
-    from search import index as search_index
-
     shutil.rmtree(settings.INDEX_DIR, ignore_errors=True)
     search_index.reset_readers()

@@ -9,7 +9,8 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from gallery.importing import InvalidArchive, uploads_from_directory, uploads_from_zip
-from gallery.services import InvalidLabels, clean_label_names, images_create
+from gallery.labels import InvalidLabels, clean_label_names
+from gallery.services import images_create
 
 
 class Command(BaseCommand):

@@ -27,8 +27,9 @@ from django.db.models import Q
 
 from gallery.models import Image
 
-from . import embedding, services
+from . import embedding, query_vectors, ranking, status
 from . import index as search_index
+from .errors import QueryError
 
 INDEX_NAME = "imagesearch"
 DEDUP_SIMILARITY = 0.94
@@ -36,7 +37,7 @@ DEDUP_SIMILARITY = 0.94
 
 def check_index_name(name: str | None) -> None:
     if name not in (None, "", INDEX_NAME):
-        raise services.QueryError(f"Unknown index {name!r}; this service has one: {INDEX_NAME!r}.")
+        raise QueryError(f"Unknown index {name!r}; this service has one: {INDEX_NAME!r}.")
 
 
 def knn_vector(
@@ -48,27 +49,26 @@ def knn_vector(
 ) -> np.ndarray:
     """The query vector, from the first of these that is given (clip-retrieval's order)."""
     if text:
-        return services.query_vector_for_text(text)
+        return query_vectors.query_vector_for_text(text=text)
     if image_base64:
-        return services.query_vector_for_image(_decode_base64(image_base64))
+        return query_vectors.query_vector_for_image(data=_decode_base64(image_base64))
     if image_url:
         return _vector_of_own_image(image_url)
     if embedding_input is not None:
         return _vector_from_numbers(embedding_input)
-    raise services.QueryError("Send one of text, image (base64), image_url or embedding_input.")
+    raise QueryError("Send one of text, image (base64), image_url or embedding_input.")
 
 
-def knn_search(*, vector: np.ndarray, num_result_ids: int, deduplicate: bool) -> list[services.Hit]:
+def knn_search(*, vector: np.ndarray, num_result_ids: int, deduplicate: bool) -> list[ranking.Hit]:
     """The nearest ready images, best first, at most ``num_result_ids`` of them."""
-    count = max(1, min(int(num_result_ids), services.MAX_RESULTS))
-    hits = services.search(vector, page=1, page_size=count).hits
+    count = max(1, min(int(num_result_ids), ranking.MAX_RESULTS))
+    hits = ranking.images_search(vector=vector, page=1, page_size=count).hits
     return _deduplicated(hits) if deduplicate else hits
 
 
 def knn_metadata(*, ids: Sequence[int]) -> dict[int, Image]:
     """Ready images by id (others are left out): what ``/metadata`` describes."""
-    rows = Image.objects.ready().filter(pk__in=list(ids)[: services.MAX_RESULTS])
-    return rows.defer("image_vector", "hybrid_vector").prefetch_related("labels").in_bulk()
+    return Image.objects.ready().for_display().in_bulk(list(ids)[: ranking.MAX_RESULTS])
 
 
 def _decode_base64(value: str) -> bytes:
@@ -77,9 +77,9 @@ def _decode_base64(value: str) -> bytes:
     try:
         data = base64.b64decode("".join(value.split()), validate=True)
     except (binascii.Error, ValueError):
-        raise services.QueryError("image is not valid base64.") from None
+        raise QueryError("image is not valid base64.") from None
     if not data:
-        raise services.QueryError("image is empty.")
+        raise QueryError("image is empty.")
     return data
 
 
@@ -96,7 +96,7 @@ def _vector_of_own_image(url: str) -> np.ndarray:
             .first()
         )
     if row is None:
-        raise services.QueryError(
+        raise QueryError(
             "image_url must be the address of an indexed image of this library (under "
             f"{media}); other addresses are not fetched. Send the image as base64 instead."
         )
@@ -106,20 +106,20 @@ def _vector_of_own_image(url: str) -> np.ndarray:
 def _vector_from_numbers(numbers: Sequence[float]) -> np.ndarray:
     vector = np.asarray(numbers, dtype=np.float64)
     if vector.ndim != 1 or not vector.size or not np.isfinite(vector).all() or not vector.any():
-        raise services.QueryError("embedding_input must be a non-zero list of finite numbers.")
-    manifest = search_index.read_current_manifest(services.index_dir())
+        raise QueryError("embedding_input must be a non-zero list of finite numbers.")
+    manifest = search_index.read_current_manifest(status.index_dir())
     if manifest is not None and vector.size != manifest.dim:
-        raise services.QueryError(
+        raise QueryError(
             f"embedding_input has {vector.size} numbers; this index holds vectors of {manifest.dim}."
         )
     return embedding.normalize(vector.astype(np.float32).reshape(1, -1))[0]
 
 
-def _deduplicated(hits: list[services.Hit]) -> list[services.Hit]:
+def _deduplicated(hits: list[ranking.Hit]) -> list[ranking.Hit]:
     if len(hits) < 2:
         return hits
     blobs = dict(Image.objects.filter(pk__in=[h.image.pk for h in hits]).values_list("pk", "hybrid_vector"))
-    kept: list[services.Hit] = []
+    kept: list[ranking.Hit] = []
     kept_vectors: np.ndarray | None = None  # one row per kept hit, filled in order
     for hit in hits:
         blob = blobs.get(hit.image.pk)

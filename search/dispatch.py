@@ -1,0 +1,150 @@
+"""Hands work to the background worker: the only module that sends anything to the broker.
+
+Tasks are sent by name through the Celery app, so importing this module (gallery does) imports
+neither the tasks nor the model or the index. Every send waits until the open transaction
+commits: the worker never looks for rows it cannot see yet, and a rolled-back change (or a
+test's transaction) sends nothing. Outside a transaction it is sent at once. A broker that is
+down is logged and left to the periodic sweep, which finds the work from the rows (see
+docs/architecture.md, 'Invariants').
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+
+from celery import current_app
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from gallery.models import Image
+
+from .models import IndexState
+
+logger = logging.getLogger(__name__)
+
+# The names search.tasks registers.
+EMBED_TASK = "search.tasks.embed_images"
+REFRESH_TASK = "search.tasks.refresh_hybrids"
+REBUILD_TASK = "search.tasks.rebuild_index"
+SWEEP_TASK = "search.tasks.sweep"
+
+HYBRIDS_PER_TASK = 500  # a refresh only reads stored vectors: cheap per image
+
+#: A rebuild waits at least this many times the last rebuild's duration (see _rebuild_countdown).
+REBUILD_SPACING = 2.0
+REBUILD_MAX_COUNTDOWN = 100.0  # under the sweep's 120 s for a queued rebuild gone stale
+
+
+def embedding_enqueue(*, image_ids: Iterable[int]) -> bool:
+    """Hand images to the worker in batches, stamping their ``queued_at``.
+
+    False (logged) when the broker is down: the images stay pending with no ``queued_at`` and
+    the periodic sweep hands them over later. Inside a transaction the ids are sent when it
+    commits, and True means only that they will be.
+    """
+    ids = list(image_ids)
+    return _after_commit(lambda: _embedding_send(ids))
+
+
+def hybrids_refresh_enqueue(*, image_ids: Iterable[int]) -> bool:
+    """Have the worker recompute these images' hybrids; False (logged) when the broker is down."""
+    ids = list(image_ids)
+    return _after_commit(lambda: _hybrids_refresh_send(ids))
+
+
+def index_rebuild_request() -> None:
+    """Ask for an index rebuild. Bursts coalesce: at most one rebuild task waits in the queue,
+    and it runs ``IMAGESEARCH_REBUILD_DELAY`` seconds later, after the burst (later for a large
+    library: see :func:`_rebuild_countdown`)."""
+    IndexState.get()
+    IndexState.objects.filter(pk=1).update(requested=F("requested") + 1)
+    index_rebuild_schedule()
+
+
+def index_rebuild_schedule() -> bool:
+    """Queue a rebuild for the requests already counted, unless one is waiting (it will see
+    them). True when one was queued (or will be, at commit)."""
+    return _after_commit(_rebuild_send)
+
+
+def index_sweep_enqueue() -> bool:
+    """Run the periodic repair now (a worker that starts picks up what waited for it)."""
+    return _after_commit(_sweep_send)
+
+
+def _after_commit(send: Callable[[], bool]) -> bool:
+    """Run ``send`` once the open transaction commits, at once when none is open.
+
+    Returns what ``send`` returned when it ran at once, else True: it is on its way, and a
+    failure at commit is logged and recovered by the sweep like any other.
+    """
+    outcome: list[bool] = []
+    transaction.on_commit(lambda: outcome.append(send()))
+    return outcome[0] if outcome else True
+
+
+def _send(task_name: str, **options) -> None:
+    # No retries: a broker that is down must not hold up the request that is sending.
+    current_app.send_task(task_name, retry=False, **options)
+
+
+def _embedding_send(ids: Sequence[int]) -> bool:
+    try:
+        for chunk in _chunks(ids, settings.IMAGESEARCH_EMBED_BATCH_SIZE):
+            _send(EMBED_TASK, args=[chunk])
+            Image.objects.filter(pk__in=chunk).update(queued_at=timezone.now())
+    except Exception:  # noqa: BLE001 - any broker failure: the sweep recovers
+        logger.warning("could not enqueue embedding; the sweep will retry", exc_info=True)
+        return False
+    return True
+
+
+def _hybrids_refresh_send(ids: Sequence[int]) -> bool:
+    try:
+        for chunk in _chunks(ids, HYBRIDS_PER_TASK):
+            _send(REFRESH_TASK, args=[chunk])
+    except Exception:  # noqa: BLE001
+        logger.warning("could not enqueue a hybrid refresh; the sweep will retry", exc_info=True)
+        return False
+    return True
+
+
+def _sweep_send() -> bool:
+    try:
+        _send(SWEEP_TASK)
+    except Exception:  # noqa: BLE001 - the periodic schedule runs it later anyway
+        logger.warning("could not enqueue a sweep", exc_info=True)
+        return False
+    return True
+
+
+def _rebuild_send() -> bool:
+    claimed = IndexState.objects.filter(pk=1, rebuild_queued=False).update(
+        rebuild_queued=True, queued_at=timezone.now()
+    )
+    if not claimed:
+        return False  # one is already waiting; it will see this request
+    try:
+        _send(REBUILD_TASK, countdown=_rebuild_countdown())
+    except Exception:  # noqa: BLE001 - broker down: the sweep schedules it later
+        IndexState.objects.filter(pk=1).update(rebuild_queued=False)
+        logger.warning("could not enqueue an index rebuild; the sweep will retry", exc_info=True)
+        return False
+    return True
+
+
+def _rebuild_countdown() -> float:
+    """Seconds a newly scheduled rebuild waits: the configured delay, or, for a large library,
+    twice as long as the last rebuild took. During a long ingest into a large index the worker
+    then spends at most a third of its time rebuilding, so total ingest work stays linear in
+    the number of images; a small library's rebuild (milliseconds) waits only the delay."""
+    last = IndexState.objects.filter(pk=1).values_list("last_rebuild_seconds", flat=True).first() or 0.0
+    return min(REBUILD_MAX_COUNTDOWN, max(settings.IMAGESEARCH_REBUILD_DELAY, REBUILD_SPACING * last))
+
+
+def _chunks(ids: Sequence[int], size: int) -> Iterable[list[int]]:
+    for start in range(0, len(ids), size):
+        yield list(ids[start : start + size])

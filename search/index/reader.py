@@ -1,0 +1,391 @@
+"""Serving searches: a verified, memory-mapped generation per directory and process.
+
+A generation is verified (manifest fields, file size, sha256, expected model and
+dimension, ``ntotal``) once, before it is served; a damaged, truncated, missing or
+mismatched one is never served (docs/architecture.md, 'Invariants'). The index is loaded
+memory-mapped, so its vectors stay in the page cache, shared by every process that loads
+the same generation, instead of being copied into each process's private memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import IndexUnavailable, InvalidGeneration
+from .faiss_lib import import_faiss
+from .files import CURRENT_NAME, PathLike, read_pointer, sha256_fd
+from .kinds import KINDS, Kind, SearchFn
+from .manifest import Manifest, read_manifest_file
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    manifest: Manifest
+    index: Any
+    loaded_at: float
+    search: SearchFn
+
+
+class IndexReader:
+    """Serves searches from the current generation of one directory, in one process.
+
+    Share one per process (:func:`get_reader`); it is thread-safe. Every ``search``
+    first checks, at most once per ``check_interval`` seconds and with one ``stat`` of
+    ``CURRENT``, whether the pointer moved; if it did, the new generation is verified
+    and loaded memory-mapped, then swapped in under a lock. Searches in flight keep
+    the object they started with.
+
+    With ``background=True`` (the default) a new generation is loaded by a daemon
+    thread while searches keep being answered from the old one; the very first load
+    (nothing to serve yet) happens in the calling thread. With ``background=False``
+    the thread that notices the move loads it; other threads keep serving the old one.
+
+    A generation that fails verification is never served: the reader keeps what it
+    has, sets ``last_error`` and logs a warning, and does not retry that generation.
+    ``expected_model`` / ``expected_dim`` (``None``: accept any) are checked against
+    the manifest.
+    """
+
+    def __init__(
+        self,
+        directory: PathLike,
+        *,
+        expected_model: str | None = None,
+        expected_dim: int | None = None,
+        check_interval: float = 0.5,
+        background: bool = True,
+    ) -> None:
+        self.directory = Path(directory)
+        self.expected_model = expected_model
+        self.expected_dim = expected_dim
+        self.check_interval = check_interval
+        self.background = background
+        self.last_error: str | None = None
+        self._state: _Loaded | None = None
+        self._pointer_sig: tuple[int, ...] | None = None
+        self._pointer_generation: int | None = None
+        self._failed_generation: int | None = None
+        self._next_check = 0.0
+        self._swap_lock = threading.Lock()
+        self._load_lock = threading.Lock()
+        self._loader: threading.Thread | None = None
+
+    # -- public -------------------------------------------------------------------
+
+    @property
+    def manifest(self) -> Manifest | None:
+        """Manifest of the generation being served; ``None`` if nothing is loaded."""
+        state = self._state
+        return state.manifest if state else None
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Inner-product top-``k`` of each query row: exact for the "flat" kind,
+        approximate for "ivf" and "hnsw".
+
+        ``queries``: shape ``(m, d)`` (a single ``(d,)`` row is accepted as ``m = 1``),
+        finite, converted to float32. Returns ``(scores, ids)``: float32 and int64,
+        both ``(m, k)``, best first. Where fewer than ``k`` vectors exist, ids are
+        ``-1`` and scores ``-inf``. Raises :class:`IndexUnavailable` if no valid
+        generation has been loaded, ``ValueError`` for a bad ``k`` or query shape.
+        """
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        k = int(k)
+        self._maybe_refresh()
+        state = self._state
+        if state is None:
+            raise IndexUnavailable(self._unavailable_reason())
+        q = _query_matrix(queries, state.manifest.dim)
+        m = q.shape[0]
+        scores = np.full((m, k), -np.inf, dtype=np.float32)
+        ids = np.full((m, k), -1, dtype=np.int64)
+        kk = min(k, state.index.ntotal)
+        if m and kk:
+            d_out, i_out = state.search(np.ascontiguousarray(q), kk)
+            scores[:, :kk] = d_out
+            ids[:, :kk] = i_out
+            scores[ids == -1] = -np.inf
+        return scores, ids
+
+    def poll(self) -> Manifest | None:
+        """Do the check :meth:`search` does, and return the manifest being served.
+
+        Rate-limited (``check_interval``) and cheap; the first load happens in the
+        calling thread, later ones as :meth:`search` does them (in the background, or
+        by this thread while others keep serving). ``None``: nothing valid is loaded;
+        see ``last_error``. Use it to learn ``dim``/``count`` before searching.
+        """
+        self._maybe_refresh()
+        return self.manifest
+
+    def refresh(self, *, force: bool = False) -> bool:
+        """Check ``CURRENT`` now and load the generation it names if it is new.
+
+        Synchronous: it blocks for the whole load (seconds at 1M vectors) and waits
+        for a load in progress, so request code should call :meth:`poll` or
+        :meth:`search` instead; this is for tests, commands and an admin "reload".
+        ``force=True`` also retries a generation that failed before. Returns True if
+        a new generation was swapped in.
+        """
+        return self._refresh(wait=True, force=force)
+
+    def status(self) -> dict[str, Any]:
+        """A snapshot for an admin page. Never raises."""
+        state = self._state
+        m = state.manifest if state else None
+        return {
+            "directory": str(self.directory),
+            "generation": m.generation if m else None,
+            "current_generation": self._pointer_generation,
+            "kind": m.kind if m else None,
+            "count": m.count if m else None,
+            "dim": m.dim if m else None,
+            "model": m.model if m else None,
+            "image_weight": m.image_weight if m else None,
+            "size_bytes": m.size_bytes if m else None,
+            "created_at": m.created_at if m else None,
+            "loaded_at": state.loaded_at if state else None,
+            "loading": self._load_lock.locked(),
+            "expected_model": self.expected_model,
+            "expected_dim": self.expected_dim,
+            "last_error": self.last_error,
+        }
+
+    def close(self) -> None:
+        """Stop serving and drop the mapped index (searches in flight finish first)."""
+        with self._swap_lock:
+            self._state = None
+
+    def __repr__(self) -> str:
+        m = self.manifest
+        return f"<IndexReader {self.directory} generation={m.generation if m else None}>"
+
+    # -- noticing a new generation ----------------------------------------------------
+
+    def _unavailable_reason(self) -> str:
+        if self.last_error:
+            return f"no valid index generation in {self.directory}: {self.last_error}"
+        return f"no index generation has been written in {self.directory} yet"
+
+    def _pointer_signature(self) -> tuple[int, ...] | None:
+        try:
+            st = os.stat(self.directory / CURRENT_NAME)
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_dev, st.st_mtime_ns, st.st_size)
+
+    def _maybe_refresh(self) -> None:
+        now = time.monotonic()
+        # Rate-limited only while something is served: with nothing loaded yet, every caller
+        # waits for the load in progress (a fresh web process under concurrent requests would
+        # otherwise answer "unavailable" to all but the first for check_interval seconds).
+        if now < self._next_check and self._state is not None:
+            return
+        self._next_check = now + self.check_interval
+        if self._state is None or not self.background:
+            # Nothing to serve: wait for whoever is loading. Otherwise serve the old one.
+            self._refresh(wait=self._state is None)
+            return
+        if self._pointer_signature() == self._pointer_sig:
+            return
+        with self._swap_lock:
+            if self._loader is not None and self._loader.is_alive():
+                return
+            self._loader = threading.Thread(
+                target=self._refresh, kwargs={"wait": True}, name="search-index-loader", daemon=True
+            )
+            self._loader.start()
+
+    def _refresh(self, *, wait: bool, force: bool = False) -> bool:
+        if not self._load_lock.acquire(blocking=wait):
+            return False
+        try:
+            generation = self._generation_to_load(force=force)
+            if generation is None:
+                return False
+            try:
+                loaded = self._load(generation)
+            except InvalidGeneration as exc:
+                self._failed_generation = generation
+                self._record_error(f"generation {generation}: {exc}")
+                return False
+            self._swap_in(loaded)
+            return True
+        finally:
+            self._load_lock.release()
+
+    def _generation_to_load(self, *, force: bool) -> int | None:
+        """The generation ``CURRENT`` names if the pointer moved and it is worth loading;
+        ``None`` otherwise. Called with ``_load_lock`` held."""
+        sig = self._pointer_signature()
+        if sig == self._pointer_sig and not force:
+            return None
+        self._pointer_sig = sig
+        try:
+            generation = read_pointer(self.directory)
+        except InvalidGeneration as exc:
+            self._record_error(str(exc))
+            return None
+        self._pointer_generation = generation
+        if generation is None:
+            return None
+        state = self._state
+        if state is not None and state.manifest.generation == generation:
+            return None
+        if generation == self._failed_generation and not force:
+            return None
+        return generation
+
+    def _swap_in(self, loaded: _Loaded) -> None:
+        with self._swap_lock:
+            self._state = loaded
+        self.last_error = None
+        self._failed_generation = None
+        logger.info(
+            "search index generation %d loaded from %s (%d vectors)",
+            loaded.manifest.generation,
+            self.directory,
+            loaded.manifest.count,
+        )
+
+    def _record_error(self, message: str) -> None:
+        self.last_error = message
+        served = self._state.manifest.generation if self._state else None
+        logger.warning("search index in %s: %s (serving generation %s)", self.directory, message, served)
+
+    # -- verifying and loading a generation -------------------------------------------
+
+    def _load(self, generation: int) -> _Loaded:
+        """Verify generation ``generation`` and load it; raise InvalidGeneration otherwise."""
+        manifest = read_manifest_file(self.directory, generation)
+        if self.expected_model is not None and manifest.model != self.expected_model:
+            raise InvalidGeneration(f"built with model {manifest.model!r}, expected {self.expected_model!r}")
+        if self.expected_dim is not None and manifest.dim != self.expected_dim:
+            raise InvalidGeneration(f"dimension {manifest.dim}, expected {self.expected_dim}")
+        spec = KINDS.get(manifest.kind)
+        if spec is None:
+            raise InvalidGeneration(f"unknown index kind {manifest.kind!r}")
+        index = _read_verified(self.directory / manifest.index_file, manifest, spec)
+        faiss = import_faiss()
+        _check_loaded(faiss, spec, index, manifest)
+        spec.prepare(faiss, index)
+        return _Loaded(
+            manifest=manifest, index=index, loaded_at=time.time(), search=spec.search_fn(faiss, index)
+        )
+
+
+def _query_matrix(queries: np.ndarray, dim: int) -> np.ndarray:
+    """``queries`` as a float32 ``(m, dim)`` matrix; ValueError if it has another shape or
+    a non-finite element."""
+    q = np.asarray(queries, dtype=np.float32)
+    if q.ndim == 1:
+        q = q[None, :]
+    if q.ndim != 2 or q.shape[1] != dim:
+        raise ValueError(f"queries must have shape (m, {dim}), got {np.shape(queries)}")
+    if not np.isfinite(q).all():
+        raise ValueError("queries must be finite")
+    return q
+
+
+def _read_verified(path: Path, manifest: Manifest, spec: Kind) -> Any:
+    """Load the index file at ``path`` with faiss if its size and sha256 are the manifest's
+    and the name still refers to that file once loaded; raise InvalidGeneration otherwise."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError as exc:
+        raise InvalidGeneration(f"index file {path.name} is missing") from exc
+    except OSError as exc:
+        raise InvalidGeneration(f"cannot open {path.name}: {exc}") from exc
+    try:
+        st = os.fstat(fd)
+        if st.st_size != manifest.size_bytes:
+            raise InvalidGeneration(
+                f"index file {path.name} has {st.st_size} bytes, manifest says {manifest.size_bytes}"
+            )
+        try:
+            digest = sha256_fd(fd)
+        except OSError as exc:
+            raise InvalidGeneration(f"cannot read {path.name}: {exc}") from exc
+        if digest != manifest.sha256:
+            raise InvalidGeneration(f"index file {path.name} checksum mismatch")
+        faiss = import_faiss()
+        try:
+            index = faiss.read_index(str(path), spec.io_flags(faiss))
+        except (RuntimeError, MemoryError) as exc:
+            raise InvalidGeneration(f"faiss cannot read {path.name}: {exc}") from exc
+        # The name must still refer to the file we hashed.
+        try:
+            st2 = os.stat(path)
+        except OSError as exc:
+            raise InvalidGeneration(f"{path.name} vanished while loading") from exc
+        if (st2.st_ino, st2.st_dev) != (st.st_ino, st.st_dev):
+            raise InvalidGeneration(f"{path.name} was replaced while loading")
+    finally:
+        os.close(fd)
+    return index
+
+
+def _check_loaded(faiss: Any, spec: Kind, index: Any, manifest: Manifest) -> None:
+    """Raise InvalidGeneration unless ``index`` is of the manifest's kind, dim and count."""
+    problem = spec.check(faiss, index)
+    if problem:
+        raise InvalidGeneration(problem)
+    if index.d != manifest.dim:
+        raise InvalidGeneration(f"index dimension {index.d}, manifest says {manifest.dim}")
+    if index.ntotal != manifest.count:
+        raise InvalidGeneration(f"index holds {index.ntotal} vectors, manifest says {manifest.count}")
+
+
+# --------------------------------------------------------------------------- per-process cache
+
+
+_readers: dict[str, IndexReader] = {}
+_readers_lock = threading.Lock()
+
+
+def get_reader(
+    directory: PathLike,
+    expected_model: str | None = None,
+    expected_dim: int | None = None,
+) -> IndexReader:
+    """The process-wide reader for ``directory`` (created on first call).
+
+    A call with other expectations than the cached reader's replaces it.
+    """
+    key = os.path.realpath(directory)
+    with _readers_lock:
+        reader = _readers.get(key)
+        if reader is None or (reader.expected_model, reader.expected_dim) != (expected_model, expected_dim):
+            reader = IndexReader(key, expected_model=expected_model, expected_dim=expected_dim)
+            _readers[key] = reader
+        return reader
+
+
+def reset_readers() -> None:
+    """Forget every cached reader (tests; also done in a forked child)."""
+    with _readers_lock:
+        readers = list(_readers.values())
+        _readers.clear()
+    for reader in readers:
+        reader.close()
+
+
+def _after_fork_in_child() -> None:
+    # Locks and loader threads do not survive fork(); start clean in the child.
+    global _readers_lock
+    _readers.clear()
+    _readers_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,220 @@
+"""The embedding pipeline: image and label vectors, and the hybrids the index is built from.
+
+Run by the worker's tasks and the admin's actions. Everything here is safe to run twice: the
+state lives in the rows, and an image already embedded by the current model is not run
+through the model again (see docs/architecture.md, 'Invariants').
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from PIL import Image as PILImage
+from PIL import ImageOps
+
+from gallery.models import Image, Label
+from gallery.validation import THUMBNAIL_SIZE, InvalidImage, to_rgb
+
+from . import dispatch, embedding
+
+
+@dataclass
+class EmbedReport:
+    embedded: int = 0
+    refreshed: int = 0
+    failed: int = 0
+    skipped: int = 0
+
+
+def images_embed(*, image_ids: Sequence[int]) -> EmbedReport:
+    """Embed these images (those not already embedded by the current model), store their image
+    and hybrid vectors, mark them ready or failed, and request an index rebuild.
+
+    Idempotent: an image whose image vector was made by the current model is not run through
+    the model again; only its hybrid is refreshed if the labels or the weight changed.
+    """
+    report = EmbedReport()
+    model = embedding.model_name()
+    weight = settings.IMAGESEARCH_IMAGE_WEIGHT
+    images = list(Image.objects.filter(pk__in=image_ids).prefetch_related("labels"))
+    report.skipped = len(set(image_ids)) - len(images)  # deleted meanwhile: nothing to do
+    if not images:
+        return report
+    try:
+        embedding.get_model()
+    except embedding.ModelUnavailable as exc:
+        for image in images:
+            if image.status != Image.Status.READY:
+                _mark_failed(image.pk, str(exc))
+                report.failed += 1
+        return report
+
+    todo = [i for i in images if i.embedding_model != model or i.image_vector is None]
+    done = [i for i in images if i not in todo]
+    decoded: list[tuple[Image, Any]] = []
+    for image in todo:
+        try:
+            decoded.append((image, _open_for_embedding(image)))
+        except (OSError, ValueError, InvalidImage) as exc:
+            _mark_failed(image.pk, f"The image file could not be read: {exc}")
+            report.failed += 1
+
+    label_vectors = label_vectors_ensure(labels=(label for i in images for label in i.labels.all()))
+    now = timezone.now()
+    if decoded:
+        vectors = embedding.encode_images(
+            [pil for _, pil in decoded], batch_size=settings.IMAGESEARCH_EMBED_BATCH_SIZE
+        )
+        for (image, _), vector in zip(decoded, vectors, strict=True):
+            hybrid = _hybrid_for(image, vector, label_vectors)
+            _mark_ready(
+                image.pk, hybrid, weight, now, image_vector=embedding.to_bytes(vector), embedding_model=model
+            )
+            report.embedded += 1
+    for image in done:
+        hybrid = _hybrid_for(image, embedding.from_bytes(image.image_vector), label_vectors)
+        _mark_ready(image.pk, hybrid, weight, now)
+        report.refreshed += 1
+    if report.embedded or report.refreshed:
+        dispatch.index_rebuild_request()
+    return report
+
+
+def hybrids_refresh(*, image_ids: Sequence[int]) -> int:
+    """Recompute hybrids from stored image and label vectors (after a relabel, a label rename
+    or a weight change). The image model does not run; only new label texts are encoded."""
+    model = embedding.model_name()
+    weight = settings.IMAGESEARCH_IMAGE_WEIGHT
+    images = list(
+        Image.objects.filter(
+            pk__in=image_ids, embedding_model=model, image_vector__isnull=False
+        ).prefetch_related("labels")
+    )
+    if not images:
+        return 0
+    label_vectors = label_vectors_ensure(labels=(label for i in images for label in i.labels.all()))
+    now = timezone.now()
+    for image in images:
+        hybrid = _hybrid_for(image, embedding.from_bytes(image.image_vector), label_vectors)
+        Image.objects.filter(pk=image.pk).update(
+            hybrid_vector=embedding.to_bytes(hybrid), hybrid_weight=weight, hybrid_updated_at=now
+        )
+    dispatch.index_rebuild_request()
+    return len(images)
+
+
+def label_vectors_ensure(*, labels: Iterable[Label]) -> dict[int, np.ndarray]:
+    """Text vectors for labels, computed once per label and cached on the row."""
+    model = embedding.model_name()
+    labels = list({label.pk: label for label in labels}.values())
+    missing = [label for label in labels if not label.has_vector_for(model)]
+    if missing:
+        vectors = embedding.encode_texts([label.name for label in missing])
+        for label, vector in zip(missing, vectors, strict=True):
+            Label.objects.filter(pk=label.pk, name=label.name).update(
+                vector=embedding.to_bytes(vector), vector_model=model
+            )
+            label.vector, label.vector_model = embedding.to_bytes(vector), model
+    return {label.pk: embedding.from_bytes(label.vector) for label in labels}
+
+
+def images_reembed(*, image_ids: Sequence[int]) -> int:
+    """Forget the image vectors of these images and embed them again."""
+    ids = list(image_ids)
+    with transaction.atomic():
+        count = Image.objects.filter(pk__in=ids).update(
+            image_vector=None,
+            embedding_model="",
+            status=Image.Status.PENDING,
+            failure_reason="",
+            status_changed_at=timezone.now(),
+            queued_at=None,
+        )
+        dispatch.embedding_enqueue(image_ids=ids)
+    return count
+
+
+def images_embed_missing() -> dict[str, int]:
+    """Bring every row up to date with the current model and weight.
+
+    Re-embeds only images without a vector from the current model (pending, failed, or made by
+    another model: a model change never mixes two models' vectors in one index); recomputes
+    hybrids made with another weight; rebuilds.
+    """
+    model = embedding.model_name()
+    weight = settings.IMAGESEARCH_IMAGE_WEIGHT
+    stale_ids = list(Image.objects.stale(model).values_list("pk", flat=True))
+    if stale_ids:
+        Image.objects.filter(pk__in=stale_ids).update(
+            status=Image.Status.PENDING, failure_reason="", status_changed_at=timezone.now()
+        )
+        dispatch.embedding_enqueue(image_ids=stale_ids)
+    reweigh_ids = list(
+        Image.objects.filter(embedding_model=model, image_vector__isnull=False)
+        .exclude(hybrid_weight=weight)
+        .values_list("pk", flat=True)
+    )
+    if reweigh_ids:
+        dispatch.hybrids_refresh_enqueue(image_ids=reweigh_ids)
+    dispatch.index_rebuild_request()
+    return {"reembed": len(stale_ids), "reweigh": len(reweigh_ids)}
+
+
+def images_retry_failed() -> int:
+    ids = list(Image.objects.failed().values_list("pk", flat=True))
+    return images_reembed(image_ids=ids) if ids else 0
+
+
+def _open_for_embedding(image: Image) -> Any:
+    """Decode an image for the model, as cheaply as possible.
+
+    For a large original, the thumbnail (long side 512, made when the upload was decoded)
+    already holds more pixels than CLIP reads (224 short side), so it is decoded instead;
+    otherwise the original is, with JPEG draft mode shrinking it while decoding.
+    """
+    long_side, short_side = max(image.width, image.height), min(image.width, image.height)
+    if image.thumbnail and long_side > THUMBNAIL_SIZE and short_side * THUMBNAIL_SIZE / long_side >= 224:
+        with image.thumbnail.open("rb") as fh:
+            pil = PILImage.open(fh)
+            pil.load()
+        return pil.convert("RGB")
+    with image.file.open("rb") as fh:
+        pil = PILImage.open(fh)
+        if pil.format == "JPEG":
+            pil.draft("RGB", (448, 448))
+        pil.load()
+        try:
+            pil = ImageOps.exif_transpose(pil)
+        except Exception:  # noqa: BLE001
+            pass
+        return to_rgb(pil)
+
+
+def _hybrid_for(image: Image, image_vector: np.ndarray, label_vectors: dict[int, np.ndarray]) -> np.ndarray:
+    parts = [label_vectors[label.pk] for label in image.labels.all()]
+    return embedding.combine(image_vector, parts, settings.IMAGESEARCH_IMAGE_WEIGHT)
+
+
+def _mark_ready(image_id: int, hybrid: np.ndarray, weight: float, now: Any, **vector_fields: Any) -> None:
+    """Store a hybrid (and, when given, the image vector and its model) and mark the row ready."""
+    Image.objects.filter(pk=image_id).update(
+        hybrid_vector=embedding.to_bytes(hybrid),
+        hybrid_weight=weight,
+        hybrid_updated_at=now,
+        status=Image.Status.READY,
+        failure_reason="",
+        status_changed_at=now,
+        **vector_fields,
+    )
+
+
+def _mark_failed(image_id: int, reason: str) -> None:
+    Image.objects.filter(pk=image_id).update(
+        status=Image.Status.FAILED, failure_reason=reason[:2000], status_changed_at=timezone.now()
+    )

@@ -1,0 +1,63 @@
+"""A query (words, an image, an image in the library, or words and an image) as one vector."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gallery.models import Image
+from gallery.validation import InvalidImage, validate_image_bytes
+
+from . import embedding
+from .errors import QueryError, QueryTargetMissing, SearchUnavailable
+
+MAX_QUERY_CHARS = 2000  # CLIP reads 77 tokens; a longer text is cut before tokenising
+
+
+def query_text_clean(text: str) -> str:
+    """Drop control characters and surplus whitespace; cut what CLIP would never read."""
+    text = "".join(ch if ch.isprintable() or ch in "\t\n" else " " for ch in text[: MAX_QUERY_CHARS * 4])
+    return " ".join(text.split())[:MAX_QUERY_CHARS]
+
+
+def query_vector_for_text(*, text: str) -> np.ndarray:
+    cleaned = query_text_clean(text)
+    if not cleaned:
+        raise QueryError("Type a few words to search for, or choose an image.")
+    try:
+        return embedding.encode_query_text(cleaned)
+    except embedding.ModelUnavailable as exc:
+        raise SearchUnavailable(f"Search is unavailable: {exc}") from None
+
+
+def query_vector_for_image(*, data: bytes) -> np.ndarray:
+    try:
+        validated = validate_image_bytes(data)
+    except InvalidImage as exc:
+        raise QueryError(f"That image cannot be used for search: {exc}") from None
+    try:
+        return embedding.encode_images([validated.rgb])[0]
+    except embedding.ModelUnavailable as exc:
+        raise SearchUnavailable(f"Search is unavailable: {exc}") from None
+
+
+def query_vector_for_image_id(*, image_id: int) -> np.ndarray:
+    """The stored hybrid of an image in the library ("more like this")."""
+    row = (
+        Image.objects.searchable(embedding.model_name())
+        .filter(pk=image_id)
+        .values_list("hybrid_vector", flat=True)
+        .first()
+    )
+    if row is None:
+        raise QueryTargetMissing("That image does not exist (any more), or is not indexed yet.")
+    return embedding.from_bytes(row)
+
+
+def query_vector_combine(
+    *, image_vector: np.ndarray, text_vector: np.ndarray, image_weight: float
+) -> np.ndarray:
+    """A query of words and an image together: ``normalize(w * n(image) + (1 - w) * n(text))``,
+    the formula of the stored hybrids with the words in place of the labels."""
+    if not 0.0 <= image_weight <= 1.0:
+        raise QueryError("The image weight is a number from 0 to 1.")
+    return embedding.combine(image_vector, [text_vector], image_weight)

@@ -1,0 +1,156 @@
+"""Writing index generations from the database, and the periodic repair (the sweep).
+
+The index is derived from the rows: a rebuild reads every searchable row's hybrid vector and
+writes a new generation, so running it twice, or after a crash, gives the same index (see
+docs/architecture.md, 'Invariants').
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+import numpy as np
+from django.conf import settings
+from django.db import connection
+from django.db.models import Q
+from django.utils import timezone
+
+from gallery.models import Image
+
+from . import dispatch, embedding, status
+from . import index as search_index
+from .models import IndexState
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RebuildReport:
+    built: bool
+    generation: int | None = None
+    count: int = 0
+    seconds: float = 0.0
+    read_seconds: float = 0.0  # of ``seconds``: reading the vectors from the database
+
+
+def index_rebuild() -> RebuildReport:
+    """Write a new index generation from the ready rows, unless another process is writing.
+
+    One writer at a time (a file lock): a second caller backs off at once; the writer checks at
+    the end whether requests arrived while it ran and schedules one more rebuild if so.
+    """
+    started = time.monotonic()
+    directory = status.index_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        with search_index.writer_lock(directory, blocking=False):
+            state = IndexState.get()
+            seen = state.requested
+            # New requests from here on schedule another rebuild.
+            IndexState.objects.filter(pk=1).update(rebuild_queued=False)
+            model = embedding.model_name()
+            ids, vectors = index_vectors_read(model=model)
+            read_seconds = time.monotonic() - started
+            dim = vectors.shape[1] if len(ids) else _known_dimension()
+            if not len(ids):
+                vectors = np.zeros((0, dim), dtype=np.float32)
+            manifest = search_index.write_generation(
+                directory,
+                ids,
+                vectors,
+                model=model,
+                image_weight=settings.IMAGESEARCH_IMAGE_WEIGHT,
+                kind=settings.IMAGESEARCH_INDEX_KIND,
+            )
+            seconds = time.monotonic() - started
+            IndexState.objects.filter(pk=1).update(
+                built_request=seen,
+                last_rebuild_at=timezone.now(),
+                last_rebuild_seconds=seconds,
+                last_error="",
+            )
+    except search_index.IndexLocked:
+        logger.info("another process is rebuilding the index; backing off")
+        # Release the claim: the writer checks at its end whether requests arrived while it
+        # ran and schedules one more rebuild, which this claim would otherwise block.
+        IndexState.objects.filter(pk=1).update(rebuild_queued=False)
+        return RebuildReport(built=False)
+    if IndexState.objects.filter(pk=1, requested__gt=seen).exists():
+        dispatch.index_rebuild_schedule()
+    logger.info(
+        "index generation %s: %d vectors in %.2fs (%.2fs reading the database)",
+        manifest.generation,
+        len(ids),
+        seconds,
+        read_seconds,
+    )
+    return RebuildReport(
+        built=True, generation=manifest.generation, count=len(ids), seconds=seconds, read_seconds=read_seconds
+    )
+
+
+def index_vectors_read(*, model: str) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, hybrid vectors) of the searchable rows, in one pass over a chunked cursor.
+
+    A plain cursor, a chunk of rows at a time turned into one array: the ORM's per-row
+    iteration and a copy per blob cost a large share of a rebuild at a million rows.
+    ``chunked_cursor`` is server-side on PostgreSQL, so memory stays at the vectors plus one
+    chunk of rows.
+    """
+    query = Image.objects.searchable(model).order_by().values_list("pk", "hybrid_vector").query
+    sql, params = query.sql_with_params()
+    id_parts: list[np.ndarray] = []
+    vector_parts: list[np.ndarray] = []
+    sizes: set[int] = set()
+    with connection.chunked_cursor() as cursor:
+        cursor.execute(sql, params)
+        while rows := cursor.fetchmany(10_000):
+            blobs = [blob for _, blob in rows]
+            sizes.update(len(blob) for blob in blobs)
+            if len(sizes) > 1:
+                raise search_index.SearchIndexError(
+                    f"hybrid vectors of model {model!r} have different sizes {sorted(sizes)}: re-embed them"
+                )
+            id_parts.append(np.fromiter((pk for pk, _ in rows), dtype=np.int64, count=len(rows)))
+            vector_parts.append(np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(rows), -1))
+    if not id_parts:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate(id_parts), np.concatenate(vector_parts).astype(np.float32, copy=False)
+
+
+def index_sweep() -> dict[str, int]:
+    """Periodic repair: re-enqueue images pending for too long (or never handed to the broker)
+    and schedule a rebuild when the index is behind and none is waiting."""
+    now = timezone.now()
+    timeout = timedelta(seconds=settings.IMAGESEARCH_PENDING_TIMEOUT)
+    stuck = list(
+        Image.objects.pending()
+        .filter(Q(queued_at__isnull=True) | Q(queued_at__lt=now - timeout))
+        .values_list("pk", flat=True)[:50_000]
+    )
+    if stuck:
+        dispatch.embedding_enqueue(image_ids=stuck)
+    state = IndexState.get()
+    stale_queue = (
+        state.rebuild_queued
+        and state.queued_at
+        and state.queued_at < now - timedelta(seconds=max(120.0, 10 * settings.IMAGESEARCH_REBUILD_DELAY))
+    )
+    if stale_queue:
+        IndexState.objects.filter(pk=1).update(rebuild_queued=False)
+    rebuild = False
+    if status.index_behind() or stale_queue:
+        rebuild = dispatch.index_rebuild_schedule()
+    return {"requeued": len(stuck), "rebuild_scheduled": int(rebuild)}
+
+
+def _known_dimension() -> int:
+    """The model's dimension, for an empty index (loads the model if needed)."""
+    try:
+        return embedding.dimension()
+    except embedding.ModelUnavailable:
+        manifest = search_index.read_current_manifest(status.index_dir())
+        return manifest.dim if manifest else 1

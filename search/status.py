@@ -1,0 +1,124 @@
+"""Where the index is, whether it is behind the database, and what the status page shows."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Count, Max
+
+from gallery.models import Image
+
+from . import embedding
+from . import index as search_index
+from .models import IndexState
+
+
+def index_dir() -> Path:
+    return Path(settings.INDEX_DIR)
+
+
+def index_reader() -> search_index.IndexReader:
+    """This process's reader of the index (one per process, shared by every request)."""
+    return search_index.get_reader(index_dir(), expected_model=embedding.model_name())
+
+
+def index_behind() -> bool:
+    """True when the index does not hold exactly what the database says it should."""
+    state = IndexState.get()
+    manifest = search_index.read_current_manifest(index_dir())
+    model = embedding.model_name()
+    searchable = Image.objects.searchable(model)
+    count = searchable.count()
+    if manifest is None:
+        return count > 0
+    if state.behind_requests or manifest.count != count or manifest.model != model:
+        return True
+    if manifest.kind != settings.IMAGESEARCH_INDEX_KIND:  # the setting changed: rebuild
+        return True
+    if not _current_generation_usable(manifest):  # damaged or truncated: rebuild, which repairs
+        return True
+    newest = searchable.aggregate(newest=Max("hybrid_updated_at"))["newest"]
+    return bool(newest and newest.timestamp() > manifest.created_at)
+
+
+def index_status() -> dict[str, Any]:
+    """What the admin status page shows."""
+    counts = {status: 0 for status in Image.Status.values}
+    for row in Image.objects.order_by().values("status").annotate(n=Count("pk")):
+        counts[row["status"]] = row["n"]
+    reader_status: dict[str, Any] = {}
+    try:
+        reader = index_reader()
+        reader.refresh()  # a damaged CURRENT is reported even where no search has run yet
+        reader_status = reader.status()
+    except search_index.IndexUnavailable as exc:
+        reader_status = {"last_error": str(exc)}
+    manifest = search_index.read_current_manifest(index_dir())
+    state = IndexState.get()
+    return {
+        "counts": counts,
+        "total": sum(counts.values()),
+        "manifest": manifest,
+        "age_seconds": (time.time() - manifest.created_at) if manifest else None,
+        "built_at": datetime.fromtimestamp(manifest.created_at, tz=UTC) if manifest else None,
+        "reader": reader_status,
+        "behind": index_behind(),
+        "state": state,
+        "model": embedding.model_name(),
+        "stale": Image.objects.stale(embedding.model_name()).count(),
+        "model_error": embedding.last_load_error(),
+    }
+
+
+def status_summary() -> dict[str, Any]:
+    """:func:`index_status` as plain JSON-able values (the admin status page polls it, the API
+    serves it)."""
+    status = index_status()
+    manifest = status["manifest"]
+    state = status["state"]
+    return {
+        "counts": status["counts"],
+        "total": status["total"],
+        "stale": status["stale"],
+        "model": status["model"],
+        "model_error": status["model_error"] or "",
+        "generation": manifest.generation if manifest else None,
+        "vectors": manifest.count if manifest else 0,
+        "dimension": manifest.dim if manifest else None,
+        "size_bytes": manifest.size_bytes if manifest else None,
+        "age_seconds": status["age_seconds"],
+        "behind": status["behind"],
+        "rebuild_queued": state.rebuild_queued,
+        "last_rebuild_seconds": state.last_rebuild_seconds,
+        "index_error": status["reader"].get("last_error") or "",
+    }
+
+
+def search_notices() -> list[str]:
+    """What a page of results says about images or changes it may be missing."""
+    notices = []
+    pending = Image.objects.pending().count()
+    if pending:
+        notices.append(f"{pending} image(s) are still being indexed and may be missing from the results.")
+    try:
+        error = index_reader().last_error
+    except search_index.IndexUnavailable:
+        error = None
+    if error:
+        notices.append("The newest index could not be loaded; showing results from the previous one.")
+    state = IndexState.objects.filter(pk=1).first()
+    if state is not None and state.behind_requests and not pending:
+        notices.append("The index is being updated; the newest changes may take a moment to show.")
+    return notices
+
+
+def _current_generation_usable(manifest: search_index.Manifest) -> bool:
+    """Whether this process's reader verified (checksum, size, manifest) and serves the
+    generation ``CURRENT`` names. Waits for the verification, done once per generation."""
+    reader = index_reader()
+    reader.refresh()
+    return reader.manifest is not None and reader.manifest.generation == manifest.generation
