@@ -6,7 +6,10 @@ Names inside archives are used only for labels and messages, never as paths on d
 from __future__ import annotations
 
 import os
+import re
+import stat
 import zipfile
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
 
@@ -22,8 +25,10 @@ class InvalidArchive(ValueError):
 
 
 def _skip(name: str) -> bool:
-    parts = PurePosixPath(name).parts
-    return any(p.startswith(".") or p == "__MACOSX" for p in parts)
+    """Hidden files and macOS metadata: left out quietly (nobody chose them). A ``..`` is not
+    hidden: such an entry is refused with its reason."""
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    return any((p.startswith(".") and p != "..") or p == "__MACOSX" for p in parts)
 
 
 def _folder_label(parts: Sequence[str]) -> list[str]:
@@ -50,12 +55,38 @@ def uploads_from_zip(source, *, labels: Sequence[str], labels_from_dirs: bool) -
 
         return read
 
+    counts = Counter(info.filename for info in entries)
     for info in entries:
+        refused = _entry_problem(info, counts[info.filename])
+        if refused is not None:
+            yield ImageUpload(
+                name=info.filename, size=info.file_size, read=_never, labels=(), refused=refused
+            )
+            continue
         parts = PurePosixPath(info.filename.replace("\\", "/")).parts
         item_labels = list(labels) + (_folder_label(parts) if labels_from_dirs else [])
         yield ImageUpload(
             name=parts[-1] if parts else "entry", size=info.file_size, read=reader(info), labels=item_labels
         )
+
+
+def _entry_problem(info: zipfile.ZipInfo, same_name: int) -> str | None:
+    """Why an archive entry is refused as it is named (None when it is not): it is listed as
+    refused with this reason, never skipped in silence."""
+    name = info.filename.replace("\\", "/")
+    if name.startswith("/") or re.match(r"[A-Za-z]:", name):
+        return "an absolute name; entries of an archive must be relative."
+    if ".." in name.split("/"):
+        return "the name climbs out of the archive with '..'."
+    if stat.S_ISLNK(info.external_attr >> 16):
+        return "a symbolic link; only files are imported."
+    if same_name > 1:
+        return f"the archive holds {same_name} entries of this name; which one is meant cannot be known."
+    return None
+
+
+def _never() -> bytes:
+    raise AssertionError("a refused entry is never read")
 
 
 def uploads_from_directory(

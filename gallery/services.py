@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
@@ -27,12 +28,23 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class ImageUpload:
-    """One file to add: its client-side name (for messages only), size, a reader, its labels."""
+    """One file to add: its client-side name (for messages only), size, a reader, its labels.
+
+    An import from an export also carries the original upload time and uploader, and the image
+    vector with the model that made it (the pipeline then skips the image model). ``refused``
+    is set when the file was refused before reading (an archive entry named unsafely): it is
+    reported with that reason and never read.
+    """
 
     name: str
     size: int
     read: Callable[[], bytes]
     labels: Sequence[str]
+    uploaded_at: datetime | None = None
+    uploader: AbstractBaseUser | None = None
+    image_vector: bytes | None = None
+    embedding_model: str = ""
+    refused: str | None = None
 
 
 @dataclass
@@ -112,6 +124,9 @@ def images_create(
 
 def _image_create_one(*, upload: ImageUpload, user: AbstractBaseUser | None, result: ImportResult) -> None:
     name = upload.name or "upload"
+    if upload.refused is not None:
+        result.refused.append((name, upload.refused))
+        return
     try:
         check_upload_size(upload.size)  # by the declared size, before reading the file
         label_names = clean_label_names(upload.labels)
@@ -130,7 +145,9 @@ def _image_create_one(*, upload: ImageUpload, user: AbstractBaseUser | None, res
         sha256=validated.sha256,
         original_name=name[-255:],
         content_type=validated.content_type,
-        uploaded_by=user,
+        uploaded_by=upload.uploader or user,
+        image_vector=upload.image_vector,
+        embedding_model=upload.embedding_model if upload.image_vector is not None else "",
     )
     saved: list[str] = []
     try:
@@ -142,6 +159,8 @@ def _image_create_one(*, upload: ImageUpload, user: AbstractBaseUser | None, res
             # width/height are the displayed (orientation-applied) size
             image.width, image.height = validated.width, validated.height
             image.save()
+            if upload.uploaded_at is not None:  # auto_now_add sets "now" on insert
+                Image.objects.filter(pk=image.pk).update(uploaded_at=upload.uploaded_at)
             image.labels.set(labels_get_or_create(names=label_names))
     except IntegrityError:
         _delete_files(saved)

@@ -55,7 +55,13 @@ def images_embed(*, image_ids: Sequence[int]) -> EmbedReport:
                 report.failed += 1
         return report
 
-    todo = [i for i in images if i.embedding_model != model or i.image_vector is None]
+    vector_bytes = 4 * embedding.dimension()
+    # A stored vector of another model, or of the wrong size (an imported one), is made again.
+    todo = [
+        i
+        for i in images
+        if i.embedding_model != model or i.image_vector is None or len(i.image_vector) != vector_bytes
+    ]
     done = [i for i in images if i not in todo]
     decoded: list[tuple[Image, Any]] = []
     for image in todo:
