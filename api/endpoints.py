@@ -268,6 +268,7 @@ def knn_service(request: HttpRequest, body: s.KnnIn, response: HttpResponse):
         image_base64=body.image,
         image_url=body.image_url,
         embedding_input=body.embedding_input,
+        request=request,
     )
     count = max(body.num_images, body.num_result_ids or 0)
     hits = clip_retrieval.knn_search(vector=vector, num_result_ids=count, deduplicate=body.deduplicate)

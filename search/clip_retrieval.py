@@ -5,9 +5,10 @@ Where this differs from clip-retrieval's own back end, and why:
 
 * One index, :data:`INDEX_NAME`, of hybrid vectors answers both ``modality`` values (there is
   no separate caption index: labels are part of every hybrid).
-* ``image_url`` is accepted only for this library's own image addresses (``/media/...``), which
-  search with that image's stored image vector; other addresses are refused, never fetched
-  (the server must not be made to download arbitrary URLs).
+* ``image_url`` is accepted only when it is exactly the address of a ready image's own file as
+  this server gives it out (``Image.file.url``, relative or on this request's host); that
+  image's stored image vector is the query. Other addresses are refused, never fetched (the
+  server must not be made to download arbitrary URLs).
 * ``use_safety_model``, ``use_violence_detector``, ``use_mclip`` and the aesthetic options are
   accepted and ignored: the library is curated by its staff and has no such models.
 * ``deduplicate`` drops a result whose hybrid is at least :data:`DEDUP_SIMILARITY` similar to a
@@ -19,11 +20,11 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Sequence
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import numpy as np
 from django.conf import settings
-from django.db.models import Q
+from django.http import HttpRequest
 
 from gallery.models import Image
 
@@ -46,14 +47,18 @@ def knn_vector(
     image_base64: str | None = None,
     image_url: str | None = None,
     embedding_input: Sequence[float] | None = None,
+    request: HttpRequest | None = None,
 ) -> np.ndarray:
-    """The query vector, from the first of these that is given (clip-retrieval's order)."""
+    """The query vector, from the first of these that is given (clip-retrieval's order).
+
+    ``request`` is the one being answered: an absolute ``image_url`` must be on its host. Without
+    it only the relative form of an image's address is accepted."""
     if text:
         return query_vectors.query_vector_for_text(text=text)
     if image_base64:
         return query_vectors.query_vector_for_image(data=_decode_base64(image_base64))
     if image_url:
-        return _vector_of_own_image(image_url)
+        return _vector_of_own_image(image_url, request=request)
     if embedding_input is not None:
         return _vector_from_numbers(embedding_input)
     raise QueryError("Send one of text, image (base64), image_url or embedding_input.")
@@ -83,24 +88,47 @@ def _decode_base64(value: str) -> bytes:
     return data
 
 
-def _vector_of_own_image(url: str) -> np.ndarray:
-    path = unquote(urlsplit(url).path)
+def _path_on_this_server(url: str, *, request: HttpRequest | None) -> str:
+    """The path of ``url`` if it is an address on this server, else :class:`QueryError`.
+
+    Either a path from this server's root (``/media/...``, not the protocol-relative
+    ``//host/...``), or an absolute URL that starts with this request's own scheme and host,
+    ``request.build_absolute_uri("/")`` (a host Django has checked against ALLOWED_HOSTS), letters
+    in any case. Another scheme, host, port, a look-alike host or userinfo does not start that way.
+    """
+    if url.startswith("/") and not url.startswith("//"):
+        return url
+    origin = request.build_absolute_uri("/")[:-1] if request is not None else ""  # scheme://host
+    if origin and url[: len(origin) + 1].lower() == f"{origin}/".lower():
+        return url[len(origin) :]
+    raise QueryError(
+        f"image_url must be an address on this server ({origin + '/..., ' if origin else ''}or a path "
+        f"such as {settings.MEDIA_URL}...); other addresses are not fetched. Send the image as "
+        "base64 instead."
+    )
+
+
+def _vector_of_own_image(url: str, *, request: HttpRequest | None) -> np.ndarray:
+    # Accepted: exactly a ready image's own file URL (``Image.file.url``, what the API and the
+    # pages link), nothing that merely resolves to it. The exact comparison is what refuses
+    # thumbnails, "..", percent-encoded variants, query strings and fragments alike.
+    path = _path_on_this_server(url, request=request)
     media = settings.MEDIA_URL
-    name = path[len(media) :] if path.startswith(media) else ""
-    row = None
-    if name:
-        row = (
+    image = None
+    if path.startswith(media):
+        image = (
             Image.objects.searchable(embedding.model_name())
-            .filter(Q(file=name) | Q(thumbnail=name))
-            .values_list("image_vector", flat=True)
+            .filter(file=unquote(path[len(media) :]))
+            .only("file", "image_vector")
             .first()
         )
-    if row is None:
+    if image is None or image.file.url != path or image.image_vector is None:
         raise QueryError(
-            "image_url must be the address of an indexed image of this library (under "
-            f"{media}); other addresses are not fetched. Send the image as base64 instead."
+            "image_url must be the address of an indexed image of this library: its file's URL as "
+            f"this server gives it (the API's image_url, or its path {media}...), not its thumbnail; "
+            "other addresses are not fetched. Send the image as base64 instead."
         )
-    return embedding.from_bytes(row)
+    return embedding.from_bytes(image.image_vector)
 
 
 def _vector_from_numbers(numbers: Sequence[float]) -> np.ndarray:
