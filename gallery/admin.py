@@ -55,6 +55,9 @@ class ImageAdmin(admin.ModelAdmin):
     ]
     actions = ["delete_selected"]
 
+    class Media:
+        css = {"all": ["css/admin-extra.css"]}  # the previews' sizes: the policy allows no inline style
+
     def get_queryset(self, request: HttpRequest) -> QuerySet[Image]:
         return super().get_queryset(request).for_display()
 
@@ -63,7 +66,7 @@ class ImageAdmin(admin.ModelAdmin):
         if not obj.thumbnail:
             return "-"
         return format_html(
-            '<img src="{}" alt="{}" style="height:64px;border-radius:4px">',
+            '<img class="image-preview" src="{}" alt="{}">',
             obj.thumbnail.url,
             ", ".join(obj.label_names),
         )
@@ -73,7 +76,7 @@ class ImageAdmin(admin.ModelAdmin):
         if not obj.pk:
             return "-"
         return format_html(
-            '<a href="{}"><img src="{}" alt="" style="max-height:320px"></a>',
+            '<a href="{}"><img class="image-preview-large" src="{}" alt=""></a>',
             obj.file.url,
             obj.thumbnail.url if obj.thumbnail else obj.file.url,
         )

@@ -1,5 +1,6 @@
 """A real browser for the page tests: Playwright driving Debian's Chromium (``apt-get install
-chromium``). Playwright's own browser download is not used. Screenshots of every page the tests
+chromium``). Playwright's own browser download is not used. A test fails on any JavaScript error
+or Content-Security-Policy violation on any of its pages. Screenshots of every page the tests
 visit go to test-artifacts/screenshots/."""
 
 from __future__ import annotations
@@ -49,16 +50,58 @@ def chromium() -> Iterator[object]:
             os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
+# Runs in every frame before the page's own scripts. The browser also logs each violation on the
+# console; the event says which directive refused what, on which page.
+_REPORT_VIOLATIONS = """
+document.addEventListener("securitypolicyviolation", (event) => {
+    window.__reportPolicyViolation(
+        `${event.effectiveDirective} refused ${event.blockedURI}`  // a URL, "inline" or "eval"
+        + ` on ${event.documentURI} (line ${event.lineNumber})`
+    );
+}, true);
+"""
+
+
+class PageProblems:
+    """JavaScript errors and Content-Security-Policy violations on every page of the browser
+    contexts it watches (tabs opened later included)."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.violations: list[str] = []
+
+    def watch(self, context):
+        context.expose_binding("__reportPolicyViolation", lambda source, text: self.violations.append(text))
+        context.add_init_script(_REPORT_VIOLATIONS)
+        context.on("weberror", lambda error: self.errors.append(str(error.error)))
+        context.on("console", self._console)
+        return context
+
+    def _console(self, message) -> None:
+        if "Content Security Policy" in message.text:
+            self.violations.append(f"console: {message.text}")
+
+    def assert_none(self) -> None:
+        assert not self.errors, f"JavaScript errors on the pages: {self.errors}"
+        assert not self.violations, f"Content-Security-Policy violations on the pages: {self.violations}"
+
+
 @pytest.fixture
-def page(chromium):
+def page_problems() -> Iterator[PageProblems]:
+    """Watch another context with ``page_problems.watch(context)``; the test fails on any problem."""
+    problems = PageProblems()
+    yield problems
+    problems.assert_none()
+
+
+@pytest.fixture
+def page(chromium, page_problems):
     context = chromium.new_context(viewport={"width": 1280, "height": 900}, locale="en-GB")
+    page_problems.watch(context)
     context.set_default_timeout(30_000)
     page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
     yield page
     context.close()
-    assert not errors, f"JavaScript errors on the pages: {errors}"
 
 
 @pytest.fixture
@@ -70,7 +113,9 @@ def screenshot():
         path = SCREENSHOTS / f"{name}.png"
         # A full-page picture: load the lazy images below the fold too.
         page.evaluate("document.querySelectorAll('img[loading=lazy]').forEach(i => { i.loading = 'eager'; })")
-        page.wait_for_function("[...document.images].every(i => i.complete)")
+        # A function, not an expression: Playwright evaluates an expression again on every poll,
+        # and the pages' policy refuses eval.
+        page.wait_for_function("() => [...document.images].every(i => i.complete)")
         page.screenshot(path=str(path), full_page=True)
         return path
 

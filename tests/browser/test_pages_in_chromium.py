@@ -77,7 +77,7 @@ def _card_labels(page) -> list[str]:
 
 
 def test_upload_a_zip_then_search_by_words_image_labels_and_pages(
-    redis_worker, live_server, staff_user, settings, page, screenshot
+    redis_worker, live_server, staff_user, settings, page, page_problems, screenshot
 ):
     settings.IMAGESEARCH_PAGE_SIZE = PER_LABEL
     base = live_server.url
@@ -107,8 +107,8 @@ def test_upload_a_zip_then_search_by_words_image_labels_and_pages(
 
     # The status page caught up by itself (never reloaded): all ready, the index up to date.
     status_page.bring_to_front()
-    status_page.wait_for_function(
-        "document.getElementById('count-ready').textContent.trim() === '12'"
+    status_page.wait_for_function(  # a function: the policy refuses the eval of a polled expression
+        "() => document.getElementById('count-ready').textContent.trim() === '12'"
         " && document.getElementById('behind').textContent.trim() === 'Yes'"
         " && /^\\d+$/.test(document.getElementById('generation').textContent.trim())",
         timeout=60_000,
@@ -196,6 +196,7 @@ def test_upload_a_zip_then_search_by_words_image_labels_and_pages(
 
     # The same results on a phone.
     phone = page.context.browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    page_problems.watch(phone)
     try:
         small = phone.new_page()
         small.goto(f"{base}/?q=zebra")
