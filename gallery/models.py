@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.conf import settings
 from django.db import models
 from django.db.models.functions import Lower
@@ -57,6 +59,25 @@ class ImageQuerySet(models.QuerySet["Image"]):
         """Images whose image vector is missing or was made by another model."""
         return self.filter(models.Q(image_vector__isnull=True) | ~models.Q(embedding_model=model_name))
 
+    def claim(self, *, owner: str, now: datetime, stale_before: datetime) -> list[int]:
+        """Claim the pending rows of this queryset for the run ``owner``: those no run holds, or
+        whose claim was last renewed before ``stale_before``. One conditional UPDATE, so two runs
+        never hold one row. Returns the ids ``owner`` holds now."""
+        self.pending().filter(models.Q(claimed_by="") | models.Q(claimed_at__lt=stale_before)).update(
+            claimed_by=owner, claimed_at=now
+        )
+        return list(self.filter(claimed_by=owner).values_list("pk", flat=True))
+
+    def claims_release(self, *, owner: str) -> int:
+        return self.filter(claimed_by=owner).update(claimed_by="", claimed_at=None)
+
+    def hybrids_stale(self, *, changed_before: datetime) -> ImageQuerySet:
+        """Images whose labels changed (before ``changed_before``) after their hybrid was made."""
+        return self.filter(labels_changed_at__lt=changed_before).filter(
+            models.Q(hybrid_updated_at__isnull=True)
+            | models.Q(hybrid_updated_at__lt=models.F("labels_changed_at"))
+        )
+
     def without_vectors(self) -> ImageQuerySet:
         return self.defer(*VECTOR_FIELDS)
 
@@ -99,6 +120,13 @@ class Image(models.Model):
     status_changed_at = models.DateTimeField(auto_now_add=True)
     # When the image was last handed to the broker; NULL while it never was (broker down).
     queued_at = models.DateTimeField(null=True, blank=True)
+    # The run embedding it now ("host:pid:nonce") and when it claimed the row or last renewed
+    # the claim; empty while no run holds it (see ImageQuerySet.claim and search.claims).
+    claimed_by = models.CharField(max_length=200, blank=True, default="")
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    # When its labels last changed (relabel, a label renamed or deleted): a hybrid older than this
+    # is stale, and the sweep refreshes it if the refresh that was sent got lost.
+    labels_changed_at = models.DateTimeField(null=True, blank=True)
 
     # The image vector (L2-normalised float32) and the model that made it.
     image_vector = models.BinaryField(null=True, blank=True, editable=False)

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from search import dispatch
 
@@ -196,6 +197,7 @@ def image_relabel(*, image: Image, names: Iterable[str]) -> Image:
     with transaction.atomic():
         image.labels.set(labels_get_or_create(names=cleaned))
         image_ids = [image.pk]
+        _labels_changed(image_ids)
         transaction.on_commit(lambda: dispatch.hybrids_refresh_enqueue(image_ids=image_ids))
     return image
 
@@ -215,6 +217,7 @@ def label_rename(*, label: Label, name: str) -> Label:
         label.vector_model = ""
         label.save(update_fields=["name", "vector", "vector_model"])
         image_ids = list(label.images.values_list("pk", flat=True))
+        _labels_changed(image_ids)
         if image_ids:
             transaction.on_commit(lambda: dispatch.hybrids_refresh_enqueue(image_ids=image_ids))
     return label
@@ -224,9 +227,16 @@ def label_delete(*, label: Label) -> None:
     """Delete a label; the images that carried it get their hybrids recomputed."""
     with transaction.atomic():
         image_ids = list(label.images.values_list("pk", flat=True))
+        _labels_changed(image_ids)
         label.delete()
         if image_ids:
             transaction.on_commit(lambda: dispatch.hybrids_refresh_enqueue(image_ids=image_ids))
+
+
+def _labels_changed(image_ids: Sequence[int]) -> None:
+    # Their hybrids are stale from now on: the refresh is sent after commit, and should it be
+    # lost (broker down), the sweep finds the rows by this stamp and sends it again.
+    Image.objects.filter(pk__in=image_ids).update(labels_changed_at=timezone.now())
 
 
 def images_delete(*, images: Iterable[Image]) -> int:

@@ -223,9 +223,14 @@ IMAGESEARCH_EMBED_BATCH_SIZE = envint("IMAGESEARCH_EMBED_BATCH_SIZE", 16, minimu
 # Half a second coalesces a burst (embedding batches are ~0.5-1 s apart) without making the
 # last images of an upload wait long to become searchable (benchmarks/: ingest).
 IMAGESEARCH_REBUILD_DELAY = envfloat("IMAGESEARCH_REBUILD_DELAY", 0.5, minimum=0.0, maximum=3600.0)
-# Images pending longer than this are enqueued again by the periodic sweep.
+# Pending images that no run has claimed are enqueued again by the periodic sweep after this
+# (their message may still be waiting in the queue behind others: re-sending earlier only doubles it).
 IMAGESEARCH_PENDING_TIMEOUT = envint("IMAGESEARCH_PENDING_TIMEOUT", 300, minimum=1)
-IMAGESEARCH_SWEEP_INTERVAL = envint("IMAGESEARCH_SWEEP_INTERVAL", 60, minimum=1)
+# A run's claim on the rows it embeds counts as lost when not renewed for this long (a run renews it
+# every batch, a few seconds apart); the sweep then hands the images to the queue again.
+IMAGESEARCH_CLAIM_TIMEOUT = envint("IMAGESEARCH_CLAIM_TIMEOUT", 30, minimum=1)
+# The sweep is a few indexed queries: often enough that lost work comes back within a minute.
+IMAGESEARCH_SWEEP_INTERVAL = envint("IMAGESEARCH_SWEEP_INTERVAL", 15, minimum=1)
 # "flat": exact search (the default). "ivf" / "hnsw": approximate, opt-in for large libraries
 # (search.index.KINDS; recall and speed are measured in BENCHMARKS.md).
 IMAGESEARCH_INDEX_KIND = envstr("IMAGESEARCH_INDEX_KIND", "flat").lower()

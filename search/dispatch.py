@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from datetime import timedelta
 
 from celery import current_app
 from django.conf import settings
@@ -35,7 +36,7 @@ HYBRIDS_PER_TASK = 500  # a refresh only reads stored vectors: cheap per image
 
 #: A rebuild waits at least this many times the last rebuild's duration (see _rebuild_countdown).
 REBUILD_SPACING = 2.0
-REBUILD_MAX_COUNTDOWN = 100.0  # under the sweep's 120 s for a queued rebuild gone stale
+REBUILD_MAX_COUNTDOWN = 100.0
 
 
 def embedding_enqueue(*, image_ids: Iterable[int]) -> bool:
@@ -70,9 +71,10 @@ def index_rebuild_schedule() -> bool:
     return _after_commit(_rebuild_send)
 
 
-def index_sweep_enqueue() -> bool:
-    """Run the periodic repair now (a worker that starts picks up what waited for it)."""
-    return _after_commit(_sweep_send)
+def index_sweep_enqueue(*, at_start: bool = False) -> bool:
+    """Run the periodic repair now (``at_start``: for a worker that starts, which picks up what
+    waited for it and what a killed worker left)."""
+    return _after_commit(lambda: _sweep_send(at_start))
 
 
 def _after_commit(send: Callable[[], bool]) -> bool:
@@ -112,9 +114,9 @@ def _hybrids_refresh_send(ids: Sequence[int]) -> bool:
     return True
 
 
-def _sweep_send() -> bool:
+def _sweep_send(at_start: bool) -> bool:
     try:
-        _send(SWEEP_TASK)
+        _send(SWEEP_TASK, kwargs={"at_start": at_start})
     except Exception:  # noqa: BLE001 - the periodic schedule runs it later anyway
         logger.warning("could not enqueue a sweep", exc_info=True)
         return False
@@ -122,13 +124,15 @@ def _sweep_send() -> bool:
 
 
 def _rebuild_send() -> bool:
+    now = timezone.now()
+    countdown = _rebuild_countdown()
     claimed = IndexState.objects.filter(pk=1, rebuild_queued=False).update(
-        rebuild_queued=True, queued_at=timezone.now()
+        rebuild_queued=True, queued_at=now, rebuild_due_at=now + timedelta(seconds=countdown)
     )
     if not claimed:
         return False  # one is already waiting; it will see this request
     try:
-        _send(REBUILD_TASK, countdown=_rebuild_countdown())
+        _send(REBUILD_TASK, countdown=countdown)
     except Exception:  # noqa: BLE001 - broker down: the sweep schedules it later
         IndexState.objects.filter(pk=1).update(rebuild_queued=False)
         logger.warning("could not enqueue an index rebuild; the sweep will retry", exc_info=True)

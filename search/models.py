@@ -17,6 +17,9 @@ class IndexState(models.Model):
     built_request = models.PositiveBigIntegerField(default=0)
     rebuild_queued = models.BooleanField(default=False)
     queued_at = models.DateTimeField(null=True, blank=True)
+    # When the queued rebuild is due to run (queued_at + its countdown): a rebuild still queued
+    # well after that was lost with its message, and the sweep sends another.
+    rebuild_due_at = models.DateTimeField(null=True, blank=True)
     last_rebuild_at = models.DateTimeField(null=True, blank=True)
     last_rebuild_seconds = models.FloatField(null=True, blank=True)
     last_error = models.TextField(blank=True)

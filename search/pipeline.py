@@ -21,7 +21,7 @@ from PIL import ImageOps
 from gallery.models import Image, Label
 from gallery.validation import THUMBNAIL_SIZE, InvalidImage, to_rgb
 
-from . import dispatch, embedding
+from . import claims, dispatch, embedding
 
 
 @dataclass
@@ -37,15 +37,38 @@ def images_embed(*, image_ids: Sequence[int]) -> EmbedReport:
     and hybrid vectors, mark them ready or failed, and request an index rebuild.
 
     Idempotent: an image whose image vector was made by the current model is not run through
-    the model again; only its hybrid is refreshed if the labels or the weight changed.
+    the model again; only its hybrid is refreshed if the labels or the weight changed. The
+    pending rows are claimed first, and the claim renewed batch by batch (see search.claims): an
+    image that another live run holds is skipped, so no image goes through the model twice.
     """
     report = EmbedReport()
+    owner = claims.claim_owner()
+    now = timezone.now()
+    # A run of this task that died (its pool process killed) left its claims: take them over.
+    claims.claims_free_lost(Image.objects.filter(pk__in=image_ids), now=now)
+    Image.objects.filter(pk__in=image_ids).claim(
+        owner=owner, now=now, stale_before=claims.claim_stale_before(now)
+    )
+    try:
+        _embed_held(image_ids, owner=owner, report=report)
+    finally:
+        Image.objects.filter(pk__in=image_ids).claims_release(owner=owner)
+    if report.embedded or report.refreshed:
+        dispatch.index_rebuild_request()
+    return report
+
+
+def _embed_held(image_ids: Sequence[int], *, owner: str, report: EmbedReport) -> None:
     model = embedding.model_name()
     weight = settings.IMAGESEARCH_IMAGE_WEIGHT
     images = list(Image.objects.filter(pk__in=image_ids).prefetch_related("labels"))
     report.skipped = len(set(image_ids)) - len(images)  # deleted meanwhile: nothing to do
+    # Pending rows held by another live run are its to embed.
+    others = [i for i in images if i.status == Image.Status.PENDING and i.claimed_by != owner]
+    report.skipped += len(others)
+    images = [i for i in images if i not in others]
     if not images:
-        return report
+        return
     try:
         embedding.get_model()
     except embedding.ModelUnavailable as exc:
@@ -53,43 +76,54 @@ def images_embed(*, image_ids: Sequence[int]) -> EmbedReport:
             if image.status != Image.Status.READY:
                 _mark_failed(image.pk, str(exc))
                 report.failed += 1
-        return report
+        return
 
     vector_bytes = 4 * embedding.dimension()
-    # A stored vector of another model, or of the wrong size (an imported one), is made again.
-    todo = [
-        i
-        for i in images
-        if i.embedding_model != model or i.image_vector is None or len(i.image_vector) != vector_bytes
-    ]
-    done = [i for i in images if i not in todo]
+
+    def needs_model(image: Image) -> bool:
+        # A stored vector of another model, or of the wrong size (an imported one), is made again.
+        vector = image.image_vector
+        return image.embedding_model != model or vector is None or len(vector) != vector_bytes
+
+    done = [i for i in images if not needs_model(i)]
+    todo = [i for i in images if needs_model(i)]
+    batch = settings.IMAGESEARCH_EMBED_BATCH_SIZE
+    for start in range(0, len(todo), batch):
+        # Renewed before each batch: a claim left unrenewed for the claim timeout counts as lost.
+        Image.objects.filter(pk__in=[i.pk for i in todo[start:]], claimed_by=owner).update(
+            claimed_at=timezone.now()
+        )
+        _embed_batch(todo[start : start + batch], model=model, weight=weight, report=report)
+    if done:
+        label_vectors = label_vectors_ensure(labels=(label for i in done for label in i.labels.all()))
+        now = timezone.now()
+        for image in done:
+            hybrid = _hybrid_for(image, embedding.from_bytes(image.image_vector), label_vectors)
+            _mark_ready(image.pk, hybrid, weight, now)
+            report.refreshed += 1
+
+
+def _embed_batch(images: Sequence[Image], *, model: str, weight: float, report: EmbedReport) -> None:
     decoded: list[tuple[Image, Any]] = []
-    for image in todo:
+    for image in images:
         try:
             decoded.append((image, _open_for_embedding(image)))
         except (OSError, ValueError, InvalidImage) as exc:
             _mark_failed(image.pk, f"The image file could not be read: {exc}")
             report.failed += 1
-
-    label_vectors = label_vectors_ensure(labels=(label for i in images for label in i.labels.all()))
+    if not decoded:
+        return
+    label_vectors = label_vectors_ensure(labels=(label for i, _ in decoded for label in i.labels.all()))
+    vectors = embedding.encode_images(
+        [pil for _, pil in decoded], batch_size=settings.IMAGESEARCH_EMBED_BATCH_SIZE
+    )
     now = timezone.now()
-    if decoded:
-        vectors = embedding.encode_images(
-            [pil for _, pil in decoded], batch_size=settings.IMAGESEARCH_EMBED_BATCH_SIZE
+    for (image, _), vector in zip(decoded, vectors, strict=True):
+        hybrid = _hybrid_for(image, vector, label_vectors)
+        _mark_ready(
+            image.pk, hybrid, weight, now, image_vector=embedding.to_bytes(vector), embedding_model=model
         )
-        for (image, _), vector in zip(decoded, vectors, strict=True):
-            hybrid = _hybrid_for(image, vector, label_vectors)
-            _mark_ready(
-                image.pk, hybrid, weight, now, image_vector=embedding.to_bytes(vector), embedding_model=model
-            )
-            report.embedded += 1
-    for image in done:
-        hybrid = _hybrid_for(image, embedding.from_bytes(image.image_vector), label_vectors)
-        _mark_ready(image.pk, hybrid, weight, now)
-        report.refreshed += 1
-    if report.embedded or report.refreshed:
-        dispatch.index_rebuild_request()
-    return report
+        report.embedded += 1
 
 
 def hybrids_refresh(*, image_ids: Sequence[int]) -> int:

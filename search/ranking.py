@@ -78,19 +78,26 @@ def images_search(
     reader = status.index_reader()
     # A cheap check for a new generation; it loads in the background while this one serves.
     manifest = reader.poll()
-    if manifest is None:
+    status.index_repair_request(reader)
+    searchable = Image.objects.searchable(embedding.model_name())
+    # No generation can be served, but the rows hold every hybrid: answer exactly from them.
+    from_rows = manifest is None and searchable.exists()
+    if manifest is None and not from_rows:
         raise SearchUnavailable(_no_index_message())
     vector = np.asarray(vector, dtype=np.float32).reshape(1, -1)
-    if vector.shape[1] != manifest.dim:
+    if manifest is not None and vector.shape[1] != manifest.dim:
         raise SearchUnavailable("The index was built with another model; it is being rebuilt.")
     needed = DATE_SORT_POOL if sort == "date" else start + page_size + 1
     label_ids = _label_ids(labels)
     if label_ids is None:  # a label nobody carries: nothing can match
         hits: list[Hit] = []
+    elif from_rows:
+        candidates = _with_labels(searchable, label_ids) if label_ids else searchable
+        hits = _nearest_among(candidates, vector, needed=needed, exclude_id=exclude_id)
     elif not label_ids:
         hits = _nearest_from_index(reader, vector, needed=needed, exclude_id=exclude_id)
     else:
-        candidates = _with_labels(Image.objects.searchable(embedding.model_name()), label_ids)
+        candidates = _with_labels(searchable, label_ids)
         count = candidates.count()
         if count <= EXACT_FILTER_LIMIT:
             hits = _nearest_among(candidates, vector, needed=needed, exclude_id=exclude_id)
@@ -116,8 +123,14 @@ def images_search(
         page_size=page_size,
         has_next=len(hits) > start + page_size,
         generation=generation,
-        notices=status.search_notices(),
+        notices=status.search_notices() + ([FROM_ROWS_NOTICE] if from_rows else []),
     )
+
+
+FROM_ROWS_NOTICE = (
+    "The search index is being rebuilt: these results were computed exactly from the database, "
+    "which is slower until the index is back."
+)
 
 
 def images_browse(*, labels: Sequence[str] = (), page: int = 1, page_size: int | None = None) -> ResultPage:

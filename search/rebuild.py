@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from gallery.models import Image
 
-from . import dispatch, embedding, status
+from . import claims, dispatch, embedding, status
 from . import index as search_index
 from .models import IndexState
 
@@ -121,30 +121,57 @@ def index_vectors_read(*, model: str) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(id_parts), np.concatenate(vector_parts).astype(np.float32, copy=False)
 
 
-def index_sweep() -> dict[str, int]:
-    """Periodic repair: re-enqueue images pending for too long (or never handed to the broker)
-    and schedule a rebuild when the index is behind and none is waiting."""
+def index_sweep(*, at_start: bool = False) -> dict[str, int]:
+    """Periodic repair, from the rows (every ``IMAGESEARCH_SWEEP_INTERVAL`` seconds, and when a
+    worker starts). Each step is safe to repeat: the work it hands over is idempotent.
+
+    - Images claimed by a run that is gone (killed, or silent past the claim timeout) are freed
+      and enqueued again, as are pending images no run claimed for ``IMAGESEARCH_PENDING_TIMEOUT``
+      (or never handed to the broker). When a worker starts (``at_start``), every pending image
+      no live run holds is enqueued again: a worker killed a moment before it claimed its rows
+      left its messages unacknowledged in the broker, where they stay invisible for the
+      visibility timeout. An image whose message was only waiting gets a second one, which
+      finds it embedded and does nothing.
+    - Hybrids older than their labels' last change (a refresh lost with the broker) are refreshed.
+    - A rebuild that stayed queued well past its due time (its message was lost) is sent again,
+      and one is scheduled when the index is behind the database.
+    """
     now = timezone.now()
+    lost = claims.claims_free_lost(Image.objects.all(), now=now)
     timeout = timedelta(seconds=settings.IMAGESEARCH_PENDING_TIMEOUT)
     stuck = list(
         Image.objects.pending()
-        .filter(Q(queued_at__isnull=True) | Q(queued_at__lt=now - timeout))
+        .filter(claimed_by="")
+        .filter(
+            Q() if at_start else Q(pk__in=lost) | Q(queued_at__isnull=True) | Q(queued_at__lt=now - timeout)
+        )
         .values_list("pk", flat=True)[:50_000]
     )
     if stuck:
         dispatch.embedding_enqueue(image_ids=stuck)
-    state = IndexState.get()
-    stale_queue = (
-        state.rebuild_queued
-        and state.queued_at
-        and state.queued_at < now - timedelta(seconds=max(120.0, 10 * settings.IMAGESEARCH_REBUILD_DELAY))
+    grace = claims.claim_stale_before(now)
+    stale_hybrids = list(
+        Image.objects.ready().hybrids_stale(changed_before=grace).values_list("pk", flat=True)[:50_000]
     )
+    if stale_hybrids:
+        # Stamped again, so that while the refresh waits in a long queue it is re-sent at most
+        # once per claim timeout, not at every sweep.
+        Image.objects.filter(pk__in=stale_hybrids).update(labels_changed_at=now)
+        dispatch.hybrids_refresh_enqueue(image_ids=stale_hybrids)
+    state = IndexState.get()
+    due = state.rebuild_due_at or state.queued_at
+    stale_queue = bool(state.rebuild_queued and due and due < grace)
     if stale_queue:
         IndexState.objects.filter(pk=1).update(rebuild_queued=False)
     rebuild = False
     if status.index_behind() or stale_queue:
         rebuild = dispatch.index_rebuild_schedule()
-    return {"requeued": len(stuck), "rebuild_scheduled": int(rebuild)}
+    return {
+        "requeued": len(stuck),
+        "claims_freed": len(lost),
+        "hybrids_refreshed": len(stale_hybrids),
+        "rebuild_scheduled": int(rebuild),
+    }
 
 
 def _known_dimension() -> int:

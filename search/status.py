@@ -12,7 +12,7 @@ from django.db.models import Count, Max
 
 from gallery.models import Image
 
-from . import embedding
+from . import dispatch, embedding
 from . import index as search_index
 from .models import IndexState
 
@@ -98,16 +98,33 @@ def status_summary() -> dict[str, Any]:
     }
 
 
+_repairs_requested: dict[tuple[str, int | None], float] = {}
+
+
+def index_repair_request(reader: search_index.IndexReader) -> None:
+    """Ask for a rebuild at once (not at the next sweep) when this process finds the current
+    generation damaged, or no generation at all while rows are searchable. At most once per
+    generation and process every claim timeout, so that every search does not ask again."""
+    if reader.failed_generation is None and reader.manifest is not None:
+        return
+    key = (str(reader.directory), reader.failed_generation)
+    now = time.monotonic()
+    if now - _repairs_requested.get(key, -1e9) < settings.IMAGESEARCH_CLAIM_TIMEOUT:
+        return
+    if reader.failed_generation is None and not Image.objects.searchable(embedding.model_name()).exists():
+        return  # nothing indexed yet: nothing to repair
+    _repairs_requested[key] = now
+    dispatch.index_rebuild_request()
+
+
 def search_notices() -> list[str]:
     """What a page of results says about images or changes it may be missing."""
     notices = []
     pending = Image.objects.pending().count()
     if pending:
         notices.append(f"{pending} image(s) are still being indexed and may be missing from the results.")
-    try:
-        error = index_reader().last_error
-    except search_index.IndexUnavailable:
-        error = None
+    reader = index_reader()
+    error = reader.last_error if reader.manifest is not None else None  # else: answered from rows
     if error:
         notices.append("The newest index could not be loaded; showing results from the previous one.")
     state = IndexState.objects.filter(pk=1).first()

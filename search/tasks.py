@@ -88,9 +88,10 @@ def rebuild_index() -> dict[str, object]:
 
 
 @shared_task
-def sweep() -> dict[str, int]:
-    """Re-enqueue images left pending and schedule a rebuild when the index is behind."""
-    return rebuild.index_sweep()
+def sweep(at_start: bool = False) -> dict[str, int]:
+    """Repair from the rows (search.rebuild.index_sweep). Run twice: the work it hands over is
+    idempotent, so a second run only sends messages that find nothing left to do."""
+    return rebuild.index_sweep(at_start=at_start)
 
 
 @celeryd_init.connect
@@ -104,4 +105,4 @@ def _record_concurrency(sender=None, conf=None, instance=None, options=None, **k
 @worker_ready.connect
 def _sweep_at_start(sender=None, **kwargs) -> None:
     # Images uploaded while no worker (or no broker) was running get picked up right away.
-    dispatch.index_sweep_enqueue()
+    dispatch.index_sweep_enqueue(at_start=True)

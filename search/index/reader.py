@@ -21,9 +21,10 @@ import numpy as np
 
 from .errors import IndexUnavailable, InvalidGeneration
 from .faiss_lib import import_faiss
-from .files import CURRENT_NAME, PathLike, read_pointer, sha256_fd
-from .kinds import KINDS, Kind, SearchFn
+from .files import CURRENT_NAME, PathLike, existing_generations, read_pointer
+from .kinds import KINDS, SearchFn
 from .manifest import Manifest, read_manifest_file
+from .verify import check_loaded, read_verified
 
 logger = logging.getLogger(__name__)
 
@@ -218,6 +219,9 @@ class IndexReader:
             except InvalidGeneration as exc:
                 self._failed_generation = generation
                 self._record_error(f"generation {generation}: {exc}")
+                if self._state is None:
+                    # Nothing to serve: the newest intact earlier generation beats none at all.
+                    return self._load_earlier(generation)
                 return False
             self._swap_in(loaded)
             return True
@@ -245,6 +249,30 @@ class IndexReader:
         if generation == self._failed_generation and not force:
             return None
         return generation
+
+    def _load_earlier(self, damaged: int) -> bool:
+        """Serve the newest generation before ``damaged`` that verifies; the damaged one stays
+        reported (``last_error``, ``failed_generation``) until a newer one replaces it."""
+        error = self.last_error
+        for generation in sorted(
+            (g for g in existing_generations(self.directory) if g < damaged), reverse=True
+        ):
+            try:
+                loaded = self._load(generation)
+            except InvalidGeneration:
+                continue
+            self._swap_in(loaded)
+            self.last_error, self._failed_generation = error, damaged
+            logger.warning(
+                "serving earlier generation %d while generation %d is damaged", generation, damaged
+            )
+            return True
+        return False
+
+    @property
+    def failed_generation(self) -> int | None:
+        """The generation ``CURRENT`` names when it failed verification (not served), else None."""
+        return self._failed_generation
 
     def _swap_in(self, loaded: _Loaded) -> None:
         with self._swap_lock:
@@ -275,9 +303,9 @@ class IndexReader:
         spec = KINDS.get(manifest.kind)
         if spec is None:
             raise InvalidGeneration(f"unknown index kind {manifest.kind!r}")
-        index = _read_verified(self.directory / manifest.index_file, manifest, spec)
+        index = read_verified(self.directory / manifest.index_file, manifest, spec)
         faiss = import_faiss()
-        _check_loaded(faiss, spec, index, manifest)
+        check_loaded(faiss, spec, index, manifest)
         spec.prepare(faiss, index)
         return _Loaded(
             manifest=manifest, index=index, loaded_at=time.time(), search=spec.search_fn(faiss, index)
@@ -295,55 +323,6 @@ def _query_matrix(queries: np.ndarray, dim: int) -> np.ndarray:
     if not np.isfinite(q).all():
         raise ValueError("queries must be finite")
     return q
-
-
-def _read_verified(path: Path, manifest: Manifest, spec: Kind) -> Any:
-    """Load the index file at ``path`` with faiss if its size and sha256 are the manifest's
-    and the name still refers to that file once loaded; raise InvalidGeneration otherwise."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError as exc:
-        raise InvalidGeneration(f"index file {path.name} is missing") from exc
-    except OSError as exc:
-        raise InvalidGeneration(f"cannot open {path.name}: {exc}") from exc
-    try:
-        st = os.fstat(fd)
-        if st.st_size != manifest.size_bytes:
-            raise InvalidGeneration(
-                f"index file {path.name} has {st.st_size} bytes, manifest says {manifest.size_bytes}"
-            )
-        try:
-            digest = sha256_fd(fd)
-        except OSError as exc:
-            raise InvalidGeneration(f"cannot read {path.name}: {exc}") from exc
-        if digest != manifest.sha256:
-            raise InvalidGeneration(f"index file {path.name} checksum mismatch")
-        faiss = import_faiss()
-        try:
-            index = faiss.read_index(str(path), spec.io_flags(faiss))
-        except (RuntimeError, MemoryError) as exc:
-            raise InvalidGeneration(f"faiss cannot read {path.name}: {exc}") from exc
-        # The name must still refer to the file we hashed.
-        try:
-            st2 = os.stat(path)
-        except OSError as exc:
-            raise InvalidGeneration(f"{path.name} vanished while loading") from exc
-        if (st2.st_ino, st2.st_dev) != (st.st_ino, st.st_dev):
-            raise InvalidGeneration(f"{path.name} was replaced while loading")
-    finally:
-        os.close(fd)
-    return index
-
-
-def _check_loaded(faiss: Any, spec: Kind, index: Any, manifest: Manifest) -> None:
-    """Raise InvalidGeneration unless ``index`` is of the manifest's kind, dim and count."""
-    problem = spec.check(faiss, index)
-    if problem:
-        raise InvalidGeneration(problem)
-    if index.d != manifest.dim:
-        raise InvalidGeneration(f"index dimension {index.d}, manifest says {manifest.dim}")
-    if index.ntotal != manifest.count:
-        raise InvalidGeneration(f"index holds {index.ntotal} vectors, manifest says {manifest.count}")
 
 
 # --------------------------------------------------------------------------- per-process cache

@@ -22,8 +22,9 @@ import pytest
 from django.conf import settings
 
 from gallery.models import Image
-from search import embedding, pipeline, rebuild, status
+from search import embedding, pipeline, ranking, rebuild, status
 from search import index as search_index
+from search.models import IndexState
 from tests.support.clip_model import build_clip_model
 from tests.support.constants import ROOT
 from tests.support.waiting import wait_for
@@ -93,22 +94,42 @@ def test_a_damaged_generation_is_reported_never_served_and_a_rebuild_restores(ho
     damaged = rebuild.index_rebuild().generation
     _damage(damaged, how)
     _reader().refresh()
+    requested = IndexState.get().requested
 
-    # A process that serves the previous generation keeps serving it, and says so.
+    # A process that serves the previous generation keeps serving it, says so, and asks for a
+    # rebuild at once (not at the next sweep).
     page = _search_page(staff_client)
     assert page.status_code == 200
+    assert IndexState.get().requested == requested + 1
     assert page.context["page"].generation == served.generation != damaged
     assert [h.image.pk for h in page.context["page"].hits] == [h.image.pk for h in served.hits]
     assert any("could not be loaded" in notice for notice in page.context["page"].notices)
     assert f"generation {damaged}" in _status_problem(staff_client)
 
-    # A process started now has nothing valid to serve: a clear message, never the damaged file.
+    # A process started now never serves the damaged file, and search never goes unavailable:
+    # it serves the newest intact earlier generation (kept on disk for this), asks for a
+    # rebuild at once, and says so.
+    search_index.reset_readers()
+    status._repairs_requested.clear()  # what a new process starts with
+    requested = IndexState.get().requested
+    page = _search_page(staff_client)
+    assert page.status_code == 200
+    assert page.context["page"].generation == served.generation
+    assert [h.image.pk for h in page.context["page"].hits] == [h.image.pk for h in served.hits]
+    assert any("could not be loaded" in notice for notice in page.context["page"].notices)
+    assert IndexState.get().requested == requested + 1  # the rebuild, without waiting for the sweep
+    assert f"generation {damaged}" in _status_problem(staff_client)
+    assert status.index_behind()
+
+    # With no intact generation at all, it answers exactly from the hybrids in the database.
+    for path in Path(settings.INDEX_DIR).glob(f"gen-{served.generation:06d}.*"):
+        path.unlink()
     search_index.reset_readers()
     page = _search_page(staff_client)
-    assert page.status_code == 503
-    assert "rebuilt" in page.context["error"]
-    assert f"generation {damaged}" in _status_problem(staff_client)
-    assert status.index_behind()  # so the periodic sweep schedules the rebuild
+    assert page.status_code == 200
+    assert page.context["page"].generation is None
+    assert [h.image.pk for h in page.context["page"].hits] == [h.image.pk for h in served.hits]
+    assert ranking.FROM_ROWS_NOTICE in page.context["page"].notices
 
     restored = rebuild.index_rebuild().generation
     _reader().refresh()

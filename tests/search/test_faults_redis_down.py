@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connections
+from django.db.models import F
 
 from gallery.models import Image
 from tests.support.constants import PREFORK_ONE, UPLOAD_URL
@@ -137,3 +139,40 @@ def test_worker_survives_losing_redis_while_it_holds_a_reserved_countdown_task(
         timeout=60,
         what="an upload after the broker came back to be embedded",
     )
+
+
+def test_a_relabel_made_while_redis_is_down_is_repaired_by_the_sweep_when_it_returns(
+    private_redis, start_worker, tmp_path
+):
+    from gallery.services import image_relabel, images_create
+    from tests.factories import upload
+
+    clear_shared_index()
+    # A short claim timeout stands for the grace a refresh gets before the sweep re-sends it.
+    worker = start_worker(
+        *PREFORK_ONE,
+        "--beat",
+        "-s",
+        str(tmp_path / "beat-schedule"),
+        broker=private_redis.url,
+        env_overrides={"IMAGESEARCH_SWEEP_INTERVAL": "1", "IMAGESEARCH_CLAIM_TIMEOUT": "2"},
+    )
+    [pk] = images_create(uploads=[upload(image_bytes(21), ["lighthouse"])]).added
+    wait_until_indexed([pk])
+    before = Image.objects.get(pk=pk)
+
+    private_redis.stop()
+    image_relabel(image=before, names=["zebra"])  # its refresh cannot reach the broker
+    time.sleep(3)  # past the grace, while the broker is still down: nothing can repair it yet
+    stale = Image.objects.get(pk=pk)
+    assert stale.hybrid_vector == before.hybrid_vector and stale.hybrid_updated_at < stale.labels_changed_at
+
+    private_redis.start()
+    repaired = wait_for(
+        lambda: Image.objects.filter(pk=pk, hybrid_updated_at__gt=F("labels_changed_at")).first(),
+        timeout=60,
+        what="the sweep refreshing the stale hybrid",
+    )
+    assert repaired.hybrid_vector != before.hybrid_vector
+    assert repaired.label_names == ["zebra"]
+    assert worker.proc.poll() is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,15 +29,16 @@ def rows_held(ids: list[int]) -> Iterator[None]:
 def pool_process_running_an_embedding(worker_pid: int) -> int | None:
     """The prefork pool process that has started an embedding task, or None.
 
-    Only the embedding task imports torch (heavy libraries load lazily), so a pool process that
-    mapped libtorch has started one; inside :func:`rows_held` it cannot have finished it.
+    A task run holds its run lock, a file in ``<data dir>/task-locks``, open for its whole
+    duration (search.tasks); inside :func:`rows_held` an embedding cannot have finished.
     """
     for child in children(worker_pid):
         try:
-            if "libtorch" in Path(f"/proc/{child}/maps").read_text():
-                return child
+            targets = [os.readlink(fd) for fd in Path(f"/proc/{child}/fd").iterdir()]
         except OSError:
             continue
+        if any("/task-locks/" in target for target in targets):
+            return child
     return None
 
 

@@ -1,0 +1,75 @@
+"""Who is embedding an image right now: claims on the rows, and telling a dead claim from a live one.
+
+A run of the embedding pipeline claims the rows it is about to embed (``Image.claimed_by``, with a
+conditional UPDATE, so two runs never embed one image) and renews the claim batch by batch. A
+worker killed mid-batch leaves its claims behind; they count as lost when their owner process is
+gone (on this machine: the owner names host and pid) or when they were not renewed for
+``IMAGESEARCH_CLAIM_TIMEOUT`` seconds (any machine). The sweep hands lost claims' images to the
+queue again (see docs/architecture.md, 'Recovery').
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from datetime import datetime, timedelta
+
+from django.conf import settings
+
+from gallery.models import Image, ImageQuerySet
+
+logger = logging.getLogger(__name__)
+
+_NONCE = uuid.uuid4().hex[:12]
+
+
+def claim_owner() -> str:
+    """This process's name on a claim: ``host:pid:nonce`` (the nonce tells a reused pid apart)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_NONCE}"
+
+
+def claim_stale_before(now: datetime) -> datetime:
+    return now - timedelta(seconds=settings.IMAGESEARCH_CLAIM_TIMEOUT)
+
+
+def claim_lost(owner: str, claimed_at: datetime | None, now: datetime) -> bool:
+    """Whether a claim's run is gone: its process on this machine has died, or it was not renewed
+    within the claim timeout."""
+    if claimed_at is None or claimed_at < claim_stale_before(now):
+        return True
+    host, _, rest = owner.partition(":")
+    pid_text, _, nonce = rest.partition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False  # another machine's run: only the timeout tells
+    if (int(pid_text), nonce) == (os.getpid(), _NONCE):
+        return False
+    return not _process_alive(int(pid_text))
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    return True
+
+
+def claims_free_lost(images: ImageQuerySet, *, now: datetime) -> list[int]:
+    """Free the claims on these images whose run is gone; the ids freed."""
+    held = images.pending().exclude(claimed_by="").values_list("pk", "claimed_by", "claimed_at")
+    lost: dict[str, list[int]] = {}
+    for pk, owner, claimed_at in held.iterator(chunk_size=2000):
+        if claim_lost(owner, claimed_at, now):
+            lost.setdefault(owner, []).append(pk)
+    freed: list[int] = []
+    for owner, ids in lost.items():
+        # Only while that owner still holds them: a run that renewed meanwhile keeps its rows.
+        Image.objects.filter(pk__in=ids).claims_release(owner=owner)
+        freed += ids
+    if freed:
+        logger.info("freed %d images claimed by runs that are gone", len(freed))
+    return freed
