@@ -213,6 +213,8 @@ class IndexReader:
         try:
             generation = self._generation_to_load(force=force)
             if generation is None:
+                if self._state is None and self.last_error:  # CURRENT itself is unreadable
+                    return self._load_earlier(None)
                 return False
             try:
                 loaded = self._load(generation)
@@ -250,22 +252,20 @@ class IndexReader:
             return None
         return generation
 
-    def _load_earlier(self, damaged: int) -> bool:
-        """Serve the newest generation before ``damaged`` that verifies; the damaged one stays
-        reported (``last_error``, ``failed_generation``) until a newer one replaces it."""
+    def _load_earlier(self, damaged: int | None) -> bool:
+        """Serve the newest generation before ``damaged`` (any, when ``CURRENT`` is unreadable)
+        that verifies; the problem stays reported (``last_error``, ``failed_generation``) until a
+        newer generation replaces it."""
         error = self.last_error
-        for generation in sorted(
-            (g for g in existing_generations(self.directory) if g < damaged), reverse=True
-        ):
+        earlier = (g for g in existing_generations(self.directory) if damaged is None or g < damaged)
+        for generation in sorted(earlier, reverse=True):
             try:
                 loaded = self._load(generation)
             except InvalidGeneration:
                 continue
             self._swap_in(loaded)
             self.last_error, self._failed_generation = error, damaged
-            logger.warning(
-                "serving earlier generation %d while generation %d is damaged", generation, damaged
-            )
+            logger.warning("serving generation %d: %s", generation, error)
             return True
         return False
 

@@ -366,13 +366,36 @@ def test_broken_new_generation_is_never_served_and_the_old_one_keeps_serving(tmp
 
 
 @pytest.mark.parametrize("how", BREAKAGES)
+def test_fresh_reader_serves_the_newest_intact_earlier_generation_and_reports_the_damaged_one(tmp_path, how):
+    ids1, vectors1, _ = write(tmp_path, n=20, seed=1)
+    write_then_break(tmp_path, how)
+    r = reader(tmp_path)  # CURRENT names the damaged generation 2; generation 1 is kept on disk
+    if how == "garbage pointer":  # CURRENT unreadable: generation 2 itself is the newest intact one
+        r.search(unit_vectors(1), 1)
+        assert r.manifest.generation == 2 and r.last_error
+        return
+    _, found = r.search(vectors1[:3], 1)
+    np.testing.assert_array_equal(found[:, 0], ids1[:3])
+    assert r.manifest.generation == 1
+    assert r.failed_generation == 2 and "generation 2" in r.last_error
+
+
+@pytest.mark.parametrize("how", BREAKAGES)
 def test_fresh_reader_with_nothing_valid_raises_index_unavailable(tmp_path, how):
     write(tmp_path, n=20, seed=1)
     write_then_break(tmp_path, how)
-    r = reader(tmp_path)  # a fresh reader serves only what CURRENT names: nothing valid
+    _drop_generation(tmp_path, 1)
+    if how == "garbage pointer":
+        _drop_generation(tmp_path, 2)
+    r = reader(tmp_path)
     with pytest.raises(si.IndexUnavailable):
         r.search(unit_vectors(1), 1)
     assert r.manifest is None and r.last_error
+
+
+def _drop_generation(directory: Path, generation: int) -> None:
+    for path in directory.glob(f"gen-{generation:06d}.*"):
+        path.unlink()
 
 
 @pytest.mark.parametrize("expected", [{"expected_model": "another-model"}, {"expected_dim": DIM * 2}])
@@ -401,6 +424,7 @@ def test_switch_to_another_model_keeps_old_generation_until_a_matching_one_arriv
 def test_a_good_write_after_a_broken_one_restores_serving_and_clears_the_error(tmp_path):
     write(tmp_path, n=20, seed=1, keep_previous=0)
     write_then_break(tmp_path, "flipped bytes")
+    _drop_generation(tmp_path, 1)
     r = reader(tmp_path)
     with pytest.raises(si.IndexUnavailable):
         r.search(unit_vectors(1), 1)
