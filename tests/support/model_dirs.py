@@ -1,4 +1,5 @@
-"""Building a test model directory once, atomically: shared by clip_model.py and text_model.py.
+"""Building a test model directory once, atomically (used by clip_model.py, and by any other test
+model builder in the sentence-transformers layout).
 
 A model is written into a temporary sibling directory with a marker file naming what was built
 (format version, size, seed, ...), then renamed into place, so a concurrent reader or builder never
