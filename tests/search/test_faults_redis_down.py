@@ -29,6 +29,20 @@ pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 DELAYED = "Embedding is delayed"
 
 
+def _worker_with_beat(start_worker, redis, tmp_path, **env: str):
+    """From an empty index, a worker as ./run starts it (prefork, beat's periodic sweep embedded),
+    sweeping every second, on the test's own Redis."""
+    clear_shared_index()
+    return start_worker(
+        *PREFORK_ONE,
+        "--beat",
+        "-s",
+        str(tmp_path / "beat-schedule"),
+        broker=redis.url,
+        env_overrides={"IMAGESEARCH_SWEEP_INTERVAL": "1", **env},
+    )
+
+
 def _upload(client, seeds: list[int], label: str):
     files = [SimpleUploadedFile(f"{label}{s}.png", image_bytes(s), "image/png") for s in seeds]
     return client.post(UPLOAD_URL, {"files": files, "labels": label})
@@ -54,16 +68,7 @@ def _upload_bounded(client, seeds: list[int], label: str, bound: float = 60):
 def test_redis_dies_mid_task_and_uploads_while_it_is_down_or_hung_are_indexed_when_it_returns(
     private_redis, start_worker, staff_client, tmp_path
 ):
-    clear_shared_index()
-    # As ./run starts it: a prefork worker with beat (the periodic sweep) embedded.
-    worker = start_worker(
-        *PREFORK_ONE,
-        "--beat",
-        "-s",
-        str(tmp_path / "beat-schedule"),
-        broker=private_redis.url,
-        env_overrides={"IMAGESEARCH_SWEEP_INTERVAL": "1"},
-    )
+    worker = _worker_with_beat(start_worker, private_redis, tmp_path)
     response = _upload_bounded(staff_client, [1, 2], "lighthouse")
     assert response.status_code == 200 and DELAYED not in response.content.decode()
     first = list(Image.objects.values_list("pk", flat=True))
@@ -147,16 +152,8 @@ def test_a_relabel_made_while_redis_is_down_is_repaired_by_the_sweep_when_it_ret
     from gallery.services import image_relabel, images_create
     from tests.factories import upload
 
-    clear_shared_index()
     # A short claim timeout stands for the grace a refresh gets before the sweep re-sends it.
-    worker = start_worker(
-        *PREFORK_ONE,
-        "--beat",
-        "-s",
-        str(tmp_path / "beat-schedule"),
-        broker=private_redis.url,
-        env_overrides={"IMAGESEARCH_SWEEP_INTERVAL": "1", "IMAGESEARCH_CLAIM_TIMEOUT": "2"},
-    )
+    worker = _worker_with_beat(start_worker, private_redis, tmp_path, IMAGESEARCH_CLAIM_TIMEOUT="2")
     [pk] = images_create(uploads=[upload(image_bytes(21), ["lighthouse"])]).added
     wait_until_indexed([pk])
     before = Image.objects.get(pk=pk)
