@@ -1,6 +1,6 @@
 """Shared fixtures: a tiny CLIP model built once per run, temporary media and index
-directories per test, real Celery worker processes for the integration tests, and a small
-indexed library."""
+directories per test, an empty queue for every test, real Celery worker processes for the
+integration tests, and a small indexed library."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from django.conf import settings as django_settings
 from search import embedding
 from tests.factories import create_indexed_images
 from tests.support import env
-from tests.support.broker import celery_broker
+from tests.support.broker import celery_broker, queue_purge
 from tests.support.clip_model import build_clip_model
 from tests.support.processes import CeleryWorker, RedisServer, redis_server_installed
 
@@ -49,6 +49,51 @@ def _isolated_storage(request, settings, tmp_path, clip_model_dir) -> Iterator[N
     search_index.reset_readers()
     yield
     search_index.reset_readers()
+
+
+@pytest.fixture(autouse=True)
+def _empty_queue(request) -> Iterator[None]:
+    """Each test starts from an empty queue of this run's, and one whose database changes are
+    never committed (a plain ``db`` test) must leave it empty: every send waits for the commit
+    (search.dispatch), so a message left behind is a send that did not wait."""
+    url, queue = django_settings.CELERY_BROKER_URL, django_settings.CELERY_TASK_DEFAULT_QUEUE
+    queue_purge(url, queue)
+    yield
+    left = queue_purge(url, queue)
+    marker = request.node.get_closest_marker("django_db")
+    committed = bool(marker and marker.kwargs.get("transaction")) or bool(
+        {"transactional_db", "live_server", "redis_worker"} & set(request.fixturenames)
+    )
+    if left and not committed:
+        pytest.fail(
+            f"this test left {left} message(s) in the run's queue although it commits nothing: "
+            "something sent before the commit (capture sends with the `sent` fixture)",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(autouse=True)
+def _label_counts_afresh(monkeypatch) -> Iterator[None]:
+    """Label counts are never reused from another test: the reuse is process-wide, and whether a
+    count is "slow" (search.queries) would otherwise depend on the machine's load. The test of
+    the reuse sets the threshold itself."""
+    from search import queries
+
+    monkeypatch.setattr(queries, "POPULAR_LABELS_SLOW_SECONDS", float("inf"))
+    queries._popular_labels_memo.clear()
+    yield
+    queries._popular_labels_memo.clear()
+
+
+@pytest.fixture
+def sent(monkeypatch) -> list[tuple[str, dict]]:
+    """What search.dispatch hands to the broker, captured at its edge (``_send``) instead of
+    sent: (task name, options) in order."""
+    from search import dispatch
+
+    calls: list[tuple[str, dict]] = []
+    monkeypatch.setattr(dispatch, "_send", lambda name, **options: calls.append((name, options)))
+    return calls
 
 
 @pytest.fixture
@@ -117,9 +162,14 @@ def start_worker(clip_model_dir, tmp_path_factory) -> Iterator[Callable[..., Cel
 @pytest.fixture
 def redis_worker(start_worker, transactional_db) -> CeleryWorker:
     """One real worker (solo pool) on the shared Redis, for a test whose rows are committed."""
+    from tests.support.workers import clear_shared_index, wait_for_start_up_sweep
+
     require_service(env.redis_available(), "Redis at 127.0.0.1:6379")
     assert django_settings.CELERY_BROKER_URL.startswith("redis://")
-    return start_worker()
+    clear_shared_index()  # the queue is empty already (_empty_queue)
+    # Only once its start-up sweep is done is the worker idle: a sweep still to run when the
+    # test uploads would hand the test's images over a second time and schedule rebuilds.
+    return wait_for_start_up_sweep(start_worker())
 
 
 @pytest.fixture
@@ -158,14 +208,6 @@ def clip_model_missing(settings, tmp_path) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _purge_test_queue() -> Iterator[None]:
+def _remove_query_cache() -> Iterator[None]:
     yield
-    if django_settings.CELERY_BROKER_URL.startswith("redis://"):
-        try:
-            import redis
-
-            client = redis.Redis.from_url(django_settings.CELERY_BROKER_URL, socket_timeout=2)
-            client.delete(django_settings.CELERY_TASK_DEFAULT_QUEUE)
-        except Exception:  # noqa: BLE001 - best effort cleanup
-            pass
     shutil.rmtree(Path(django_settings.DATA_DIR) / "cache", ignore_errors=True)

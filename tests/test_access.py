@@ -106,7 +106,9 @@ def test_only_staff_can_reembed(clients, image):
 
 
 @pytest.mark.parametrize("action", ["rebuild", "embed_missing", "retry_failed", "reembed_all"])
-def test_only_staff_can_run_the_index_actions(clients, image, action, django_capture_on_commit_callbacks):
+def test_only_staff_can_run_the_index_actions(
+    clients, image, action, django_capture_on_commit_callbacks, sent
+):
     # Failed, with no vector: what each of these actions puts back in the queue.
     Image.objects.filter(pk=image.pk).update(
         status=Image.Status.FAILED, failure_reason="x", image_vector=None, embedding_model=""
@@ -122,7 +124,7 @@ def test_only_staff_can_run_the_index_actions(clients, image, action, django_cap
 
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         assert clients["staff"].post(STATUS, {"action": action}).status_code == 302
-    assert callbacks  # the action's work is handed over after commit
+    assert callbacks and sent  # the action's work is handed over after commit
     if action == "rebuild":
         assert IndexState.get().requested == requested + 1
     else:

@@ -26,13 +26,6 @@ from tests.factories import create_images
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def sent(monkeypatch) -> list[tuple[str, dict]]:
-    calls: list[tuple[str, dict]] = []
-    monkeypatch.setattr(dispatch, "_send", lambda name, **options: calls.append((name, options)))
-    return calls
-
-
 def _sent_ids(sent: list[tuple[str, dict]], task: str) -> set[int]:
     return {pk for name, options in sent if name == task for pk in options["args"][0]}
 

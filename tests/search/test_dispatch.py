@@ -16,13 +16,6 @@ from search.models import IndexState
 from tests.factories import create_images
 
 
-@pytest.fixture
-def sent(monkeypatch) -> list[tuple[str, dict]]:
-    calls: list[tuple[str, dict]] = []
-    monkeypatch.setattr(dispatch, "_send", lambda name, **options: calls.append((name, options)))
-    return calls
-
-
 def test_the_task_names_are_those_the_worker_registers():
     registered = [tasks.embed_images, tasks.refresh_hybrids, tasks.rebuild_index, tasks.sweep]
     names = [dispatch.EMBED_TASK, dispatch.REFRESH_TASK, dispatch.REBUILD_TASK, dispatch.SWEEP_TASK]

@@ -1,4 +1,5 @@
-"""Pointing this process's Celery app at another broker (a test's private redis-server)."""
+"""Pointing this process's Celery app at another broker (a test's private redis-server), and
+emptying a queue."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 from collections.abc import Iterator
 
 from django.conf import settings
-from kombu import pools
+from kombu import Connection, pools
 
 from imagesearch.celery import app
 
@@ -43,3 +44,13 @@ def celery_broker(url: str) -> Iterator[None]:
             os.environ.pop("CELERY_BROKER_URL", None)
         else:
             os.environ["CELERY_BROKER_URL"] = env_url
+
+
+def queue_purge(url: str, queue: str) -> int:
+    """Drop every message waiting in ``queue`` on the broker at ``url``; returns how many there
+    were. Through kombu, so that it works for Redis (every priority list of the queue) and for
+    the embedded SQLAlchemy broker alike."""
+    redis = url.startswith(("redis://", "rediss://"))
+    options = dict(settings.REDIS_BROKER_TRANSPORT_OPTIONS) if redis else {}
+    with Connection(url, transport_options=options, connect_timeout=5) as connection:
+        return connection.default_channel.queue_purge(queue) or 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ from django.db import transaction
 
 from gallery.models import Image
 from search import index as search_index
-from tests.support.processes import children
+from tests.support.processes import CeleryWorker, children
 
 
 @contextlib.contextmanager
@@ -52,3 +53,20 @@ def clear_shared_index() -> None:
     """
     shutil.rmtree(settings.INDEX_DIR, ignore_errors=True)
     search_index.reset_readers()
+
+
+_SWEEP_DONE = re.compile(r"Task search\.tasks\.sweep\[[0-9a-f-]+\] (succeeded|raised)")
+
+
+def wait_for_start_up_sweep(worker: CeleryWorker, *, timeout: float = 60) -> CeleryWorker:
+    """Until the sweep a worker sends itself when it starts (search.tasks) has run: from then
+    on the worker does only what the test hands it. A sweep that raised fails the wait."""
+
+    def done() -> bool:
+        found = _SWEEP_DONE.search(worker.log_path.read_text(errors="replace"))
+        if found and found[1] == "raised":
+            raise RuntimeError(f"the start-up sweep failed:\n{worker.log_tail()}")
+        return found is not None
+
+    worker.wait_while_running(done, timeout=timeout, what="the worker's start-up sweep")
+    return worker
