@@ -27,7 +27,6 @@ from search import index as search_index
 from search.models import IndexState
 from tests.support.clip_model import build_clip_model
 from tests.support.constants import ROOT
-from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.django_db
 
@@ -141,65 +140,111 @@ def test_a_damaged_generation_is_reported_never_served_and_a_rebuild_restores(ho
     assert 'id="index-error-row" hidden' in staff_client.get(STATUS).content.decode()
 
 
-# A writer process: generation after generation of 300 000 unit vectors (77 MB files, so that
-# each write takes long enough to be caught in the middle), until it is killed.
+# A writer process: one complete generation, then the next one stopped at a given step of its
+# publication, where it says so on stdout and waits to be killed (SIGKILL, as an OOM kill or a
+# power cut does it). Each step is where a kill leaves a different state on disk; the parent
+# waits for the writer to get there instead of guessing when it is.
 _WRITER = textwrap.dedent(
     """
-    import sys
+    import dataclasses, signal, sys
     import numpy as np
     from search import index
-    directory, model = sys.argv[1], sys.argv[2]
-    vectors = np.random.default_rng(0).standard_normal((300_000, 64), dtype=np.float32)
+    from search.index import files, kinds
+    directory, model, stop = sys.argv[1], sys.argv[2], sys.argv[3]
+    vectors = np.random.default_rng(0).standard_normal((2000, 64), dtype=np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     ids = np.arange(10**9, 10**9 + len(vectors))  # no row has these ids
-    while True:
-        index.write_generation(directory, ids, vectors, model=model, image_weight=0.5)
+    index.write_generation(directory, ids, vectors, model=model, image_weight=0.5)
+
+    def stopped():
+        print("stopped", flush=True)
+        while True:
+            signal.pause()
+
+    def cut_short(faiss, path, ids, vectors):
+        write(faiss, path, ids, vectors)
+        with open(path, "r+b") as f:  # what a kill half-way through writing it leaves
+            f.truncate(path.stat().st_size // 2)
+        stopped()
+
+    def before_manifest(directory, name, data):
+        if name.endswith(".json"):
+            stopped()
+        publish_bytes(directory, name, data)
+
+    write, publish_bytes = kinds.KINDS["flat"].write, files.publish_bytes
+    if stop == "in the middle of the index file":
+        kinds.KINDS["flat"] = dataclasses.replace(kinds.KINDS["flat"], write=cut_short)
+    elif stop == "before its manifest":
+        files.publish_bytes = before_manifest
+    elif stop == "before CURRENT moves":
+        files.publish_pointer = lambda directory, generation: stopped()
+    index.write_generation(directory, ids, vectors, model=model, image_weight=0.5)
+    print("not stopped", flush=True)
     """
 )
 
 
+# Where the writer stops -> what it leaves of the generation it was writing.
+_LEFT_AT = {
+    "in the middle of the index file": {".tmp-gen-{n}.faiss"},
+    "before its manifest": {"gen-{n}.faiss"},
+    "before CURRENT moves": {"gen-{n}.faiss", "gen-{n}.json"},
+}
+
+
+def _debris(directory: Path, generation: int) -> set[str]:
+    """The files of ``generation`` and every temporary file (without its random suffix)."""
+    names = set()
+    for path in directory.iterdir():
+        if path.name.startswith(".tmp-"):
+            names.add(path.name.rsplit(".", 1)[0])
+        elif path.name.startswith(f"gen-{generation:06d}."):
+            names.add(path.name)
+    return names
+
+
+@pytest.mark.parametrize("stop", list(_LEFT_AT))
 def test_a_writer_killed_mid_write_leaves_the_last_complete_generation_and_the_next_rebuild_works(
-    library, staff_client
+    stop, library, staff_client
 ):
     ids = library["all"]
     directory = Path(settings.INDEX_DIR)
+    complete = search_index.read_current_manifest(directory).generation + 1  # the writer's first
     writer = subprocess.Popen(
-        [sys.executable, "-c", _WRITER, str(directory), embedding.model_name()],
+        [sys.executable, "-c", _WRITER, str(directory), embedding.model_name(), stop],
         cwd=ROOT,
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        text=True,
     )
     try:
-        # Once it has written one generation, kill it the moment its next file is half-written.
-        wait_for(
-            lambda: search_index.read_current_manifest(directory).count == 300_000,
-            timeout=60,
-            what="the writer's first generation",
-        )
-        wait_for(
-            lambda: any(p.name.startswith(".tmp-gen-") for p in directory.iterdir()),
-            timeout=60,
-            interval=0.005,
-            what="the writer in the middle of a file",
-        )
+        said = writer.stdout.readline().strip()  # blocks until it has stopped (or exited)
+        if said != "stopped":
+            writer.wait(30)
+            pytest.fail(f"the writer did not stop {stop}: {said!r} {writer.stderr.read()[-2000:]}")
         os.kill(writer.pid, signal.SIGKILL)
     finally:
         writer.kill()
-        writer.wait(10)
-    assert any(p.name.startswith(".tmp-") for p in directory.iterdir())  # it died mid-write
+        writer.wait(30)
+    assert search_index.read_current_manifest(directory).generation == complete
+    killed = complete + 1
+    assert _debris(directory, killed) == {name.format(n=f"{killed:06d}") for name in _LEFT_AT[stop]}
 
     # Whatever CURRENT names is complete and verifiable: a reader loads it without error.
     search_index.reset_readers()
     reader = _reader()
     reader.refresh()
     assert reader.last_error is None
-    assert reader.manifest.generation == search_index.read_current_manifest(directory).generation
+    assert (reader.manifest.generation, reader.manifest.count) == (complete, 2000)
 
     # The lock died with the writer: the next rebuild runs, restores the library, and clears
     # the debris.
     report = rebuild.index_rebuild()
     assert report.built and report.count == len(ids)
-    assert not any(p.name.startswith(".tmp-") for p in directory.iterdir())
+    # Left: the new generation and the one current before it (kept for readers), nothing else.
+    kept = {f"gen-{n:06d}.{ext}" for n in (complete, report.generation) for ext in ("faiss", "json")}
+    assert {p.name for p in directory.iterdir()} == kept | {"CURRENT", "LOCK"}
     reader.refresh()
     page = _search_page(staff_client)
     assert {hit.image.pk for hit in page.context["page"].hits} == set(ids)

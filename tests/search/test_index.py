@@ -19,6 +19,9 @@ import pytest
 
 from search import index as si
 from search.index import files as index_files
+from search.index.lock import LOCK_NAME
+from tests.support.locks import flock_waiting
+from tests.support.waiting import wait_for
 
 MODEL = "clip-test"
 DIM = 16
@@ -217,33 +220,42 @@ def test_crash_before_the_pointer_moves_keeps_the_old_generation_and_is_cleaned_
     assert sorted(p.name for p in tmp_path.glob("gen-*.faiss")) == ["gen-000001.faiss", "gen-000003.faiss"]
 
 
-def test_readers_never_see_partial_generations_while_writer_publishes(tmp_path):
+def test_readers_never_see_partial_generations_while_writer_publishes(tmp_path, monkeypatch):
     write(tmp_path, n=2000, seed=0)
     r = reader(tmp_path)
-    r.search(unit_vectors(1), 1)
-    stop = threading.Event()
-    errors: list[str] = []
-    served: set[int] = set()
+    counts = {1: 2000}
+    served: list[int] = []
 
-    def read_loop():
-        while not stop.is_set():
-            r.search(unit_vectors(1), 5)
-            if r.last_error:
-                errors.append(r.last_error)
-            served.add(r.manifest.generation)
+    def search_now() -> None:
+        # A search at this very step of a publication answers from a complete generation.
+        r.search(unit_vectors(1), 5)
+        assert r.last_error is None, r.last_error
+        assert r.manifest.count == counts[r.manifest.generation]
+        served.append(r.manifest.generation)
 
-    t = threading.Thread(target=read_loop)
-    t.start()
-    try:
-        for seed in range(1, 8):
-            write(tmp_path, n=2000, seed=seed)
-    finally:
-        stop.set()
-        t.join()
-    assert errors == []
-    assert len(served) > 1
-    r.refresh()
-    assert r.manifest.generation == 8
+    # Every step of a publication is an fsync or a rename: search before each, and after each
+    # rename (a temporary file half-filled, a generation's file without its manifest, both
+    # without CURRENT, CURRENT moved).
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        search_now()
+        real_fsync(fd)
+
+    def replace(src, dst) -> None:
+        search_now()
+        real_replace(src, dst)
+        search_now()
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    for seed in range(1, 8):
+        counts[seed + 1] = 2000 + seed
+        write(tmp_path, n=2000 + seed, seed=seed)
+    monkeypatch.undo()
+
+    assert served == sorted(served)  # never back to an older generation
+    assert set(served) == set(range(1, 9))  # each one served once CURRENT named it
 
 
 # --------------------------------------------------------------------------- reloading
@@ -579,7 +591,8 @@ def test_write_waits_for_a_writer_in_another_process(tmp_path):
         done = threading.Event()
         t = threading.Thread(target=lambda: (write(tmp_path), done.set()))
         t.start()
-        assert not done.wait(0.5)
+        wait_for(lambda: flock_waiting(tmp_path / LOCK_NAME), interval=0.01, what="the write waiting")
+        assert not done.is_set() and si.read_current_manifest(tmp_path) is None
         release.set()
         assert done.wait(30)
         t.join()
