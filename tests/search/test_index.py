@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -281,11 +280,12 @@ def test_background_reader_keeps_serving_while_it_loads_the_next_generation(tmp_
     assert r.manifest.generation == 1
 
     ids2, vectors2, _ = write(tmp_path, n=20, seed=2)
-    deadline = time.monotonic() + 10
-    while r.manifest.generation != 2 and time.monotonic() < deadline:
+
+    def serving_the_new_one() -> bool:
         r.search(vectors1[:1], 1)  # always answered, from generation 1 or 2
-        time.sleep(0.01)
-    assert r.manifest.generation == 2
+        return r.manifest.generation == 2
+
+    wait_for(serving_the_new_one, interval=0.01, what="the background load of generation 2")
     np.testing.assert_array_equal(r.search(vectors2[:2], 1)[1][:, 0], ids2[:2])
 
 
