@@ -6,6 +6,7 @@ import pytest
 
 from gallery import services as gallery_services
 from gallery.models import Image
+from search import index as search_index
 from search import pipeline, query_vectors, ranking, rebuild
 from tests.factories import create_images
 
@@ -38,3 +39,31 @@ def test_labels_of_the_hits_shown_come_with_the_page(django_assert_num_queries):
         names = [hit.image.label_names for hit in page.hits]
 
     assert all("zebra" in n and len(n) == 2 for n in names)
+
+
+def test_pages_past_the_over_fetch_window_are_full_and_never_repeat_an_image(monkeypatch):
+    ids = create_images([(seed, ["zebra"]) for seed in range(1, 61)])
+    pipeline.images_embed(image_ids=ids)
+    rebuild.index_rebuild()
+    vector = query_vectors.query_vector_for_text(text="zebra")
+    ranked = [hit.image.pk for hit in ranking.images_search(vector=vector, page_size=60).hits]
+    assert sorted(ranked) == sorted(ids)
+
+    # Half the library goes before the next rebuild, from the second rank on: the first
+    # request to the index for page 2 (11 rows needed, 38 asked for) holds only 8 that remain.
+    deleted = set(ranked[2:32])
+    gallery_services.images_delete(images=Image.objects.filter(pk__in=deleted))
+    remaining = [pk for pk in ranked if pk not in deleted]
+    asked: list[int] = []
+    search = search_index.IndexReader.search
+    monkeypatch.setattr(
+        search_index.IndexReader, "search", lambda self, v, k: asked.append(k) or search(self, v, k)
+    )
+
+    pages = [ranking.images_search(vector=vector, page=n, page_size=5) for n in (1, 2, 3, 4, 5, 6)]
+
+    assert [[hit.image.pk for hit in page.hits] for page in pages] == [
+        remaining[start : start + 5] for start in range(0, 30, 5)
+    ]
+    assert [page.has_next for page in pages] == [True] * 5 + [False]
+    assert max(asked) > min(asked)  # the request was widened
