@@ -8,7 +8,8 @@ import pytest
 from django.test import Client
 
 from gallery.models import Image
-from search import pipeline, rebuild
+from search import dispatch, pipeline, rebuild
+from search.models import IndexState
 from tests.factories import create_images
 
 pytestmark = pytest.mark.django_db
@@ -56,3 +57,65 @@ def test_retry_failed_puts_failed_images_back_in_the_queue(staff_client):
 def test_the_status_json_is_for_staff_only():
     response = Client().get(STATUS.replace("status/", "status.json"))
     assert response.status_code == 302
+
+
+def _library_of_every_status() -> dict[str, int]:
+    """Two ready images, one failed with no vector, one pending that no one embedded yet."""
+    ready, other, failed = create_images([(1, ["a"]), (2, ["b"]), (3, ["c"])])
+    pipeline.images_embed(image_ids=[ready, other, failed])
+    Image.objects.filter(pk=failed).update(
+        status=Image.Status.FAILED, failure_reason="x", image_vector=None, embedding_model=""
+    )
+    [pending] = create_images([(4, ["d"])])
+    return {"ready": ready, "other ready": other, "failed": failed, "pending": pending}
+
+
+def _rows() -> dict[int, tuple]:
+    return {
+        pk: (status, vector)
+        for pk, status, vector in Image.objects.values_list("pk", "status", "image_vector")
+    }
+
+
+# What each action hands to the worker for embedding, and which rows it changes.
+_ACTIONS = {
+    "embed_missing": (["failed", "pending"], ["failed"]),
+    "retry_failed": (["failed"], ["failed"]),
+    "reembed_all": (["ready", "other ready", "failed", "pending"], ["ready", "other ready", "failed"]),
+}
+
+
+@pytest.mark.parametrize("action", list(_ACTIONS))
+def test_each_status_action_embeds_what_it_says_and_leaves_the_rest_alone(
+    staff_client, sent, django_capture_on_commit_callbacks, action
+):
+    images = _library_of_every_status()
+    before = _rows()
+    sent.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = staff_client.post(STATUS, {"action": action})
+    assert response.status_code == 302
+
+    handed_over, changed = _ACTIONS[action]
+    embedded = [pk for name, options in sent if name == dispatch.EMBED_TASK for pk in options["args"][0]]
+    assert sorted(embedded) == sorted(images[name] for name in handed_over)
+    after = _rows()
+    for name, pk in images.items():
+        if name in changed:
+            assert after[pk] == (Image.Status.PENDING, None), name
+        else:
+            assert after[pk] == before[pk], name
+
+
+def test_an_unknown_status_action_is_refused_and_changes_nothing(
+    staff_client, sent, django_capture_on_commit_callbacks
+):
+    _library_of_every_status()
+    before, requested = _rows(), IndexState.get().requested
+    sent.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = staff_client.post(STATUS, {"action": "drop_everything"}, follow=True)
+    assert response.status_code == 200
+    assert [str(m) for m in response.context["messages"]] == ["Unknown action."]
+    assert sent == []
+    assert (_rows(), IndexState.get().requested) == (before, requested)
