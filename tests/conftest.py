@@ -13,7 +13,7 @@ import pytest
 from django.conf import settings as django_settings
 
 from search import embedding
-from tests.factories import create_indexed_images
+from tests.factories import indexed_library
 from tests.support import env
 from tests.support.broker import celery_broker, queue_purge
 from tests.support.clip_model import build_clip_model
@@ -190,11 +190,11 @@ def private_redis(tmp_path_factory) -> Iterator[RedisServer]:
 
 @pytest.fixture
 def library() -> dict[str, list[int]]:
-    """Two sunsets, a bicycle and two zebras, embedded and indexed by this process."""
-    ids = create_indexed_images(
+    """Two sunsets, a bicycle and two zebras, embedded and indexed by this process (a test
+    module that needs another library overrides this fixture with its own specs)."""
+    return indexed_library(
         [(1, ["sunset"]), (2, ["sunset"]), (3, ["bicycle"]), (4, ["zebra"]), (5, ["zebra"])]
     )
-    return {"sunset": ids[:2], "bicycle": ids[2:3], "zebra": ids[3:], "all": ids}
 
 
 @pytest.fixture

@@ -26,3 +26,13 @@ def create_indexed_images(specs: list[tuple[int, list[str]]]) -> list[int]:
     pipeline.images_embed(image_ids=ids)
     rebuild.index_rebuild()
     return ids
+
+
+def indexed_library(specs: list[tuple[int, list[str]]]) -> dict[str, list[int]]:
+    """:func:`create_indexed_images`, and their ids by label (in order) and under ``"all"``."""
+    ids = create_indexed_images(specs)
+    library: dict[str, list[int]] = {"all": ids}
+    for pk, (_, labels) in zip(ids, specs, strict=True):
+        for label in labels:
+            library.setdefault(label, []).append(pk)
+    return library

@@ -12,7 +12,7 @@ from django.test import Client
 from gallery import services as gallery_services
 from gallery.models import Image
 from search import dispatch
-from tests.factories import create_images, create_indexed_images
+from tests.factories import create_images, indexed_library
 from tests.support.images import image_bytes
 
 pytestmark = pytest.mark.django_db
@@ -20,17 +20,12 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def library() -> dict[str, list[int]]:
-    """Four sunsets, three bicycles, two zebras; one sunset is also a bicycle."""
-    ids = create_indexed_images(
+    """Four sunsets, three bicycles, two zebras; one sunset is also a bicycle (the chips and
+    filters need an image with two labels)."""
+    return indexed_library(
         [(1, ["sunset"]), (2, ["sunset"]), (3, ["sunset"]), (4, ["sunset", "bicycle"])]
         + [(5, ["bicycle"]), (6, ["bicycle"]), (7, ["zebra"]), (8, ["zebra"])]
     )
-    return {
-        "sunset": ids[:4],
-        "bicycle": ids[3:6],
-        "zebra": ids[6:],
-        "all": ids,
-    }
 
 
 def _result_ids(response) -> list[int]:
