@@ -161,7 +161,11 @@ class StatusOut(Schema):
     counts: StatusCounts
     total: int
     stale: int = Field(description="Images whose vector was made by another model.")
-    model: str
+    model: str = Field(description="The image model (IMAGESEARCH_CLIP_MODEL).")
+    text_model: str = Field(description="The model of label texts and text queries (IMAGESEARCH_TEXT_MODEL).")
+    labels_outdated: int = Field(
+        description="Labels of indexed images whose text vector was made by another text model."
+    )
     model_error: str
     generation: int | None
     vectors: int

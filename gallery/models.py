@@ -19,6 +19,15 @@ class LabelQuerySet(models.QuerySet["Label"]):
         """Labels equal to ``name`` ignoring case and surrounding spaces."""
         return self.filter(name__iexact=normalize_label_name(name))
 
+    def vectors_outdated(self, model_name: str) -> LabelQuerySet:
+        """Labels behind a stored hybrid whose text vector was made by another model than
+        ``model_name`` (the text model was switched): those hybrids are due for a refresh."""
+        return (
+            self.filter(vector__isnull=False, images__hybrid_vector__isnull=False)
+            .exclude(vector_model=model_name)
+            .distinct()
+        )
+
 
 class Label(models.Model):
     name = models.CharField(max_length=MAX_LABEL_LENGTH)

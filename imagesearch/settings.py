@@ -212,6 +212,9 @@ FILE_UPLOAD_PERMISSIONS = 0o644
 # --- Search and embedding ---------------------------------------------------------------------
 
 IMAGESEARCH_CLIP_MODEL = envstr("IMAGESEARCH_CLIP_MODEL", "clip-ViT-B-32")
+# The model of label texts and text queries (e.g. a multilingual encoder trained into the CLIP's
+# image space). Empty: the image model, whatever IMAGESEARCH_CLIP_MODEL is (search.embedding).
+IMAGESEARCH_TEXT_MODEL = envstr("IMAGESEARCH_TEXT_MODEL", "")
 IMAGESEARCH_IMAGE_WEIGHT = envfloat("IMAGESEARCH_IMAGE_WEIGHT", 0.5, minimum=0.0, maximum=1.0)
 IMAGESEARCH_PAGE_SIZE = envint("IMAGESEARCH_PAGE_SIZE", 24, minimum=1, maximum=200)
 IMAGESEARCH_PUBLIC_SEARCH = envbool("IMAGESEARCH_PUBLIC_SEARCH", True)

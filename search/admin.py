@@ -63,7 +63,7 @@ class IndexStatusAdmin(admin.ModelAdmin):
                 done = pipeline.images_embed_missing()
                 message = (
                     f"{done['reembed']} image(s) queued for embedding, "
-                    f"{done['reweigh']} hybrid(s) to recompute."
+                    f"{done['reweigh'] + done['text_model']} hybrid(s) to recompute."
                 )
             elif action == "retry_failed":
                 message = f"{pipeline.images_retry_failed()} failed image(s) queued again."

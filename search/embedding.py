@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import threading
+import unicodedata
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -83,7 +84,7 @@ def text_model_name() -> str:
     """The text model: the name recorded with label vectors. Empty setting: the image model."""
     from django.conf import settings
 
-    return getattr(settings, "IMAGESEARCH_TEXT_MODEL", "") or model_name()
+    return settings.IMAGESEARCH_TEXT_MODEL or model_name()
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -289,11 +290,13 @@ def encode_images(images: Sequence[PILImage], *, batch_size: int = 16) -> np.nda
 def encode_texts(texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
     """Encode texts with the text model into an (n, d) array of unit vectors. Texts longer than
     the model reads (77 tokens for CLIP, 128 for the multilingual text model) are truncated by
-    its tokenizer."""
+    its tokenizer. Texts are NFC-normalised first: "café" typed with a combining accent (as
+    macOS spells file and folder names) is the same label or query as "café" typed composed."""
     model = get_text_model()
     if not texts:
         return np.zeros((0, dimension()), dtype=np.float32)
-    vectors = model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
+    texts = [unicodedata.normalize("NFC", text) for text in texts]
+    vectors = model.encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
     return normalize(vectors)
 
 

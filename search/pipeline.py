@@ -7,13 +7,15 @@ through the model again (see docs/architecture.md, 'Invariants').
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import logging
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F, Q
 from django.utils import timezone
 from PIL import Image as PILImage
 from PIL import ImageOps
@@ -22,6 +24,8 @@ from gallery.models import Image, Label
 from gallery.validation import THUMBNAIL_SIZE, InvalidImage, to_rgb
 
 from . import claims, dispatch, embedding
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -70,7 +74,7 @@ def _embed_held(image_ids: Sequence[int], *, owner: str, report: EmbedReport) ->
     if not images:
         return
     try:
-        embedding.get_model()
+        embedding.ensure_models()  # images need the image model, their labels the text model
     except embedding.ModelUnavailable as exc:
         for image in images:
             if image.status != Image.Status.READY:
@@ -95,7 +99,9 @@ def _embed_held(image_ids: Sequence[int], *, owner: str, report: EmbedReport) ->
         )
         _embed_batch(todo[start : start + batch], model=model, weight=weight, report=report)
     if done:
-        label_vectors = label_vectors_ensure(labels=(label for i in done for label in i.labels.all()))
+        label_vectors = label_vectors_ensure(
+            labels=(label for i in done for label in i.labels.all()), deriving=[i.pk for i in done]
+        )
         now = timezone.now()
         for image in done:
             hybrid = _hybrid_for(image, embedding.from_bytes(image.image_vector), label_vectors)
@@ -113,7 +119,9 @@ def _embed_batch(images: Sequence[Image], *, model: str, weight: float, report: 
             report.failed += 1
     if not decoded:
         return
-    label_vectors = label_vectors_ensure(labels=(label for i, _ in decoded for label in i.labels.all()))
+    label_vectors = label_vectors_ensure(
+        labels=(label for i, _ in decoded for label in i.labels.all()), deriving=[i.pk for i, _ in decoded]
+    )
     vectors = embedding.encode_images(
         [pil for _, pil in decoded], batch_size=settings.IMAGESEARCH_EMBED_BATCH_SIZE
     )
@@ -128,7 +136,8 @@ def _embed_batch(images: Sequence[Image], *, model: str, weight: float, report: 
 
 def hybrids_refresh(*, image_ids: Sequence[int]) -> int:
     """Recompute hybrids from stored image and label vectors (after a relabel, a label rename
-    or a weight change). The image model does not run; only new label texts are encoded."""
+    or a weight change, or after the text model was switched). The image model does not run; only
+    label texts without a vector from the text model are encoded."""
     model = embedding.model_name()
     weight = settings.IMAGESEARCH_IMAGE_WEIGHT
     images = list(
@@ -138,7 +147,14 @@ def hybrids_refresh(*, image_ids: Sequence[int]) -> int:
     )
     if not images:
         return 0
-    label_vectors = label_vectors_ensure(labels=(label for i in images for label in i.labels.all()))
+    try:
+        label_vectors = label_vectors_ensure(
+            labels=(label for i in images for label in i.labels.all()), deriving=[i.pk for i in images]
+        )
+    except embedding.ModelUnavailable as exc:
+        # The rows stay stamped as stale: the sweep sends them again; the status page says why.
+        logger.warning("hybrids of %d image(s) not refreshed: %s", len(images), exc)
+        return 0
     now = timezone.now()
     for image in images:
         hybrid = _hybrid_for(image, embedding.from_bytes(image.image_vector), label_vectors)
@@ -149,19 +165,73 @@ def hybrids_refresh(*, image_ids: Sequence[int]) -> int:
     return len(images)
 
 
-def label_vectors_ensure(*, labels: Iterable[Label]) -> dict[int, np.ndarray]:
-    """Text vectors for labels, computed once per label and cached on the row."""
-    model = embedding.model_name()
+def label_vectors_ensure(*, labels: Iterable[Label], deriving: Collection[int] = ()) -> dict[int, np.ndarray]:
+    """Text vectors for labels, computed once per label by the text model and cached on the row
+    with that model's name.
+
+    A label whose vector came from another text model gets a new one; the stored hybrids of the
+    other images carrying it (all but ``deriving``, whose hybrids the caller derives now) were
+    made from the old vector, so they are stamped stale and sent for a refresh in the same
+    transaction (a refresh lost with the broker is found again by the sweep, by the stamp).
+    """
+    model = embedding.text_model_name()
     labels = list({label.pk: label for label in labels}.values())
     missing = [label for label in labels if not label.has_vector_for(model)]
     if missing:
         vectors = embedding.encode_texts([label.name for label in missing])
-        for label, vector in zip(missing, vectors, strict=True):
-            Label.objects.filter(pk=label.pk, name=label.name).update(
-                vector=embedding.to_bytes(vector), vector_model=model
-            )
-            label.vector, label.vector_model = embedding.to_bytes(vector), model
+        replaced = [label.pk for label in missing if label.vector is not None]
+        with transaction.atomic():
+            for label, vector in zip(missing, vectors, strict=True):
+                Label.objects.filter(pk=label.pk, name=label.name).update(
+                    vector=embedding.to_bytes(vector), vector_model=model
+                )
+                label.vector, label.vector_model = embedding.to_bytes(vector), model
+            if replaced:
+                _hybrids_stale_send(
+                    Image.objects.filter(labels__in=replaced).exclude(pk__in=list(deriving))
+                )
     return {label.pk: embedding.from_bytes(label.vector) for label in labels}
+
+
+def hybrids_text_model_refresh() -> int:
+    """After the text model was switched: send every image whose stored hybrid carries a label
+    vector of another text model for a hybrid refresh, which encodes its labels with the text
+    model and derives the hybrid from the stored image vector (the image model does not run).
+
+    Coalesced by the rows: an image is stamped stale when it is sent, and one already stamped
+    and waiting for its refresh is not sent again (the sweep re-sends a lost one). Returns how
+    many were sent. Called by the sweep (so a worker started with a new text model catches up
+    by itself) and by the status page's *Embed missing*.
+    """
+    outdated = Label.objects.vectors_outdated(embedding.text_model_name())
+    if not outdated.exists():
+        return 0
+    with transaction.atomic():
+        return _hybrids_stale_send(Image.objects.filter(labels__in=outdated.values("pk")))
+
+
+def _hybrids_stale_send(images: Any) -> int:
+    """Stamp the stored hybrids among ``images`` stale and send them for a refresh; skip those
+    stamped already and still waiting for theirs. Inside a transaction (sent at commit)."""
+    ids = list(
+        images.filter(hybrid_vector__isnull=False)
+        .filter(
+            Q(labels_changed_at__isnull=True)
+            | Q(hybrid_updated_at__isnull=True)
+            | Q(labels_changed_at__lte=F("hybrid_updated_at"))
+        )
+        .order_by("pk")
+        .values_list("pk", flat=True)
+        .distinct()
+    )
+    now = timezone.now()
+    for start in range(0, len(ids), dispatch.HYBRIDS_PER_TASK):
+        Image.objects.filter(pk__in=ids[start : start + dispatch.HYBRIDS_PER_TASK]).update(
+            labels_changed_at=now
+        )
+    if ids:
+        dispatch.hybrids_refresh_enqueue(image_ids=ids)
+    return len(ids)
 
 
 def images_reembed(*, image_ids: Sequence[int]) -> int:
@@ -185,7 +255,7 @@ def images_embed_missing() -> dict[str, int]:
 
     Re-embeds only images without a vector from the current model (pending, failed, or made by
     another model: a model change never mixes two models' vectors in one index); recomputes
-    hybrids made with another weight; rebuilds.
+    hybrids made with another weight, or from label vectors of another text model; rebuilds.
     """
     model = embedding.model_name()
     weight = settings.IMAGESEARCH_IMAGE_WEIGHT
@@ -202,8 +272,9 @@ def images_embed_missing() -> dict[str, int]:
     )
     if reweigh_ids:
         dispatch.hybrids_refresh_enqueue(image_ids=reweigh_ids)
+    relabel = hybrids_text_model_refresh()
     dispatch.index_rebuild_request()
-    return {"reembed": len(stale_ids), "reweigh": len(reweigh_ids)}
+    return {"reembed": len(stale_ids), "reweigh": len(reweigh_ids), "text_model": relabel}
 
 
 def images_retry_failed() -> int:

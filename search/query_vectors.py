@@ -10,12 +10,20 @@ from gallery.validation import InvalidImage, validate_image_bytes
 from . import embedding
 from .errors import QueryError, QueryTargetMissing, SearchUnavailable
 
-MAX_QUERY_CHARS = 2000  # CLIP reads 77 tokens; a longer text is cut before tokenising
+# The text model reads a few dozen tokens (CLIP 77, the multilingual text model 128) and its
+# tokenizer cuts the rest; a longer text is cut before tokenising, so that it costs nothing.
+MAX_QUERY_CHARS = 2000
+
+# Invisible but meaningful: the zero-width non-joiner spells Persian and Indic words, the joiner
+# builds emoji sequences (👩‍💻). Other format characters (bidi overrides, zero-width spaces) go.
+_KEPT_FORMAT_CHARS = "\t\n\u200c\u200d"
 
 
 def query_text_clean(text: str) -> str:
-    """Drop control characters and surplus whitespace; cut what CLIP would never read."""
-    text = "".join(ch if ch.isprintable() or ch in "\t\n" else " " for ch in text[: MAX_QUERY_CHARS * 4])
+    """Drop control characters and surplus whitespace; cut what the text model never reads."""
+    text = "".join(
+        ch if ch.isprintable() or ch in _KEPT_FORMAT_CHARS else " " for ch in text[: MAX_QUERY_CHARS * 4]
+    )
     return " ".join(text.split())[:MAX_QUERY_CHARS]
 
 

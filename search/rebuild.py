@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from gallery.models import Image
 
-from . import claims, dispatch, embedding, status
+from . import claims, dispatch, embedding, pipeline, status
 from . import index as search_index
 from .models import IndexState
 
@@ -132,7 +132,8 @@ def index_sweep(*, at_start: bool = False) -> dict[str, int]:
       left its messages unacknowledged in the broker, where they stay invisible for the
       visibility timeout. An image whose message was only waiting gets a second one, which
       finds it embedded and does nothing.
-    - Hybrids older than their labels' last change (a refresh lost with the broker) are refreshed.
+    - Hybrids older than their labels' last change (a refresh lost with the broker) are refreshed,
+      and so are hybrids made from label vectors of another text model (the setting changed).
     - A rebuild that stayed queued well past its due time (its message was lost) is sent again,
       and one is scheduled when the index is behind the database.
     """
@@ -149,6 +150,8 @@ def index_sweep(*, at_start: bool = False) -> dict[str, int]:
     )
     if stuck:
         dispatch.embedding_enqueue(image_ids=stuck)
+    # A text model switched since the hybrids were made: stamped now, so not sent twice below.
+    text_model_refreshed = pipeline.hybrids_text_model_refresh()
     grace = claims.claim_stale_before(now)
     stale_hybrids = list(
         Image.objects.ready().hybrids_stale(changed_before=grace).values_list("pk", flat=True)[:50_000]
@@ -170,6 +173,7 @@ def index_sweep(*, at_start: bool = False) -> dict[str, int]:
         "requeued": len(stuck),
         "claims_freed": len(lost),
         "hybrids_refreshed": len(stale_hybrids),
+        "text_model_refreshed": text_model_refreshed,
         "rebuild_scheduled": int(rebuild),
     }
 

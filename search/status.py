@@ -10,7 +10,7 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Count, Max
 
-from gallery.models import Image
+from gallery.models import Image, Label
 
 from . import dispatch, embedding
 from . import index as search_index
@@ -70,6 +70,9 @@ def index_status() -> dict[str, Any]:
         "state": state,
         "model": embedding.model_name(),
         "stale": Image.objects.stale(embedding.model_name()).count(),
+        "text_model": embedding.text_model_name(),
+        # Label vectors behind stored hybrids that another text model made (the setting changed).
+        "labels_outdated": Label.objects.vectors_outdated(embedding.text_model_name()).count(),
         "model_error": embedding.last_load_error(),
     }
 
@@ -85,6 +88,8 @@ def status_summary() -> dict[str, Any]:
         "total": status["total"],
         "stale": status["stale"],
         "model": status["model"],
+        "text_model": status["text_model"],
+        "labels_outdated": status["labels_outdated"],
         "model_error": status["model_error"] or "",
         "generation": manifest.generation if manifest else None,
         "vectors": manifest.count if manifest else 0,

@@ -16,7 +16,7 @@ from search import embedding
 from tests.factories import indexed_library
 from tests.support import env
 from tests.support.broker import celery_broker, queue_purge
-from tests.support.clip_model import build_clip_model
+from tests.support.clip_model import build_clip_model, embedding_dim
 from tests.support.processes import CeleryWorker, RedisServer, redis_server_installed
 
 
@@ -35,12 +35,24 @@ def clip_model_dir() -> Path:
     return build_clip_model(Path(django_settings.DATA_DIR) / "models" / "tiny-clip", size="tiny", seed=0)
 
 
+@pytest.fixture(scope="session")
+def text_model_dir() -> Path:
+    """A tiny multilingual text encoder into the tiny CLIP's space (random seeded weights, the
+    published model's architecture), built once per test run."""
+    from tests.support.text_model import build_text_model
+
+    return build_text_model(
+        Path(django_settings.DATA_DIR) / "models" / "tiny-text", dim=embedding_dim("tiny"), seed=0
+    )
+
+
 @pytest.fixture(autouse=True)
 def _isolated_storage(request, settings, tmp_path, clip_model_dir) -> Iterator[None]:
     """Each test gets its own media and index directories, and the tiny model."""
     from search import index as search_index
 
     settings.IMAGESEARCH_CLIP_MODEL = str(clip_model_dir)
+    settings.IMAGESEARCH_TEXT_MODEL = ""  # the CLIP's own text tower, whatever the environment says
     # Users made by tests need no slow password hash (Django's default costs ~0.3 s per user).
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     if request.node.get_closest_marker("worker") is None:
@@ -137,6 +149,7 @@ def start_worker(clip_model_dir, tmp_path_factory) -> Iterator[Callable[..., Cel
             **os.environ,
             "DATABASE_URL": _database_url(),
             "IMAGESEARCH_CLIP_MODEL": str(clip_model_dir),
+            "IMAGESEARCH_TEXT_MODEL": "",
             "IMAGESEARCH_DATA_DIR": str(django_settings.DATA_DIR),
             "CELERY_BROKER_URL": broker or django_settings.CELERY_BROKER_URL,
             "IMAGESEARCH_TORCH_THREADS": "1",

@@ -24,7 +24,9 @@
     set("count-ready", s.counts.ready);
     set("count-failed", s.counts.failed);
     set("count-stale", s.stale);
+    set("count-labels-outdated", s.labels_outdated);
     set("model", s.model);
+    set("text-model", s.text_model);
     var modelError = document.getElementById("model-error");
     modelError.textContent = s.model_error;
     modelError.hidden = !s.model_error;

@@ -87,7 +87,7 @@ def test_weight_change_is_detected_and_recomputed(settings):
     [image_id] = create_images([(1, ["sunset"])])
     pipeline.images_embed(image_ids=[image_id])
     settings.IMAGESEARCH_IMAGE_WEIGHT = 0.8
-    assert pipeline.images_embed_missing() == {"reembed": 0, "reweigh": 1}
+    assert pipeline.images_embed_missing() == {"reembed": 0, "reweigh": 1, "text_model": 0}
     pipeline.hybrids_refresh(image_ids=[image_id])
     image = Image.objects.get(pk=image_id)
     assert image.hybrid_weight == 0.8
