@@ -4,78 +4,28 @@ are deleted through the gallery's delete service, exactly those; labels can be m
 stale and already-deleted choices are refused with a reason and change nothing. The admin page
 and the scan's coalesced requests.
 
-The tiny random test model is no judge of what "the same picture" means, but its copies stay
-closer than 0.997 to their originals while the originals chosen here are at most 0.95 from one
-another (measured when they were chosen), so the tests use a threshold of 0.98 between the two.
+The library and the threshold the tests use: tests.support.near_duplicates.
 """
 
 from __future__ import annotations
 
-import io
-
 import pytest
 from django.core.files.storage import default_storage
 from django.urls import reverse
-from PIL import Image as PILImage
 
 from gallery.models import Image
 from search import dispatch, duplicates, pipeline, rebuild, tasks
 from search.models import DuplicateGroup, DuplicateScan, IndexState
-from tests.factories import upload
-from tests.support.images import make_image
+from tests.support.near_duplicates import TEST_THRESHOLD, near_duplicate_library
 
 pytestmark = pytest.mark.django_db
-
-SIZE = (192, 144)
-#: Originals whose tiny-model vectors are far apart (cosine <= 0.95).
-SEEDS = {"kestrel": 1009, "harbour": 1021, "orchard": 1003, "tram": 1001}
-TEST_THRESHOLD = 0.98
-
-
-def _encoded(image: PILImage.Image, fmt: str, **options) -> bytes:
-    out = io.BytesIO()
-    image.save(out, fmt, **options)
-    return out.getvalue()
-
-
-def _copies(name: str) -> dict[str, bytes]:
-    """The original (PNG) and what people make of it: re-encoded, resized, cropped a little."""
-    original = make_image(SEEDS[name], SIZE)
-    w, h = SIZE
-    return {
-        f"{name}.png": _encoded(original, "PNG"),
-        f"{name}-q60.jpg": _encoded(original, "JPEG", quality=60),
-        f"{name}-half.png": _encoded(original.resize((w // 2, h // 2), PILImage.Resampling.LANCZOS), "PNG"),
-        f"{name}-cropped.jpg": _encoded(original.crop((5, 4, w - 5, h - 4)), "JPEG", quality=85),
-    }
-
-
-def _store(files: dict[str, bytes], label: str) -> dict[str, int]:
-    from gallery.services import images_create
-
-    names = list(files)
-    result = images_create(uploads=[upload(files[n], [label], n) for n in names])
-    assert not result.refused and not result.duplicates
-    return dict(zip(names, result.added, strict=True))
 
 
 @pytest.fixture
 def library(settings) -> dict[str, dict[str, int]]:
     """Two originals with three copies each, two originals alone: embedded, indexed, scanned."""
     settings.IMAGESEARCH_DUPLICATE_THRESHOLD = TEST_THRESHOLD
-    stored = {
-        "kestrel": _store(_copies("kestrel"), "kestrel"),
-        "harbour": _store(_copies("harbour"), "harbour"),
-        "orchard": _store({"orchard.png": _copies("orchard")["orchard.png"]}, "orchard"),
-        "tram": _store({"tram.png": _copies("tram")["tram.png"]}, "tram"),
-    }
-    all_ids = [pk for ids in stored.values() for pk in ids.values()]
-    pipeline.images_embed(image_ids=all_ids)
-    assert Image.objects.ready().count() == len(all_ids)
-    rebuild.index_rebuild()
-    report = duplicates.duplicates_scan()
-    assert report.scanned and report.images == len(all_ids)
-    return stored
+    return near_duplicate_library()
 
 
 def _groups() -> list[set[int]]:
