@@ -138,7 +138,12 @@ class DuplicatesAdmin(admin.ModelAdmin):
                 raise PermissionDenied
             with transaction.atomic():
                 dispatch.duplicates_scan_request()
-            self.message_user(request, "A near-duplicate scan was requested.", messages.SUCCESS)
+            self.message_user(
+                request,
+                "A near-duplicate scan was requested. It finds nothing new unless images, the model or"
+                " the threshold changed since the last scan.",
+                messages.SUCCESS,
+            )
             return
         if action not in ("delete_others", "merge_labels"):
             self.message_user(request, "Unknown action.", messages.ERROR)
