@@ -23,6 +23,7 @@ import numpy as np
 from . import env
 
 SIZE = (640, 480)
+THRESHOLDS = (0.9, 0.95, 0.97, 0.98, 0.99, 0.995)
 
 
 def _jpeg(image, quality: int):
@@ -109,6 +110,15 @@ def measure(originals: int = 40) -> dict[str, Any]:
         "copies_all": _stats(all_same),
         "unrelated_nearest": _stats(unrelated_best),
         "unrelated_pairs": _stats(unrelated_all),
+        # At each candidate threshold: the share of copies found, and the share of pictures that
+        # an unrelated picture would join.
+        "at": {
+            str(t): {
+                "copies_found": round(float((all_same >= t).mean()), 4),
+                "unrelated_joined": round(float((unrelated_best >= t).mean()), 4),
+            }
+            for t in THRESHOLDS
+        },
         # The widest margin on this data: halfway between the least similar copy and the most
         # similar unrelated picture (negative: no threshold separates them).
         "gap": round(float(all_same.min() - unrelated_best.max()), 4),

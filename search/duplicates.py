@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 #: Neighbours searched per image. A picture saved more than this many times still ends in one
 #: group: its copies reach one another through their own neighbours.
 NEIGHBOURS = 16
+#: Seconds between two writes of the scan's progress.
+PROGRESS_INTERVAL = 1.0
 #: Rows per query when ids are listed (below every database's limit on query parameters).
 ID_CHUNK = 500
 
@@ -131,8 +133,14 @@ def _scan(*, state: DuplicateScan, seen: int, model: str, threshold: float, star
     read_seconds = time.monotonic() - started
     DuplicateScan.objects.filter(pk=1).update(total=len(ids))
 
+    last_written = [time.monotonic()]
+
     def progress(done: int, total: int) -> None:
-        DuplicateScan.objects.filter(pk=1).update(done=done, total=total)
+        # A write per second at most: each is a commit, and the page polls once a second anyway.
+        now = time.monotonic()
+        if now - last_written[0] >= PROGRESS_INTERVAL or done == total:
+            DuplicateScan.objects.filter(pk=1).update(done=done, total=total)
+            last_written[0] = now
 
     searching = time.monotonic()
     first, second, score = search_index.close_pairs(

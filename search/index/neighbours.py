@@ -1,9 +1,13 @@
-"""Every vector's nearest neighbours among the same vectors (exact, faiss's flat inner product),
-a batch of queries at a time, keeping only the pairs at or above a cosine threshold.
+"""Every vector's nearest neighbours among the same vectors, a batch of queries at a time, keeping
+only the pairs at or above a cosine threshold.
 
 What the near-duplicate scan needs: ``n`` queries against the same ``n`` vectors. One faiss
-search per batch of queries uses its blocked BLAS matrix product; a batch bounds the ``batch x k``
-results held at once, and lets the caller report progress between batches.
+search per batch of queries; a batch bounds the ``batch x k`` results held at once, and lets the
+caller report progress between batches. Exact (flat inner product, faiss's blocked BLAS product)
+up to :data:`APPROXIMATE_FROM` vectors; beyond, the whole search costs ``n^2 d`` and grows
+quadratically (minutes at 100k on two cores), so an IVF index of the "ivf" kind answers instead:
+a near copy lies so close to its original that both fall in the same or a neighbouring list, and
+the lists visited are a small share of the vectors (recall and speed: BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -13,10 +17,13 @@ from collections.abc import Callable
 import numpy as np
 
 from .faiss_lib import import_faiss
+from .kinds import KINDS
 
 #: Queries per faiss search: large enough for BLAS to run at full speed, small enough that
 #: progress moves every second or so at 100k vectors.
 NEIGHBOUR_BATCH = 2048
+#: From this many vectors on, the search is approximate (IVF) unless asked otherwise.
+APPROXIMATE_FROM = 50_000
 
 
 def close_pairs(
@@ -26,11 +33,13 @@ def close_pairs(
     threshold: float,
     batch: int = NEIGHBOUR_BATCH,
     on_batch: Callable[[int, int], None] | None = None,
+    approximate: bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pairs ``(i, j, cosine)`` of row positions, ``i < j``, each once, where ``j`` is among the
     ``k`` nearest rows of ``i`` or ``i`` among those of ``j``, and their inner product is at least
-    ``threshold``. Rows must be unit vectors (float32, C-contiguous). ``on_batch(done, total)`` is
-    called after each batch of queries."""
+    ``threshold``. Rows must be unit vectors (float32). ``on_batch(done, total)`` is called after
+    each batch of queries. ``approximate``: search an IVF index (default: from
+    :data:`APPROXIMATE_FROM` rows on)."""
     faiss = import_faiss()
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n = len(vectors)
@@ -39,8 +48,15 @@ def close_pairs(
         if on_batch is not None:
             on_batch(n, n)
         return empty
-    index = faiss.IndexFlatIP(vectors.shape[1])
-    index.add(vectors)
+    if approximate is None:
+        approximate = n >= APPROXIMATE_FROM
+    if approximate:
+        ivf = KINDS["ivf"]
+        index = ivf.create(faiss, np.arange(n, dtype=np.int64), vectors)
+        ivf.prepare(faiss, index)
+    else:
+        index = faiss.IndexFlatIP(vectors.shape[1])
+        index.add(vectors)
     k = min(k + 1, n)  # each row finds itself too
     firsts, seconds, scores = [], [], []
     for start in range(0, n, batch):

@@ -45,3 +45,15 @@ def test_progress_is_reported_after_every_batch():
 def test_fewer_than_two_vectors_have_no_pairs():
     first, _, _ = close_pairs(np.ones((1, 8), np.float32) / np.sqrt(8), k=4, threshold=0.5)
     assert len(first) == 0
+
+
+def test_the_approximate_search_finds_every_near_copy_with_its_original():
+    rng = np.random.default_rng(3)
+    originals = _unit(rng.standard_normal((6000, 48)))
+    copies = _unit(originals[:600] + 0.02 * rng.standard_normal((600, 48)))  # cosine ~0.99
+    vectors = np.concatenate([originals, copies])
+    first, second, _ = close_pairs(vectors, k=8, threshold=0.95, approximate=True)
+    found = set(zip(first.tolist(), second.tolist(), strict=True))
+    assert {(i, 6000 + i) for i in range(600)} <= found
+    exact_first, exact_second, _ = close_pairs(vectors, k=8, threshold=0.95, approximate=False)
+    assert found <= set(zip(exact_first.tolist(), exact_second.tolist(), strict=True))
