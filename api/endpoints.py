@@ -18,7 +18,7 @@ from gallery.forms import BulkUploadForm
 from gallery.labels import InvalidLabels
 from gallery.models import Image
 from gallery.uploads import images_upload as gallery_images_upload
-from search import clip_retrieval, queries
+from search import clip_retrieval, duplicates, queries
 from search.errors import QueryError
 from search.status import status_summary
 
@@ -240,6 +240,43 @@ def image_delete(request: HttpRequest, image_id: ImageId):
 def status(request: HttpRequest):
     """Images per status, the index generation, its size and age, and whether it is behind."""
     return status_summary()
+
+
+@api.get(
+    "/api/duplicates",
+    auth=STAFF,
+    response={200: s.DuplicatesOut, **errors(400, 401, 403)},
+    tags=["images"],
+)
+def duplicates_list(request: HttpRequest, params: Query[s.DuplicatesParams]):
+    """Groups of near-duplicate images (cosine of their image vectors at or above
+    `IMAGESEARCH_DUPLICATE_THRESHOLD`), as the worker's last scan found them, and the scan's
+    progress; the same groups as the admin's *Near-duplicates* page."""
+    _require_perm(request, "gallery.view_image")
+    rows = list(duplicates.groups_listed()[params.offset : params.offset + params.limit + 1])
+    groups = [
+        {
+            "id": group.pk,
+            "scan": group.scan,
+            "top_similarity": group.top_similarity,
+            "least_similarity": group.least_similarity,
+            "images": [
+                {
+                    **_image_out(request, member.image),
+                    "file_bytes": duplicates.file_bytes(member.image),
+                    "similarity": member.similarity,
+                }
+                for member in group.members.all()
+            ],
+        }
+        for group in rows[: params.limit]
+    ]
+    return {
+        "scan": duplicates.scan_summary(),
+        "groups": groups,
+        "offset": params.offset,
+        "has_more": len(rows) > params.limit,
+    }
 
 
 def _require_perm(request: HttpRequest, perm: str) -> None:

@@ -178,6 +178,47 @@ class StatusOut(Schema):
     index_error: str
 
 
+class DuplicatesParams(Schema):
+    offset: int = Field(0, ge=0, le=10**9, description="How many groups to skip.")
+    limit: int = Field(50, ge=1, le=500, description="How many groups.")
+
+
+class DuplicateImageOut(ImageOut):
+    file_bytes: int | None = Field(description="The stored file's size (null when it is missing).")
+    similarity: float = Field(description="Its highest cosine to another image of the group.")
+
+
+class DuplicateGroupOut(Schema):
+    id: int
+    scan: int = Field(description="The scan that found it.")
+    top_similarity: float
+    least_similarity: float = Field(description="The lowest cosine of the pairs that joined the group.")
+    images: list[DuplicateImageOut]
+
+
+class DuplicateScanOut(Schema):
+    number: int = Field(description="How many scans have finished (0: none yet).")
+    running: bool
+    done: int = Field(description="While a scan runs: images whose neighbours were searched.")
+    total: int = Field(description="While a scan runs: images it compares.")
+    queued: bool
+    finished_at: datetime | None
+    seconds: float | None
+    images: int = Field(description="Images the last scan compared.")
+    threshold: float | None = Field(description="The cosine the last scan used.")
+    setting: float = Field(description="`IMAGESEARCH_DUPLICATE_THRESHOLD` now (the next scan's).")
+    model: str
+    groups: int = Field(description="Groups with two images or more.")
+    last_error: str
+
+
+class DuplicatesOut(Schema):
+    scan: DuplicateScanOut
+    groups: list[DuplicateGroupOut] = Field(description="Best first, as on the admin's page.")
+    offset: int
+    has_more: bool
+
+
 # --- clip-retrieval's back-end protocol ------------------------------------------------------
 
 

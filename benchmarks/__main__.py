@@ -1,10 +1,11 @@
 """``python -m benchmarks run [--quick]``: the whole suite, one command.
 
 Builds (once) the full-size random CLIP, starts from an empty benchmark database of its own,
-then: ingest (real upload, real worker); and for each library size, grows the library with
-synthetic rows, rebuilds the index from the database and measures queries; at the middle size
-the web server's throughput, at the largest the approximate index, the memory of several web
-processes and a generation switch under load. Prints every figure with its target, writes
+then: ingest (real upload, real worker); the near-duplicate threshold on generated pictures and
+their copies; and for each library size, grows the library with synthetic rows, rebuilds the
+index from the database, measures queries and (at 10k and 100k) the near-duplicate scan; at the
+middle size the web server's throughput, at the largest the approximate index, the memory of
+several web processes and a generation switch under load. Prints every figure with its target, writes
 ``benchmarks/results/latest.json`` and ``benchmarks/results/latency_vs_size.png``.
 """
 
@@ -31,6 +32,9 @@ FULL = {
     "throughput_compare": True,
     "hnsw_size": 100_000,
     "memory_workers": (1, 2, 4),
+    "duplicates_sizes": (10_000, 100_000),
+    "duplicates_rounds": 2,
+    "threshold_originals": 40,
 }
 QUICK = {
     "sizes": [10_000, 100_000],
@@ -41,6 +45,9 @@ QUICK = {
     "throughput_compare": False,
     "hnsw_size": 10_000,
     "memory_workers": (1, 2),
+    "duplicates_sizes": (10_000, 100_000),
+    "duplicates_rounds": 1,
+    "threshold_originals": 16,
 }
 
 
@@ -88,7 +95,7 @@ def run(quick: bool) -> dict[str, Any]:
     from django.core.management import call_command
     from django.test import Client
 
-    from . import ann, ingest, query, rebuild, throughput
+    from . import ann, duplicate_threshold, duplicates, ingest, query, rebuild, throughput
     from .library import ClusteredVectors, grow_library
 
     call_command("migrate", verbosity=0)
@@ -105,6 +112,8 @@ def run(quick: bool) -> dict[str, Any]:
         from gallery.models import Image
 
         Image.objects.all().delete()
+        _log(f"near-duplicate threshold: {plan['threshold_originals']} pictures and their copies ...")
+        results["duplicate_threshold"] = duplicate_threshold.measure(plan["threshold_originals"])
 
         vectors = ClusteredVectors()
         model = str(env.MODEL_DIR)
@@ -119,6 +128,10 @@ def run(quick: bool) -> dict[str, Any]:
             _log(f"rebuild {section['rebuild']['seconds']} s; text search requests ...")
             section["query"] = query.run(size, requests=plan["query_requests"][size])
             _log(f"query ratio {section['query']['ratio']}, p50 {section['query']['request']['p50_ms']} ms")
+            if size in plan["duplicates_sizes"]:
+                _log("near-duplicate scan against the kNN search alone ...")
+                scan = section["duplicates"] = duplicates.run(size, rounds=plan["duplicates_rounds"])
+                _log(f"near-duplicate scan {scan['scan_s']} s, ratio {scan['ratio']}")
             if size == plan["hnsw_size"] or size == largest:
                 ids, vecs = _library_vectors()
                 if size == plan["hnsw_size"]:

@@ -194,6 +194,42 @@ def figures(results: dict[str, Any]) -> list[dict[str, Any]]:
             )
 
     for size in sizes:
+        d = _get(results, "sizes", str(size), "duplicates")
+        if not d:
+            continue
+        out.append(
+            _figure(
+                "6 near-duplicates",
+                f"scan / flat kNN search alone at {size:,}",
+                d["ratio"],
+                note=f"{d['scan_s']} s vs {d['knn_alone_s']} s; of the scan: reading {d['scan_read_s']} s, "
+                f"kNN {d['scan_search_s']} s ({'IVF' if d.get('approximate') else 'exact'}); "
+                f"{d['groups']} groups",
+            )
+        )
+        if "recall_of_exact_pairs" in d:
+            out.append(
+                _figure(
+                    "6 near-duplicates",
+                    f"pairs found / exact pairs at {size:,}",
+                    d["recall_of_exact_pairs"],
+                    note=f"{d['exact_pairs']} exact pairs at cosine >= {d['threshold']}",
+                )
+            )
+        out.append(_figure("6 near-duplicates", f"scan at {size:,}", d["scan_s"], unit="s"))
+    measured = results.get("duplicate_threshold")
+    if measured:
+        out.append(
+            _figure(
+                "6 near-duplicates",
+                "least cosine of a copy to its original (random weights)",
+                measured["copies_all"]["min"],
+                note=f"most similar unrelated picture: up to {measured['unrelated_nearest']['max']} "
+                f"(median {measured['unrelated_nearest']['p50']}); {measured['originals']} pictures",
+            )
+        )
+
+    for size in sizes:
         t = _get(results, "sizes", str(size), "throughput")
         if not t:
             continue

@@ -237,6 +237,9 @@ IMAGESEARCH_SWEEP_INTERVAL = envint("IMAGESEARCH_SWEEP_INTERVAL", 15, minimum=1)
 # "flat": exact search (the default). "ivf" / "hnsw": approximate, opt-in for large libraries
 # (search.index.KINDS; recall and speed are measured in BENCHMARKS.md).
 IMAGESEARCH_INDEX_KIND = envstr("IMAGESEARCH_INDEX_KIND", "flat").lower()
+# Two images are near-duplicates at or above this cosine of their image vectors (search.duplicates;
+# the default and what it rests on: BENCHMARKS.md, "Near-duplicates").
+IMAGESEARCH_DUPLICATE_THRESHOLD = envfloat("IMAGESEARCH_DUPLICATE_THRESHOLD", 0.95, minimum=0.5, maximum=1.0)
 if IMAGESEARCH_INDEX_KIND not in ("flat", "ivf", "hnsw"):
     raise ImproperlyConfigured(
         f"IMAGESEARCH_INDEX_KIND must be flat, ivf or hnsw, not {IMAGESEARCH_INDEX_KIND!r}"

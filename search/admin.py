@@ -1,10 +1,12 @@
-"""Admin: the index status page and its actions (embed missing, retry, re-embed, rebuild), and
-the image list's "re-embed" action."""
+"""Admin: the index status page and its actions (embed missing, retry, re-embed, rebuild), the
+near-duplicates page (keep one image of a group, delete the others), and the image list's
+"re-embed" action."""
 
 from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
@@ -14,8 +16,8 @@ from django.urls import path, reverse
 from gallery import admin as gallery_admin
 from gallery.models import Image
 
-from . import dispatch, pipeline, status
-from .models import IndexState
+from . import dispatch, duplicates, pipeline, status
+from .models import DuplicateScan, IndexState
 
 
 @admin.register(IndexState)
@@ -77,6 +79,115 @@ class IndexStatusAdmin(admin.ModelAdmin):
                 self.message_user(request, "Unknown action.", messages.ERROR)
                 return
         self.message_user(request, message, messages.SUCCESS)
+
+
+@admin.register(DuplicateScan)
+class DuplicatesAdmin(admin.ModelAdmin):
+    """Shows up in the admin index as "Near-duplicates"; its list page is the groups page. The
+    groups are found by the worker (search.duplicates); this page only reads and resolves them."""
+
+    GROUPS_PER_PAGE = 20
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("groups/", view(self.groups_view), name="search_duplicates"),
+            path("groups.json", view(self.progress_view), name="search_duplicates_json"),
+            *super().get_urls(),
+        ]
+
+    def changelist_view(self, request: HttpRequest, extra_context=None) -> HttpResponse:
+        return HttpResponseRedirect(reverse("admin:search_duplicates"))
+
+    def groups_view(self, request: HttpRequest) -> HttpResponse:
+        if not request.user.has_perm("gallery.view_image"):
+            raise PermissionDenied
+        here = reverse("admin:search_duplicates")
+        if request.method == "POST":
+            page = request.POST.get("page", "")
+            self._choice(request, request.POST)
+            return HttpResponseRedirect(f"{here}?page={page}" if page.isdigit() else here)
+        groups = Paginator(duplicates.groups_listed(), self.GROUPS_PER_PAGE).get_page(request.GET.get("page"))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Near-duplicates",
+            "scan": duplicates.scan_summary(),
+            "groups": groups,
+            "shown": [_group_shown(group) for group in groups],
+            "may_delete": request.user.has_perm("gallery.delete_image"),
+            "may_merge": request.user.has_perms(["gallery.delete_image", "gallery.change_image"]),
+        }
+        return render(request, "admin/search/duplicates.html", context)
+
+    def progress_view(self, request: HttpRequest) -> JsonResponse:
+        """The scan's progress and result, polled by the page while a scan runs."""
+        if not request.user.has_perm("gallery.view_image"):
+            raise PermissionDenied
+        return JsonResponse(duplicates.scan_summary())
+
+    def _choice(self, request: HttpRequest, data) -> None:
+        action = data.get("action", "")
+        if action == "scan":
+            if not request.user.has_perm("gallery.change_image"):
+                raise PermissionDenied
+            with transaction.atomic():
+                dispatch.duplicates_scan_request()
+            self.message_user(
+                request,
+                "A near-duplicate scan was requested. It finds nothing new unless images, the model or"
+                " the threshold changed since the last scan.",
+                messages.SUCCESS,
+            )
+            return
+        if action not in ("delete_others", "merge_labels"):
+            self.message_user(request, "Unknown action.", messages.ERROR)
+            return
+        merge = action == "merge_labels"
+        if not request.user.has_perm("gallery.delete_image") or (
+            merge and not request.user.has_perm("gallery.change_image")
+        ):
+            raise PermissionDenied
+        try:
+            group_id, keep, shown = _read_choice(data)
+            done = duplicates.group_resolve(group_id=group_id, keep=keep, shown=shown, merge_labels=merge)
+        except duplicates.DuplicateChoiceError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return
+        self.message_user(request, done.message(), messages.SUCCESS)
+
+
+def _read_choice(data) -> tuple[int, int, list[int]]:
+    """(group, image to keep, images shown) from the page's form, or a reason for a person."""
+    try:
+        group_id = int(data.get("group", ""))
+        shown = [int(value) for value in data.getlist("shown")]
+    except ValueError:
+        raise duplicates.DuplicateChoiceError("That group could not be read; reload the page.") from None
+    keep = data.get("keep", "")
+    if not keep.isdigit():
+        raise duplicates.DuplicateChoiceError("Choose the image to keep.")
+    return group_id, int(keep), shown
+
+
+def _group_shown(group) -> dict:
+    """A group as the page shows it: its members, and which one to keep unless staff choose
+    another (the most pixels, then the oldest)."""
+    members = list(group.members.all())
+    keep = max(members, key=lambda m: (m.image.width * m.image.height, -m.image.uploaded_at.timestamp()))
+    return {
+        "group": group,
+        "members": [
+            {"member": m, "image": m.image, "bytes": duplicates.file_bytes(m.image)} for m in members
+        ],
+        "keep": keep.image_id,
+    }
+
 
 
 # Re-embedding is search's work, so search adds its action to gallery's image list: gallery

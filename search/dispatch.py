@@ -17,12 +17,12 @@ from datetime import timedelta
 from celery import current_app
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from gallery.models import Image
 
-from .models import IndexState
+from .models import DuplicateScan, IndexState
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ EMBED_TASK = "search.tasks.embed_images"
 REFRESH_TASK = "search.tasks.refresh_hybrids"
 REBUILD_TASK = "search.tasks.rebuild_index"
 SWEEP_TASK = "search.tasks.sweep"
+DUPLICATES_TASK = "search.tasks.scan_duplicates"
 
 HYBRIDS_PER_TASK = 500  # a refresh only reads stored vectors: cheap per image
 
@@ -69,6 +70,20 @@ def index_rebuild_schedule() -> bool:
     """Queue a rebuild for the requests already counted, unless one is waiting (it will see
     them). True when one was queued (or will be, at commit)."""
     return _after_commit(_rebuild_send)
+
+
+def duplicates_scan_request() -> None:
+    """Ask for a near-duplicate scan (after a rebuild: images were added, re-embedded or
+    deleted). Coalesced as rebuild requests are: at most one scan waits in the queue."""
+    DuplicateScan.get()
+    DuplicateScan.objects.filter(pk=1).update(requested=F("requested") + 1)
+    duplicates_scan_schedule()
+
+
+def duplicates_scan_schedule() -> bool:
+    """Queue a scan for the requests already counted, unless one is waiting (it will see
+    them). True when one was queued (or will be, at commit)."""
+    return _after_commit(_duplicates_send)
 
 
 def index_sweep_enqueue(*, at_start: bool = False) -> bool:
@@ -136,6 +151,28 @@ def _rebuild_send() -> bool:
     except Exception:  # noqa: BLE001 - broker down: the sweep schedules it later
         IndexState.objects.filter(pk=1).update(rebuild_queued=False)
         logger.warning("could not enqueue an index rebuild; the sweep will retry", exc_info=True)
+        return False
+    return True
+
+
+def _duplicates_send() -> bool:
+    now = timezone.now()
+    last = DuplicateScan.objects.filter(pk=1).values_list("seconds", flat=True).first() or 0.0
+    # As for rebuilds: a long scan waits twice its duration, so that during a long ingest the
+    # worker spends at most a third of its time scanning.
+    countdown = min(REBUILD_MAX_COUNTDOWN, max(settings.IMAGESEARCH_REBUILD_DELAY, REBUILD_SPACING * last))
+    # A scan queued long past its due time lost its message (a broker restart): send another.
+    lost = now - timedelta(seconds=settings.IMAGESEARCH_CLAIM_TIMEOUT)
+    claimed = DuplicateScan.objects.filter(Q(scan_queued=False) | Q(due_at__lt=lost), pk=1).update(
+        scan_queued=True, queued_at=now, due_at=now + timedelta(seconds=countdown)
+    )
+    if not claimed:
+        return False  # one is already waiting; it will see this request
+    try:
+        _send(DUPLICATES_TASK, countdown=countdown)
+    except Exception:  # noqa: BLE001 - broker down: the next rebuild asks again
+        DuplicateScan.objects.filter(pk=1).update(scan_queued=False)
+        logger.warning("could not enqueue a near-duplicate scan", exc_info=True)
         return False
     return True
 

@@ -1,4 +1,5 @@
-"""Bookkeeping for the index: rebuild requests, so that bursts coalesce into one rebuild."""
+"""Bookkeeping for the index (rebuild requests, so that bursts coalesce into one rebuild) and the
+near-duplicate groups the worker finds (search.duplicates)."""
 
 from __future__ import annotations
 
@@ -43,3 +44,86 @@ class IndexState(models.Model):
     @property
     def behind_requests(self) -> bool:
         return self.requested > self.built_request
+
+
+class DuplicateScan(models.Model):
+    """A single row (pk=1): the near-duplicate scan's requests, progress and last result.
+
+    Requests coalesce as the index rebuild's do: ``requested`` counts them, ``scan_queued`` is
+    claimed with a conditional UPDATE so that at most one scan waits in the queue, and
+    ``scanned_request`` is the value of ``requested`` the last scan saw. ``number`` grows with
+    every scan that wrote groups, so that a page showing groups of an older scan is told so.
+    """
+
+    requested = models.PositiveBigIntegerField(default=0)
+    scanned_request = models.PositiveBigIntegerField(default=0)
+    scan_queued = models.BooleanField(default=False)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    due_at = models.DateTimeField(null=True, blank=True)
+    # Progress of the running scan (images whose neighbours were searched, of how many).
+    running_since = models.DateTimeField(null=True, blank=True)
+    done = models.PositiveIntegerField(default=0)
+    total = models.PositiveIntegerField(default=0)
+    # The last finished scan.
+    number = models.PositiveBigIntegerField(default=0)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    seconds = models.FloatField(null=True, blank=True)
+    images = models.PositiveIntegerField(default=0)
+    threshold = models.FloatField(null=True, blank=True)
+    model = models.CharField(max_length=500, blank=True)
+    # What the last scan read (ids, model, threshold): an unchanged library is not scanned again.
+    fingerprint = models.CharField(max_length=64, blank=True)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        verbose_name = "near-duplicates"
+        verbose_name_plural = "near-duplicates"
+
+    def __str__(self) -> str:
+        return "near-duplicate scan"
+
+    @classmethod
+    def get(cls) -> DuplicateScan:
+        try:
+            with transaction.atomic():
+                state, _ = cls.objects.get_or_create(pk=1)
+        except IntegrityError:  # another process created it a moment ago
+            state = cls.objects.get(pk=1)
+        return state
+
+    @property
+    def behind_requests(self) -> bool:
+        return self.requested > self.scanned_request
+
+
+class DuplicateGroup(models.Model):
+    """Images whose image vectors are at or above the threshold from one another, directly or
+    through other members (connected components), as the scan numbered ``scan`` found them."""
+
+    scan = models.PositiveBigIntegerField(db_index=True)
+    # The highest and lowest cosine of the pairs that joined the group.
+    top_similarity = models.FloatField()
+    least_similarity = models.FloatField()
+
+    class Meta:
+        ordering = ["-top_similarity", "id"]
+
+    def __str__(self) -> str:
+        return f"near-duplicate group {self.pk}"
+
+
+class DuplicateMember(models.Model):
+    group = models.ForeignKey(DuplicateGroup, on_delete=models.CASCADE, related_name="members")
+    # A deleted image leaves its groups at once (the rows go with it).
+    image = models.ForeignKey("gallery.Image", on_delete=models.CASCADE, related_name="+")
+    # Its highest cosine to another member.
+    similarity = models.FloatField()
+
+    class Meta:
+        ordering = ["-similarity", "image_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["group", "image"], name="search_duplicate_member_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"image {self.image_id} in group {self.group_id}"

@@ -15,14 +15,14 @@ from datetime import timedelta
 import numpy as np
 from django.conf import settings
 from django.db import connection
-from django.db.models import Q
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from gallery.models import Image
 
 from . import claims, dispatch, embedding, pipeline, status
 from . import index as search_index
-from .models import IndexState
+from .models import DuplicateScan, IndexState
 
 logger = logging.getLogger(__name__)
 
@@ -93,14 +93,20 @@ def index_rebuild() -> RebuildReport:
 
 
 def index_vectors_read(*, model: str) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, hybrid vectors) of the searchable rows, in one pass over a chunked cursor.
+    """(ids, hybrid vectors) of the searchable rows, in one pass over a chunked cursor."""
+    return vectors_read(Image.objects.searchable(model).order_by(), "hybrid_vector", model=model)
+
+
+def vectors_read(queryset: QuerySet[Image], field: str, *, model: str) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, vectors in ``field``) of the rows of ``queryset``, in its order, in one pass over a
+    chunked cursor.
 
     A plain cursor, a chunk of rows at a time turned into one array: the ORM's per-row
     iteration and a copy per blob cost a large share of a rebuild at a million rows.
     ``chunked_cursor`` is server-side on PostgreSQL, so memory stays at the vectors plus one
     chunk of rows.
     """
-    query = Image.objects.searchable(model).order_by().values_list("pk", "hybrid_vector").query
+    query = queryset.values_list("pk", field).query
     sql, params = query.sql_with_params()
     id_parts: list[np.ndarray] = []
     vector_parts: list[np.ndarray] = []
@@ -112,7 +118,7 @@ def index_vectors_read(*, model: str) -> tuple[np.ndarray, np.ndarray]:
             sizes.update(len(blob) for blob in blobs)
             if len(sizes) > 1:
                 raise search_index.SearchIndexError(
-                    f"hybrid vectors of model {model!r} have different sizes {sorted(sizes)}: re-embed them"
+                    f"{field} of model {model!r} have different sizes {sorted(sizes)}: re-embed them"
                 )
             id_parts.append(np.fromiter((pk for pk, _ in rows), dtype=np.int64, count=len(rows)))
             vector_parts.append(np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(rows), -1))
@@ -166,6 +172,12 @@ def index_sweep(*, at_start: bool = False) -> dict[str, int]:
     stale_queue = bool(state.rebuild_queued and due and due < grace)
     if stale_queue:
         IndexState.objects.filter(pk=1).update(rebuild_queued=False)
+    # A scan requested while the broker was down (or lost with its message) is asked again.
+    scan_behind = DuplicateScan.objects.filter(
+        pk=1, scan_queued=False, running_since__isnull=True, requested__gt=F("scanned_request")
+    ).exists()
+    if scan_behind:
+        dispatch.duplicates_scan_schedule()
     rebuild = False
     if status.index_behind() or stale_queue:
         rebuild = dispatch.index_rebuild_schedule()
@@ -175,6 +187,7 @@ def index_sweep(*, at_start: bool = False) -> dict[str, int]:
         "hybrids_refreshed": len(stale_hybrids),
         "text_model_refreshed": text_model_refreshed,
         "rebuild_scheduled": int(rebuild),
+        "duplicates_scan_scheduled": int(scan_behind),
     }
 
 

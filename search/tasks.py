@@ -24,7 +24,7 @@ from celery import shared_task
 from celery.signals import celeryd_init, worker_ready
 from django.conf import settings
 
-from . import dispatch, embedding, pipeline, rebuild
+from . import dispatch, duplicates, embedding, pipeline, rebuild
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +83,20 @@ def refresh_hybrids(self, image_ids: list[int]) -> int:
 @shared_task(acks_late=True, reject_on_worker_lost=True)
 def rebuild_index() -> dict[str, object]:
     """Write a new index generation. Run twice (or concurrently): one writer wins, the other
-    backs off; the written generation always equals a rebuild from the database."""
-    return vars(rebuild.index_rebuild())
+    backs off; the written generation always equals a rebuild from the database. A rebuild
+    that wrote a generation asks for a near-duplicate scan (images came, went or changed)."""
+    report = rebuild.index_rebuild()
+    if report.built:
+        dispatch.duplicates_scan_request()
+    return vars(report)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def scan_duplicates() -> dict[str, object]:
+    """Find and store the near-duplicate groups. Run twice (or concurrently): one scans, the
+    other backs off, and a scan of an unchanged library does nothing; the stored groups always
+    equal a scan of the rows."""
+    return vars(duplicates.duplicates_scan())
 
 
 @shared_task

@@ -37,6 +37,7 @@ from .errors import IndexLocked, IndexUnavailable, InvalidGeneration, SearchInde
 from .kinds import KINDS
 from .lock import writer_lock
 from .manifest import FORMAT_VERSION, Manifest, read_current_manifest
+from .neighbours import close_pairs
 from .reader import IndexReader, get_reader, reset_readers
 from .writer import write_generation
 
@@ -49,6 +50,7 @@ __all__ = [
     "InvalidGeneration",
     "Manifest",
     "SearchIndexError",
+    "close_pairs",
     "get_reader",
     "read_current_manifest",
     "reset_readers",
