@@ -149,6 +149,11 @@ class IndexReader:
             "generation": m.generation if m else None,
             "current_generation": self._pointer_generation,
             "kind": m.kind if m else None,
+            "requested_kind": m.requested_kind if m else None,
+            "param": m.param if m else None,
+            "param_value": m.param_value if m else None,
+            "recall_text": m.recall_text if m else None,
+            "recall_image": m.recall_image if m else None,
             "count": m.count if m else None,
             "dim": m.dim if m else None,
             "model": m.model if m else None,
@@ -307,6 +312,8 @@ class IndexReader:
         faiss = import_faiss()
         check_loaded(faiss, spec, index, manifest)
         spec.prepare(faiss, index)
+        if manifest.param_value is not None and manifest.param == spec.param:
+            spec.set_param(faiss, index, manifest.param_value)
         return _Loaded(
             manifest=manifest, index=index, loaded_at=time.time(), search=spec.search_fn(faiss, index)
         )
