@@ -172,6 +172,12 @@ class IndexReader:
         with self._swap_lock:
             self._state = None
 
+    def _after_fork(self) -> None:
+        """In a forked child: fresh locks, no loader thread (neither survives fork)."""
+        self._swap_lock = threading.Lock()
+        self._load_lock = threading.Lock()
+        self._loader = None
+
     def __repr__(self) -> str:
         m = self.manifest
         return f"<IndexReader {self.directory} generation={m.generation if m else None}>"
@@ -358,7 +364,7 @@ def get_reader(
 
 
 def reset_readers() -> None:
-    """Forget every cached reader (tests; also done in a forked child)."""
+    """Forget every cached reader (tests)."""
     with _readers_lock:
         readers = list(_readers.values())
         _readers.clear()
@@ -367,10 +373,13 @@ def reset_readers() -> None:
 
 
 def _after_fork_in_child() -> None:
-    # Locks and loader threads do not survive fork(); start clean in the child.
+    # Locks and loader threads do not survive fork(); the generations readers loaded do, and a
+    # child keeps serving them (a web server forks its workers after mapping the index, so that
+    # they share it).
     global _readers_lock
-    _readers.clear()
     _readers_lock = threading.Lock()
+    for reader in _readers.values():
+        reader._after_fork()
 
 
 if hasattr(os, "register_at_fork"):
