@@ -171,6 +171,17 @@ class StatusOut(Schema):
     vectors: int
     dimension: int | None
     size_bytes: int | None
+    kind: str | None = Field(description="The index kind built: flat (exact), ivf or hnsw.")
+    requested_kind: str | None = Field(description="The kind asked for (IMAGESEARCH_INDEX_KIND), e.g. auto.")
+    search_param: str | None = Field(description="An approximate index's tuned search parameter.")
+    search_param_value: int | None
+    recall_text: float | None = Field(
+        description="recall@10 against exact results on text queries (the labels' text vectors); "
+        "null for the exact flat kind."
+    )
+    recall_image: float | None = Field(
+        description="recall@10 against exact results on image queries (stored image vectors)."
+    )
     age_seconds: float | None
     behind: bool = Field(description="Whether the index lags behind the database.")
     rebuild_queued: bool

@@ -35,6 +35,9 @@ FULL = {
     "duplicates_sizes": (10_000, 100_000),
     "duplicates_rounds": 2,
     "threshold_originals": 40,
+    "memory_sizes": (100_000, 1_000_000),
+    "restart_size": 100_000,
+    "threshold_sizes": (10_000, 20_000, 40_000, 80_000, 160_000, 320_000),
 }
 QUICK = {
     "sizes": [10_000, 100_000],
@@ -48,6 +51,9 @@ QUICK = {
     "duplicates_sizes": (10_000, 100_000),
     "duplicates_rounds": 1,
     "threshold_originals": 16,
+    "memory_sizes": (100_000,),
+    "restart_size": 100_000,
+    "threshold_sizes": (10_000, 20_000, 40_000, 80_000),
 }
 
 
@@ -95,13 +101,16 @@ def run(quick: bool) -> dict[str, Any]:
     from django.core.management import call_command
     from django.test import Client
 
-    from . import ann, duplicate_threshold, duplicates, ingest, query, rebuild, throughput
+    from . import ann, duplicate_threshold, duplicates, flat_threshold, ingest, query, rebuild, restart, throughput
     from .library import ClusteredVectors, grow_library
 
     call_command("migrate", verbosity=0)
     results: dict[str, Any] = {"meta": _meta("quick" if quick else "full"), "sizes": {}}
     cores = len(os.sched_getaffinity(0))
     try:
+        _log("flat scan latency against size (auto's threshold) ...")
+        results["flat_threshold"] = flat_threshold.measure(plan["threshold_sizes"])
+        _log(f"flat scan reaches {flat_threshold.BUDGET_MS} ms at {results['flat_threshold']['threshold']:,}")
         _log(f"ingest: {plan['ingest_images']} images through the upload view and a real worker ...")
         staff = get_user_model().objects.create_superuser("bench", "bench@example.org", "bench-pw-123456")
         staff_client = Client()
@@ -153,9 +162,15 @@ def run(quick: bool) -> dict[str, Any]:
                     compare=plan["throughput_compare"],
                 )
                 _log(f"throughput {section['throughput']['requests_per_s']} requests/s")
-            if size == largest:
+            if size == plan["restart_size"]:
+                _log("restart: gunicorn start to first search, against the model load alone ...")
+                section["restart"] = restart.run(size, workers=cores)
+                _log(f"restart ratio {section['restart']['ratio']}")
+            if size in plan["memory_sizes"]:
                 _log(f"memory of {plan['memory_workers']} gunicorn workers ...")
                 section["memory"] = rebuild.memory(size, worker_counts=plan["memory_workers"])
+                _log(f"+{section['memory']['growth_per_worker_mib']} MiB Pss per added worker")
+            if size == largest:
                 _log("generation switch under load ...")
                 section["switch"] = rebuild.switch(size, workers=cores, before_s=5.0)
     finally:

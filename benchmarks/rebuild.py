@@ -96,14 +96,26 @@ def memory(size: int, *, worker_counts: tuple[int, ...]) -> dict[str, Any]:
             try:
                 server.wait_ready(warm_requests=6 * workers)
                 per_worker = [memory_of(pid) for pid in server.worker_pids()]
+                # The master holds what it loaded before forking (model, index), shared with
+                # the workers: its share belongs to the total.
+                master = memory_of(server.proc.pid)
             finally:
                 server.stop()
             total = {key: round(sum(w[key] for w in per_worker), 1) for key in per_worker[0]}
-            out["by_workers"].append({"workers": workers, "total": total, "per_worker": per_worker})
+            with_master = round(total["pss"] + master["pss"], 1)
+            out["by_workers"].append(
+                {
+                    "workers": workers,
+                    "total": total,
+                    "per_worker": per_worker,
+                    "master": master,
+                    "pss_with_master": with_master,
+                }
+            )
     first, last = out["by_workers"][0], out["by_workers"][-1]
     extra_workers = last["workers"] - first["workers"]
-    growth = last["total"]["pss"] - first["total"]["pss"]
-    out["index_copies"] = round(last["total"]["index_pss"] / index_mib, 3)
+    growth = last["pss_with_master"] - first["pss_with_master"]
+    out["index_copies"] = round((last["total"]["index_pss"] + last["master"]["index_pss"]) / index_mib, 3)
     out["growth_mib"] = round(growth, 1)
     out["growth_per_worker_mib"] = round(growth / max(1, extra_workers), 1)
     # Growth against what N private copies of the index alone would add.

@@ -1,10 +1,51 @@
-"""gunicorn settings used by ./run: warm the model in each web process so that the first
-search does not wait for it to load."""
+"""gunicorn settings used by ./run: load the model and map the index once, in the master, before
+the workers are forked, so that every worker shares those pages copy-on-write instead of holding
+its own fp32 copy of CLIP (hundreds of MiB each: BENCHMARKS.md, memory per added web process).
 
+torch and fork: the master encodes its warm-up text with one torch thread, so no OpenMP thread
+pool exists when it forks (a pool inherited across fork can hang the child); each worker then
+sets its own thread count.
+"""
+
+import sys
 import threading
+
+# The application (Django, the model, the index) is imported in the master, then forked.
+preload_app = True
+
+
+def when_ready(server) -> None:
+    """In the master, after the application is loaded and before the workers are forked."""
+    from django.conf import settings
+    from django.db import connections
+
+    from search import embedding, status
+
+    configured = settings.IMAGESEARCH_TORCH_THREADS
+    settings.IMAGESEARCH_TORCH_THREADS = 1
+    try:
+        embedding.ensure_models()
+    except embedding.ModelUnavailable as exc:
+        # Each worker tries again on its first search and the page says why.
+        server.log.warning("the model could not be loaded before forking: %s", exc)
+    finally:
+        settings.IMAGESEARCH_TORCH_THREADS = configured
+    try:
+        status.index_reader().refresh()  # verified once, mapped here, shared by the workers
+    except Exception as exc:  # noqa: BLE001 - no index yet, or a damaged one: workers report it
+        server.log.warning("the index could not be loaded before forking: %s", exc)
+    connections.close_all()  # no database connection may be shared by the workers
+
+
+def post_fork(server, worker) -> None:
+    if "torch" in sys.modules:  # loaded in the master with one thread: this worker's own count
+        from search import embedding
+
+        sys.modules["torch"].set_num_threads(embedding.torch_threads())
 
 
 def post_worker_init(worker) -> None:
+    # Without a preloaded model (it failed in the master), load it before the first search.
     def warm() -> None:
         from search import embedding
 

@@ -234,16 +234,20 @@ IMAGESEARCH_PENDING_TIMEOUT = envint("IMAGESEARCH_PENDING_TIMEOUT", 300, minimum
 IMAGESEARCH_CLAIM_TIMEOUT = envint("IMAGESEARCH_CLAIM_TIMEOUT", 30, minimum=1)
 # The sweep is a few indexed queries: often enough that lost work comes back within a minute.
 IMAGESEARCH_SWEEP_INTERVAL = envint("IMAGESEARCH_SWEEP_INTERVAL", 15, minimum=1)
-# "flat": exact search (the default). "ivf" / "hnsw": approximate, opt-in for large libraries
+# "auto" (the default): the exact flat index up to IMAGESEARCH_AUTO_FLAT_MAX_VECTORS vectors, an
+# IVF index tuned for recall@10 >= 0.95 above. "flat", "ivf", "hnsw": that kind whatever the size
 # (search.index.KINDS; recall and speed are measured in BENCHMARKS.md).
-IMAGESEARCH_INDEX_KIND = envstr("IMAGESEARCH_INDEX_KIND", "flat").lower()
+IMAGESEARCH_INDEX_KIND = envstr("IMAGESEARCH_INDEX_KIND", "auto").lower()
+if IMAGESEARCH_INDEX_KIND not in ("auto", "flat", "ivf", "hnsw"):
+    raise ImproperlyConfigured(
+        f"IMAGESEARCH_INDEX_KIND must be auto, flat, ivf or hnsw, not {IMAGESEARCH_INDEX_KIND!r}"
+    )
+# Where one exact scan of a query reaches ~10 ms on the 2-core development machine
+# (benchmarks/flat_threshold.py); search.index.AUTO_FLAT_MAX_VECTORS is the same number.
+IMAGESEARCH_AUTO_FLAT_MAX_VECTORS = envint("IMAGESEARCH_AUTO_FLAT_MAX_VECTORS", 25_000, minimum=0)
 # Two images are near-duplicates at or above this cosine of their image vectors (search.duplicates;
 # the default and what it rests on: BENCHMARKS.md, "Near-duplicates").
 IMAGESEARCH_DUPLICATE_THRESHOLD = envfloat("IMAGESEARCH_DUPLICATE_THRESHOLD", 0.95, minimum=0.5, maximum=1.0)
-if IMAGESEARCH_INDEX_KIND not in ("flat", "ivf", "hnsw"):
-    raise ImproperlyConfigured(
-        f"IMAGESEARCH_INDEX_KIND must be flat, ivf or hnsw, not {IMAGESEARCH_INDEX_KIND!r}"
-    )
 
 # --- Celery ----------------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from django.db import connection
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from gallery.models import Image
+from gallery.models import Image, Label
 
 from . import claims, dispatch, embedding, pipeline, status
 from . import index as search_index
@@ -64,6 +64,8 @@ def index_rebuild() -> RebuildReport:
                 model=model,
                 image_weight=settings.IMAGESEARCH_IMAGE_WEIGHT,
                 kind=settings.IMAGESEARCH_INDEX_KIND,
+                flat_max_vectors=settings.IMAGESEARCH_AUTO_FLAT_MAX_VECTORS,
+                **recall_probes_read(model=model, ids=ids, dim=dim),
             )
             seconds = time.monotonic() - started
             IndexState.objects.filter(pk=1).update(
@@ -125,6 +127,32 @@ def vectors_read(queryset: QuerySet[Image], field: str, *, model: str) -> tuple[
     if not id_parts:
         return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
     return np.concatenate(id_parts), np.concatenate(vector_parts).astype(np.float32, copy=False)
+
+
+def recall_probes_read(*, model: str, ids: np.ndarray, dim: int) -> dict[str, np.ndarray | None]:
+    """Queries an approximate index is tuned on, made from the library itself: the labels' own
+    text vectors (text queries, with their modality gap) and the image vectors of a seeded
+    sample of the indexed rows (image queries). Read only when an approximate kind is built."""
+    requested = settings.IMAGESEARCH_INDEX_KIND
+    small = len(ids) <= settings.IMAGESEARCH_AUTO_FLAT_MAX_VECTORS
+    if requested == "flat" or (requested == "auto" and small):
+        return {"text_queries": None, "image_queries": None}
+    size = dim * 4
+    labels = Label.objects.filter(vector_model=model, vector__isnull=False).order_by("pk")
+    texts = [bytes(b) for b in labels.values_list("vector", flat=True)[:10_000] if b and len(b) == size]
+    sample = np.random.default_rng(0).choice(ids, min(len(ids), 256), replace=False)
+    images = [
+        bytes(b)
+        for b in Image.objects.filter(pk__in=sample.tolist()).values_list("image_vector", flat=True)
+        if b is not None and len(b) == size
+    ]
+
+    def matrix(blobs: list[bytes]) -> np.ndarray | None:
+        if not blobs:
+            return None
+        return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), dim).astype(np.float32)
+
+    return {"text_queries": matrix(texts), "image_queries": matrix(images)}
 
 
 def index_sweep(*, at_start: bool = False) -> dict[str, int]:

@@ -37,7 +37,7 @@ def index_behind() -> bool:
         return count > 0
     if state.behind_requests or manifest.count != count or manifest.model != model:
         return True
-    if manifest.kind != settings.IMAGESEARCH_INDEX_KIND:  # the setting changed: rebuild
+    if (manifest.requested_kind or manifest.kind) != settings.IMAGESEARCH_INDEX_KIND:  # setting changed
         return True
     if not _current_generation_usable(manifest):  # damaged or truncated: rebuild, which repairs
         return True
@@ -95,6 +95,12 @@ def status_summary() -> dict[str, Any]:
         "vectors": manifest.count if manifest else 0,
         "dimension": manifest.dim if manifest else None,
         "size_bytes": manifest.size_bytes if manifest else None,
+        "kind": manifest.kind if manifest else None,
+        "requested_kind": (manifest.requested_kind or manifest.kind) if manifest else None,
+        "search_param": manifest.param if manifest else None,
+        "search_param_value": manifest.param_value if manifest else None,
+        "recall_text": manifest.recall_text if manifest else None,
+        "recall_image": manifest.recall_image if manifest else None,
         "age_seconds": status["age_seconds"],
         "behind": status["behind"],
         "rebuild_queued": state.rebuild_queued,

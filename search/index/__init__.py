@@ -7,7 +7,7 @@ imports ``faiss`` (loaded on first use), ``torch`` or Django.
 Layout of an index directory::
 
     CURRENT              "42\\n": the generation readers serve (moved atomically)
-    gen-000042.faiss     the index, of the kind its manifest names (default "flat")
+    gen-000042.faiss     the index, of the kind its manifest names ("flat", "ivf", "hnsw")
     gen-000042.json      its manifest (see :class:`Manifest`)
     gen-000041.faiss     the previous generation, kept for readers that still map it
     gen-000041.json
@@ -39,9 +39,12 @@ from .lock import writer_lock
 from .manifest import FORMAT_VERSION, Manifest, read_current_manifest
 from .neighbours import close_pairs
 from .reader import IndexReader, get_reader, reset_readers
+from .tuning import AUTO_FLAT_MAX_VECTORS, RECALL_TARGET
 from .writer import write_generation
 
 __all__ = [
+    "AUTO_FLAT_MAX_VECTORS",
+    "RECALL_TARGET",
     "FORMAT_VERSION",
     "KINDS",
     "IndexLocked",

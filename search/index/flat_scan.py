@@ -100,7 +100,7 @@ def flat_searcher(faiss: Any, index: Any) -> SearchFn:
         vectors = np.array(vectors)
     vectors.flags.writeable = False
     labels = faiss.vector_to_array(index.id_map).astype(np.int64, copy=False)
-    executor = _scan_executor()
+    _scan_executor()  # numpy's BLAS at one thread in this process, from the first search on
     parts = max(1, min(_scan_threads(), n // SCAN_MIN_ROWS_PER_THREAD))
     bounds = [(n * i // parts, n * (i + 1) // parts) for i in range(parts)]
 
@@ -119,6 +119,9 @@ def flat_searcher(faiss: Any, index: Any) -> SearchFn:
             if parts == 1:
                 scores, positions = scan_part(queries[row], k, 0, n)
             else:
+                # This process's pool, asked at each search: a searcher made before a fork must
+                # not hand work to the parent's threads, which the child does not have.
+                executor = _scan_executor()
                 futures = [executor.submit(scan_part, queries[row], k, lo, hi) for lo, hi in bounds]
                 found = [future.result() for future in futures]
                 all_scores = np.concatenate([f[0] for f in found])

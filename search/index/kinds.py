@@ -43,10 +43,12 @@ class Kind:
       ``(queries, k) -> (scores, ids)`` for the loaded index (default: ``index.search``).
     * ``write(faiss, path, ids, vectors)``, when given, writes the index file itself instead
       of building the index in memory and ``faiss.write_index``-ing it.
+    * ``param``: the name of an approximate kind's search parameter (``nprobe``,
+      ``efSearch``), tuned at build time (:mod:`.tuning`); ``set_param(faiss, index, value)``
+      applies it and ``param_range(index, k)`` gives the values worth trying for top-``k``.
 
-    An approximate kind ("hnsw", "ivf") is opt-in, is not exact, and has to be
-    validated for recall against "flat" before it is used; "flat" stays the default
-    (past what a flat index serves, prefer an existing engine: docs/architecture.md).
+    An approximate kind ("hnsw", "ivf") is not exact: its parameter is tuned at build time
+    for recall against exact results, and the recall measured is recorded in the manifest.
     """
 
     name: str
@@ -57,6 +59,9 @@ class Kind:
     make: Callable[[Any, np.ndarray, np.ndarray], Any] | None = None
     searcher: Callable[[Any, Any], SearchFn] | None = None
     write: Callable[[Any, Path, np.ndarray, np.ndarray], None] | None = None
+    param: str | None = None
+    set_param: Callable[[Any, Any, int], None] = lambda faiss, index, value: None
+    param_range: Callable[[Any, int], tuple[int, int]] = lambda index, k: (1, 1)
 
     def create(self, faiss: Any, ids: np.ndarray, vectors: np.ndarray) -> Any:
         """The index holding ``vectors`` under ``ids``."""
@@ -127,8 +132,8 @@ def _write_flat(faiss: Any, path: Path, ids: np.ndarray, vectors: np.ndarray) ->
 
 # --------------------------------------------------------------------------- ivf
 
-#: Lists an IVF search visits: with ~sqrt(n) lists, 16 keeps recall high on clustered vectors
-#: even for text-like queries far from any stored vector (BENCHMARKS.md); ~1.6% of 1M vectors.
+#: Lists an IVF search visits when the manifest records no tuned value (generations written
+#: before tuning): with ~sqrt(n) lists, 16 kept recall high on clustered vectors (BENCHMARKS.md).
 IVF_NPROBE = 16
 
 
@@ -174,6 +179,10 @@ def _prepare_ivf(faiss: Any, index: Any) -> None:
     index.nprobe = min(IVF_NPROBE, index.nlist)
 
 
+def _set_nprobe(faiss: Any, index: Any, value: int) -> None:
+    faiss.extract_index_ivf(index).nprobe = max(1, min(int(value), faiss.extract_index_ivf(index).nlist))
+
+
 # --------------------------------------------------------------------------- hnsw
 
 #: HNSW graph degree, construction and search beams: high recall on clustered vectors, at the
@@ -189,8 +198,16 @@ def _build_hnsw(faiss: Any, dim: int) -> Any:
     return faiss.IndexIDMap2(hnsw)
 
 
+#: The widest search beam tuning tries.
+HNSW_EF_SEARCH_MAX = 2048
+
+
 def _prepare_hnsw(faiss: Any, index: Any) -> None:
     faiss.downcast_index(index.index).hnsw.efSearch = HNSW_EF_SEARCH
+
+
+def _set_ef_search(faiss: Any, index: Any, value: int) -> None:
+    faiss.downcast_index(index.index).hnsw.efSearch = int(value)
 
 
 KINDS: dict[str, Kind] = {
@@ -203,8 +220,26 @@ KINDS: dict[str, Kind] = {
             searcher=flat_searcher,
             write=_write_flat,
         ),
-        # Approximate, opt-in (IMAGESEARCH_INDEX_KIND): recall and speed in BENCHMARKS.md.
-        Kind(name="ivf", build=_build_ivf, check=_check_ivf, prepare=_prepare_ivf, make=_make_ivf),
-        Kind(name="hnsw", build=_build_hnsw, check=_check_id_mapped("IndexHNSWFlat"), prepare=_prepare_hnsw),
+        # Approximate (what "auto" builds for large libraries, or chosen with
+        # IMAGESEARCH_INDEX_KIND), tuned at build time: recall and speed in BENCHMARKS.md.
+        Kind(
+            name="ivf",
+            build=_build_ivf,
+            check=_check_ivf,
+            prepare=_prepare_ivf,
+            make=_make_ivf,
+            param="nprobe",
+            set_param=_set_nprobe,
+            param_range=lambda index, k: (1, int(index.nlist)),
+        ),
+        Kind(
+            name="hnsw",
+            build=_build_hnsw,
+            check=_check_id_mapped("IndexHNSWFlat"),
+            prepare=_prepare_hnsw,
+            param="efSearch",
+            set_param=_set_ef_search,
+            param_range=lambda index, k: (max(k, 16), HNSW_EF_SEARCH_MAX),
+        ),
     )
 }

@@ -27,6 +27,13 @@ class Manifest:
     hybrids were made with; ``count`` equals the index's ``ntotal``;
     ``previous_generation`` is the generation ``CURRENT`` named when this one was
     written (``None`` for the first), which is what the writer keeps for readers.
+
+    ``requested_kind`` is what was asked for (``auto`` or a kind; ``kind`` is what was built).
+    An approximate kind records its tuned search parameter (``param``, ``param_value``) and the
+    recall@10 measured with it against exact results on text-like and image queries
+    (``recall_text``, ``recall_image``, over ``recall_text_queries`` / ``recall_image_queries``
+    queries); the exact flat kind records none of them. Generations written before these
+    fields existed read as ``None``.
     """
 
     format_version: int
@@ -41,6 +48,18 @@ class Manifest:
     created_at: float
     index_file: str
     previous_generation: int | None = None
+    requested_kind: str | None = None
+    param: str | None = None
+    param_value: int | None = None
+    recall_text: float | None = None
+    recall_image: float | None = None
+    recall_text_queries: int | None = None
+    recall_image_queries: int | None = None
+
+    @property
+    def exact(self) -> bool:
+        """Whether searches of this generation give the exact top-k."""
+        return self.kind == "flat"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
@@ -63,6 +82,9 @@ class Manifest:
                 raise InvalidGeneration(f"manifest field {name!r} has the wrong type")
             return value
 
+        def optional(name: str, types: tuple[type, ...]) -> Any:
+            return None if data.get(name) is None else field(name, types)
+
         version = field("format_version", (int,))
         if version != FORMAT_VERSION:
             raise InvalidGeneration(
@@ -80,9 +102,14 @@ class Manifest:
             size_bytes=field("size_bytes", (int,)),
             created_at=float(field("created_at", (int, float))),
             index_file=field("index_file", (str,)),
-            previous_generation=(
-                None if data.get("previous_generation") is None else field("previous_generation", (int,))
-            ),
+            previous_generation=optional("previous_generation", (int,)),
+            requested_kind=optional("requested_kind", (str,)),
+            param=optional("param", (str,)),
+            param_value=optional("param_value", (int,)),
+            recall_text=_float_or_none(optional("recall_text", (int, float))),
+            recall_image=_float_or_none(optional("recall_image", (int, float))),
+            recall_text_queries=optional("recall_text_queries", (int,)),
+            recall_image_queries=optional("recall_image_queries", (int,)),
         )
         if manifest.generation < 1 or manifest.dim < 1 or manifest.count < 0:
             raise InvalidGeneration("manifest generation, dim or count out of range")
@@ -93,6 +120,10 @@ class Manifest:
                 f"manifest index_file {manifest.index_file!r} does not match its generation"
             )
         return manifest
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def read_manifest_file(directory: Path, generation: int) -> Manifest:

@@ -149,6 +149,11 @@ class IndexReader:
             "generation": m.generation if m else None,
             "current_generation": self._pointer_generation,
             "kind": m.kind if m else None,
+            "requested_kind": m.requested_kind if m else None,
+            "param": m.param if m else None,
+            "param_value": m.param_value if m else None,
+            "recall_text": m.recall_text if m else None,
+            "recall_image": m.recall_image if m else None,
             "count": m.count if m else None,
             "dim": m.dim if m else None,
             "model": m.model if m else None,
@@ -166,6 +171,12 @@ class IndexReader:
         """Stop serving and drop the mapped index (searches in flight finish first)."""
         with self._swap_lock:
             self._state = None
+
+    def _after_fork(self) -> None:
+        """In a forked child: fresh locks, no loader thread (neither survives fork)."""
+        self._swap_lock = threading.Lock()
+        self._load_lock = threading.Lock()
+        self._loader = None
 
     def __repr__(self) -> str:
         m = self.manifest
@@ -307,6 +318,8 @@ class IndexReader:
         faiss = import_faiss()
         check_loaded(faiss, spec, index, manifest)
         spec.prepare(faiss, index)
+        if manifest.param_value is not None and manifest.param == spec.param:
+            spec.set_param(faiss, index, manifest.param_value)
         return _Loaded(
             manifest=manifest, index=index, loaded_at=time.time(), search=spec.search_fn(faiss, index)
         )
@@ -351,7 +364,7 @@ def get_reader(
 
 
 def reset_readers() -> None:
-    """Forget every cached reader (tests; also done in a forked child)."""
+    """Forget every cached reader (tests)."""
     with _readers_lock:
         readers = list(_readers.values())
         _readers.clear()
@@ -360,10 +373,13 @@ def reset_readers() -> None:
 
 
 def _after_fork_in_child() -> None:
-    # Locks and loader threads do not survive fork(); start clean in the child.
+    # Locks and loader threads do not survive fork(); the generations readers loaded do, and a
+    # child keeps serving them (a web server forks its workers after mapping the index, so that
+    # they share it).
     global _readers_lock
-    _readers.clear()
     _readers_lock = threading.Lock()
+    for reader in _readers.values():
+        reader._after_fork()
 
 
 if hasattr(os, "register_at_fork"):

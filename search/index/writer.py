@@ -22,6 +22,7 @@ from .faiss_lib import import_faiss
 from .kinds import KINDS
 from .lock import writer_lock
 from .manifest import FORMAT_VERSION, Manifest, read_manifest_file
+from .tuning import AUTO_FLAT_MAX_VECTORS, Tuning, kind_for, tune
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +69,8 @@ def _validate(ids: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 def _check_arguments(*, kind: str, model: str, image_weight: float, keep_previous: int) -> float:
     """Raise ValueError for a bad argument; return ``image_weight`` as a float."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown index kind {kind!r}; known: {sorted(KINDS)}")
+    if kind not in KINDS and kind != "auto":
+        raise ValueError(f"unknown index kind {kind!r}; known: auto, {', '.join(sorted(KINDS))}")
     if not isinstance(model, str) or not model:
         raise ValueError("model must be a non-empty string")
     if isinstance(image_weight, bool) or not isinstance(image_weight, numbers.Real):
@@ -91,6 +92,9 @@ def write_generation(
     image_weight: float,
     kind: str = "flat",
     keep_previous: int = 1,
+    flat_max_vectors: int = AUTO_FLAT_MAX_VECTORS,
+    text_queries: np.ndarray | None = None,
+    image_queries: np.ndarray | None = None,
 ) -> Manifest:
     """Build an index of ``vectors`` labelled ``ids`` and make it the current generation.
 
@@ -108,6 +112,12 @@ def write_generation(
     mapped file is safe anyway, on network storage it may not be, so raise
     ``keep_previous`` there), orphans of crashed writes, and temporary files.
 
+    ``kind="auto"`` writes the exact flat kind up to ``flat_max_vectors`` vectors and IVF
+    above (:mod:`.tuning`). An approximate kind is tuned before it is written: its search
+    parameter becomes the smallest reaching recall@10 >= 0.95 against exact results on
+    ``text_queries`` (text-like: label text vectors) and ``image_queries`` (image vectors;
+    without them, a sample of ``vectors``); the manifest records the value and the recall.
+
     The flat kind is written straight from the arrays; the other kinds are built in
     memory first (peak memory about twice the vectors).
     Returns the new generation's :class:`Manifest`.
@@ -119,7 +129,23 @@ def write_generation(
     n, dim = vectors.shape
 
     faiss = import_faiss()
+    requested, kind = kind, kind_for(kind, n, flat_max_vectors)
     spec = KINDS[kind]
+    tuning: Tuning | None = None
+    built = None
+    if spec.param is not None:
+        # Built and tuned before the lock: the search parameter is part of what is published.
+        built = spec.create(faiss, ids, vectors)
+        tuning = tune(
+            faiss, spec, built, ids, vectors, text_queries=text_queries, image_queries=image_queries
+        )
+
+    def save(path: Path) -> None:
+        if built is None:
+            spec.save(faiss, path, ids, vectors)
+        else:
+            faiss.write_index(built, str(path))
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
 
@@ -132,9 +158,7 @@ def write_generation(
         generation = max({previous or 0} | files.existing_generations(directory)) + 1
 
         index_name = files.index_name(generation)
-        size, sha256 = files.publish_file(
-            directory, index_name, lambda path: spec.save(faiss, path, ids, vectors)
-        )
+        size, sha256 = files.publish_file(directory, index_name, save)
         manifest = Manifest(
             format_version=FORMAT_VERSION,
             generation=generation,
@@ -148,11 +172,24 @@ def write_generation(
             created_at=time.time(),
             index_file=index_name,
             previous_generation=previous,
+            requested_kind=requested,
+            param=tuning.param if tuning else None,
+            param_value=tuning.value if tuning else None,
+            recall_text=tuning.recall_text if tuning else None,
+            recall_image=tuning.recall_image if tuning else None,
+            recall_text_queries=tuning.text_queries if tuning else None,
+            recall_image_queries=tuning.image_queries if tuning else None,
         )
         files.publish_bytes(directory, files.manifest_name(generation), manifest.to_json().encode())
         files.fsync_dir(directory)
         files.publish_pointer(directory, generation)
-        logger.info("index generation %d written: %d x %d, %s, %d bytes", generation, n, dim, model, size)
+        tuned = ""
+        if tuning:
+            tuned = f", {tuning.param} {tuning.value}, recall@10 {tuning.recall_text}/{tuning.recall_image}"
+        logger.info(
+            "index generation %d written: %d x %d, %s, %s, %d bytes%s",
+            *(generation, n, dim, kind, model, size, tuned),
+        )
 
         _collect_garbage(directory, manifest, keep_previous)
     return manifest

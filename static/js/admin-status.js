@@ -35,6 +35,12 @@
     set("age", s.age_seconds == null ? "–" : ago(s.age_seconds) +
       (s.last_rebuild_seconds ? " (took " + s.last_rebuild_seconds.toFixed(2) + " s)" : ""));
     set("size", size(s.size_bytes));
+    set("kind", s.kind == null ? "–" : s.kind +
+      (s.requested_kind && s.requested_kind !== s.kind ? " (chosen by " + s.requested_kind + ")" : "") +
+      (s.search_param ? ", " + s.search_param + " " + s.search_param_value : ""));
+    function measured(r) { return r == null ? "not measured" : String(r); }
+    set("recall", s.kind == null ? "–" : s.kind === "flat" ? "exact" :
+      "text queries " + measured(s.recall_text) + ", image queries " + measured(s.recall_image));
     var behind = document.getElementById("behind");
     behind.replaceChildren();
     if (s.behind) {

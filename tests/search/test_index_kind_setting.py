@@ -59,4 +59,4 @@ def test_an_unknown_index_kind_is_refused_at_start_with_the_choices():
         timeout=60,
     )
     assert result.returncode != 0
-    assert "IMAGESEARCH_INDEX_KIND must be flat, ivf or hnsw" in result.stderr
+    assert "IMAGESEARCH_INDEX_KIND must be auto, flat, ivf or hnsw" in result.stderr

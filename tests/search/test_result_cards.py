@@ -1,0 +1,40 @@
+"""A page of results reads its label names in one query and renders each card from them."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.template.loader import render_to_string
+
+from gallery.models import Image
+from search import query_vectors, ranking
+from tests.factories import create_indexed_images
+
+pytestmark = pytest.mark.django_db
+
+
+def test_label_names_of_a_page_come_in_one_query_and_equal_each_rows_own(django_assert_num_queries):
+    ids = create_indexed_images([(1, ["zebra", "apple"]), (2, ["moon"]), (3, ["b", "c", "a"])])
+    images = list(Image.objects.filter(pk__in=ids).order_by("pk"))
+    with django_assert_num_queries(1):
+        Image.label_names_load(images)
+        loaded = [image.label_names for image in images]
+    own = [Image.objects.get(pk=pk).label_names for pk in sorted(ids)]
+    assert loaded == own == [["apple", "zebra"], ["moon"], ["a", "b", "c"]]
+
+
+def test_a_rendered_card_links_the_image_its_thumbnail_labels_and_score():
+    ids = create_indexed_images([(1, ["zebra"]), (2, ["moon", "apple"])])
+    page = ranking.images_search(vector=query_vectors.query_vector_for_text(text="moon"))
+    html = render_to_string("search/_grid.html", {"hits": page.hits, "start": 1})
+    cards = html.split('<li class="card" ')[1:]
+    assert len(cards) == len(page.hits) == len(ids) == 2
+    for hit, card in zip(page.hits, cards, strict=True):
+        image, names = hit.image, ", ".join(hit.image.label_names)
+        assert card.startswith(f'data-id="{image.pk}"')
+        assert f'href="/image/{image.pk}/" aria-label="Image {image.pk}: {names}"' in card
+        assert f'src="{image.thumbnail.url}" alt="{names}"' in card
+        assert f'value="{hit.score:.4f}"' in card and f">{hit.score:.3f}</span>" in card
+        assert f'href="/?like={image.pk}"' in card
+        assert re.findall(r"<li>([^<]*)</li>", card) == image.label_names

@@ -1,0 +1,89 @@
+"""Web processes share the model and the index: gunicorn loads both in its master, before it
+forks the workers, and a generation loaded before a fork keeps serving in the child."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from urllib.parse import urlencode
+
+import numpy as np
+import pytest
+from django.conf import settings as django_settings
+
+from search import index as search_index
+from search.index import flat_scan
+from tests.conftest import _database_url
+from tests.factories import create_indexed_images
+from tests.support.processes import Gunicorn
+
+
+def _in_child(fn) -> object:
+    """``fn()`` run in a forked child; its result, pickled back through a pipe."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.write(write, pickle.dumps(fn()))
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as f:
+        data = f.read()
+    os.waitpid(pid, 0)
+    return pickle.loads(data)
+
+
+def test_a_generation_loaded_before_a_fork_serves_exact_results_in_the_child(tmp_path):
+    # Enough rows for the flat scan to split across threads, which the child must start itself.
+    n = flat_scan.SCAN_MIN_ROWS_PER_THREAD * 2 + 10
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((n, 16), dtype=np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = np.arange(n, dtype=np.int64) + 7
+    search_index.write_generation(tmp_path, ids, vectors, model="m", image_weight=0.5)
+    reader = search_index.get_reader(tmp_path)
+    reader.refresh()
+    query = vectors[123] + 0.1 * vectors[456]
+    expected = ids[np.argsort(-(vectors @ query), kind="stable")[:10]]
+
+    def child():
+        kept = search_index.get_reader(tmp_path)
+        return kept is reader, kept.search(query, 10)[1][0].tolist()
+
+    same_reader, found = _in_child(child)
+    assert same_reader
+    assert found == expected.tolist()
+    search_index.reset_readers()
+
+
+@pytest.mark.worker  # media and index where the server's processes look: the data directory
+@pytest.mark.django_db(transaction=True)
+def test_gunicorn_loads_the_model_and_index_in_its_master_and_the_workers_answer(clip_model_dir, tmp_path):
+    create_indexed_images([(1, ["zebra"]), (2, ["harbour"]), (3, ["zebra"])])
+    env = {
+        **os.environ,
+        "DATABASE_URL": _database_url(),
+        "IMAGESEARCH_CLIP_MODEL": str(clip_model_dir),
+        "IMAGESEARCH_DATA_DIR": str(django_settings.DATA_DIR),
+        "IMAGESEARCH_TORCH_THREADS": "1",
+        "IMAGESEARCH_LOG_LEVEL": "INFO",
+        "DJANGO_SECRET_KEY": "test-only-" + "x" * 50,
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "PYTHONUNBUFFERED": "1",
+    }
+    server = Gunicorn(workers=2, threads=2, log_path=tmp_path / "gunicorn.log", env=env).start()
+    try:
+        server.wait_answering("/?" + urlencode({"q": "zebra"}), timeout=180)
+        master_maps = open(f"/proc/{server.proc.pid}/maps").read()
+        workers = server.worker_pids()
+        for _ in range(6):  # reaches both workers
+            assert server.answers("/?" + urlencode({"q": "zebra"}))
+    finally:
+        server.stop()
+    log = (tmp_path / "gunicorn.log").read_text()
+    assert "libtorch" in master_maps  # the model was loaded before forking
+    assert ".faiss" in master_maps  # and the index mapped
+    assert len(workers) == 2
+    # The master loaded the generation once; no worker loaded it again.
+    assert log.count("search index generation 1 loaded") == 1
