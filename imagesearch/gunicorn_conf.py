@@ -4,6 +4,17 @@ search does not wait for it to load."""
 import threading
 
 
+def on_starting(server) -> None:
+    """Refuse to start (the master exits with the reason) when the configured vector store cannot
+    be served by this database: gunicorn does not run Django's system checks."""
+    import django
+
+    django.setup()
+    from search.vectorstore import checks
+
+    checks.refuse_unless_usable()
+
+
 def post_worker_init(worker) -> None:
     def warm() -> None:
         from search import embedding
