@@ -17,7 +17,8 @@ from search import clip_retrieval, pipeline, rebuild
 from tests.factories import create_images
 from tests.support.images import image_bytes
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Each test runs against both vector stores (tests/conftest.py, vector_store).
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("vector_store")]
 
 
 def _clip_client_module():
