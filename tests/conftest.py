@@ -52,6 +52,31 @@ def pytest_generate_tests(metafunc) -> None:
         metafunc.parametrize("vector_store", stores, indirect=True)
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked ``pgvector`` are about that store alone: deselected (not skipped) on SQLite,
+    run in the PostgreSQL pass, where the store must be usable under CI=true."""
+    if _database_is_postgresql():
+        return
+    kept = [item for item in items if item.get_closest_marker("pgvector") is None]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept
+
+
+@pytest.fixture
+def pgvector_store(settings, django_db_blocker) -> None:
+    """pgvector as the store, for tests marked ``pgvector``."""
+    from django.db import connection
+
+    from search.vectorstore import database, store
+
+    with django_db_blocker.unblock():
+        found = database.unusable(connection)
+    require_service(found is None, f"PostgreSQL with pgvector ({found.reason if found else ''})")
+    settings.IMAGESEARCH_VECTOR_BACKEND = "pgvector"
+    store.reset()
+
+
 @pytest.fixture
 def vector_store(request, settings, django_db_blocker) -> str:
     """The vector store this test runs against (``IMAGESEARCH_VECTOR_BACKEND``)."""

@@ -28,6 +28,8 @@ __all__ = ["EXTENSION_MINIMUM"]
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 64
 OPCLASS = "halfvec_ip_ops"
+# Scan on in exact distance order while filters (labels, status, model) drop candidates.
+ITERATIVE_SCAN = "strict_order"
 
 _indexed: set[tuple[str, int]] = set()  # (database alias, dimension) known to have their index
 _indexed_lock = threading.Lock()
@@ -117,10 +119,26 @@ def nearest(
     label_ids: Sequence[int] = (),
 ) -> list[tuple[Image, float]]:
     """The ``needed`` ready images of ``model`` nearest to ``vector`` (inner product, best first)
-    that carry every label of ``label_ids``: one query that filters, ranks and limits.
+    that carry every label of ``label_ids``, with their scores: one query (:func:`nearest_query`).
 
     The HNSW index scan is iterative (``hnsw.iterative_scan``): when the filters drop the first
     candidates it goes on scanning, so a rare label still fills its page."""
+    query = nearest_query(vector, model=model, needed=needed, exclude_id=exclude_id, label_ids=label_ids)
+    with transaction.atomic():
+        search_settings()
+        found = list(query)
+    return [(row.image, -float(row.distance)) for row in found]
+
+
+def nearest_query(
+    vector: np.ndarray,
+    *,
+    model: str,
+    needed: int,
+    exclude_id: int | None = None,
+    label_ids: Sequence[int] = (),
+) -> Any:
+    """The query of :func:`nearest`: vector rows with their images, filtered, ranked, limited."""
     vector = np.asarray(vector, dtype=np.float32).reshape(-1)
     dimension = len(vector)
     rows = ImageVector.objects.filter(
@@ -132,24 +150,20 @@ def nearest(
     for label_id in label_ids:
         rows = rows.filter(Exists(through.objects.filter(image_id=OuterRef("image_id"), label_id=label_id)))
     query = Cast(Value(HalfVector(vector).to_text()), HalfVectorField(dimensions=dimension))
-    ranked = (
+    return (
         rows.annotate(distance=MaxInnerProduct(_ranked(dimension), query))
         .defer("embedding", "image__image_vector", "image__hybrid_vector")
         .order_by("distance", "image_id")[:needed]
     )
-    with transaction.atomic():
-        _search_settings()
-        found = list(ranked)
-    return [(row.image, -float(row.distance)) for row in found]
 
 
-def _search_settings() -> None:
+def search_settings() -> None:
     """pgvector's search settings for this transaction (pgvector's Django support has no API for
     them): the search breadth, and iterative scans in exact distance order."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT set_config('hnsw.ef_search', %s, true), set_config('hnsw.iterative_scan', %s, true)",
-            [str(settings.IMAGESEARCH_PGVECTOR_EF_SEARCH), "strict_order"],
+            [str(settings.IMAGESEARCH_PGVECTOR_EF_SEARCH), ITERATIVE_SCAN],
         )
 
 
