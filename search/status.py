@@ -9,7 +9,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db.models import Count, Max
-from django.utils import timezone
 
 from gallery.models import Image
 
@@ -25,6 +24,14 @@ def index_dir() -> Path:
 def index_reader() -> search_index.IndexReader:
     """This process's reader of the index (one per process, shared by every request)."""
     return search_index.get_reader(index_dir(), expected_model=embedding.model_name())
+
+
+def index_dimension() -> int | None:
+    """The dimension of the vectors searches run against (None while nothing is indexed)."""
+    if vectorstore.enabled():
+        return vectorstore.vectors_dimension(embedding.model_name())
+    manifest = search_index.read_current_manifest(index_dir())
+    return manifest.dim if manifest else None
 
 
 def index_behind() -> bool:
@@ -160,14 +167,11 @@ def search_notices() -> list[str]:
     pending = Image.objects.pending().count()
     if pending:
         notices.append(f"{pending} image(s) are still being indexed and may be missing from the results.")
-    if vectorstore.enabled():  # no index files: ready rows are searchable; label changes may lag
-        if not pending and Image.objects.ready().hybrids_stale(changed_before=timezone.now()).exists():
-            notices.append(BEHIND_NOTICE)
-        return notices
-    reader = index_reader()
-    error = reader.last_error if reader.manifest is not None else None  # else: answered from rows
-    if error:
-        notices.append("The newest index could not be loaded; showing results from the previous one.")
+    if not vectorstore.enabled():  # pgvector: no index files, ready rows are searchable
+        reader = index_reader()
+        error = reader.last_error if reader.manifest is not None else None  # else: answered from rows
+        if error:
+            notices.append("The newest index could not be loaded; showing results from the previous one.")
     state = IndexState.objects.filter(pk=1).first()
     if state is not None and state.behind_requests and not pending:
         notices.append(BEHIND_NOTICE)

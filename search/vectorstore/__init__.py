@@ -25,6 +25,7 @@ from .store import (
     index_ensure,
     nearest,
     vectors_backfill,
+    vectors_dimension,
     vectors_missing,
     vectors_summary,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "index_ensure",
     "nearest",
     "vectors_backfill",
+    "vectors_dimension",
     "vectors_missing",
     "vectors_summary",
 ]

@@ -153,7 +153,7 @@ def nearest_query(
     return (
         rows.annotate(distance=MaxInnerProduct(_ranked(dimension), query))
         .defer("embedding", "image__image_vector", "image__hybrid_vector")
-        .order_by("distance", "image_id")[:needed]
+        .order_by("distance")[:needed]  # the index's own order: no second key to sort by
     )
 
 
@@ -196,11 +196,16 @@ def vectors_backfill(model: str, *, limit: int = 20_000, chunk: int = 1000) -> i
     return done
 
 
+def vectors_dimension(model: str) -> int | None:
+    """The dimension of ``model``'s stored vectors (one per model), None while there are none."""
+    return ImageVector.objects.filter(model=model).values_list("dimension", flat=True).first()
+
+
 def vectors_summary(model: str) -> dict[str, Any]:
     """What the status page shows for this store: vectors of the model, their dimension, the
     table's size on disk with its indexes, and how many images wait for their vector."""
     of_model = ImageVector.objects.filter(model=model, image__status=Image.Status.READY)
-    dimension = of_model.values_list("dimension", flat=True).first()
+    dimension = vectors_dimension(model)
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_total_relation_size(%s)", [TABLE])  # no ORM API for sizes
         (size,) = cursor.fetchone()

@@ -34,7 +34,9 @@ def start(directory: Path) -> str:
 
 def stop(directory: Path) -> None:
     if (directory / "data" / "postmaster.pid").exists():
-        _server(directory, cleanup_mode="stop").cleanup()
+        server = _server(directory, cleanup_mode="stop")
+        server.cleanup_mode = "stop"  # the handle start() left in this process, if it was this one
+        server.cleanup()
 
 
 def main(argv: list[str]) -> int:
