@@ -116,13 +116,15 @@ def unusable(connection: Any) -> Unusable | None:
         )
     if found.installed is None:
         return Unusable(
-            "IMAGESEARCH_VECTOR_BACKEND=pgvector: the vector extension is available but not created in "
-            "this database. Run `manage.py migrate` as a user who may create it, or have an "
-            "administrator run `CREATE EXTENSION vector;` in it, then `manage.py migrate`.",
+            "IMAGESEARCH_VECTOR_BACKEND=pgvector: the vector extension is not created in this database "
+            "yet; `manage.py migrate` creates it when this database user may (else have an "
+            "administrator run `CREATE EXTENSION vector;` in it, then `manage.py migrate` again).",
             True,
         )
     if not has_table:
         return Unusable(
-            "IMAGESEARCH_VECTOR_BACKEND=pgvector: the vector table is missing; run `manage.py migrate`.", True
+            "IMAGESEARCH_VECTOR_BACKEND=pgvector: the vector table is not created yet; `manage.py migrate` "
+            "creates it.",
+            True,
         )
     return None

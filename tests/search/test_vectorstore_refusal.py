@@ -71,8 +71,8 @@ def test_gunicorn_refuses_to_start_on_sqlite_with_the_reason(tmp_path):
     [
         (None, None, False, "has no pgvector extension. Install pgvector 0.8.0 or newer", False),
         ("0.7.4", "0.7.4", True, "needs pgvector 0.8.0 or newer (halfvec and iterative index scans)", False),
-        ("0.8.2", None, False, "available but not created in this database. Run `manage.py migrate`", True),
-        ("0.8.2", "0.8.2", False, "the vector table is missing; run `manage.py migrate`", True),
+        ("0.8.2", None, False, "not created in this database yet; `manage.py migrate` creates it", True),
+        ("0.8.2", "0.8.2", False, "vector table is not created yet; `manage.py migrate` creates it", True),
     ],
 )
 def test_a_postgresql_without_a_recent_enough_extension_is_refused_with_what_to_install(
