@@ -101,7 +101,17 @@ def run(quick: bool) -> dict[str, Any]:
     from django.core.management import call_command
     from django.test import Client
 
-    from . import ann, duplicate_threshold, duplicates, flat_threshold, ingest, query, rebuild, restart, throughput
+    from . import (
+        ann,
+        duplicate_threshold,
+        duplicates,
+        flat_threshold,
+        ingest,
+        query,
+        rebuild,
+        restart,
+        throughput,
+    )
     from .library import ClusteredVectors, grow_library
 
     call_command("migrate", verbosity=0)

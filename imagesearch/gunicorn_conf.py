@@ -44,6 +44,17 @@ def post_fork(server, worker) -> None:
         sys.modules["torch"].set_num_threads(embedding.torch_threads())
 
 
+def on_starting(server) -> None:
+    """Refuse to start (the master exits with the reason) when the configured vector store cannot
+    be served by this database: gunicorn does not run Django's system checks."""
+    import django
+
+    django.setup()
+    from search.vectorstore import checks
+
+    checks.refuse_unless_usable()
+
+
 def post_worker_init(worker) -> None:
     # Without a preloaded model (it failed in the master), load it before the first search.
     def warm() -> None:

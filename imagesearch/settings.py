@@ -90,7 +90,8 @@ CSRF_TRUSTED_ORIGINS = [
     o.strip() for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()
 ]
 
-MEDIA_ROOT = DATA_DIR / "media"
+# Several machines point this at one shared volume (README, "Several machines").
+MEDIA_ROOT = Path(envstr("IMAGESEARCH_MEDIA_DIR", str(DATA_DIR / "media"))).resolve()
 MEDIA_URL = "/media/"
 INDEX_DIR = DATA_DIR / "index"
 
@@ -101,6 +102,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # Index expressions with operator classes (the pgvector store's HNSW index); inert elsewhere.
+    "django.contrib.postgres",
     "csp",  # its system checks catch settings left in django-csp's old format
     "ninja",  # serves the API docs page's scripts from static files, not a CDN
     "gallery",
@@ -183,15 +186,30 @@ STORAGES = {
 }
 WHITENOISE_USE_FINDERS = True  # serve from static/ even before collectstatic has run
 
-CACHES = {
-    # Shared by every web process on the machine (query vectors of image searches, for paging).
-    "default": {
-        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
-        "LOCATION": str(DATA_DIR / "cache"),
-        "TIMEOUT": 3600,
-        "OPTIONS": {"MAX_ENTRIES": 5000},
+# Query vectors of image searches (for paging) and upload batches. A file cache is shared by the
+# web processes of one machine; several machines share a Redis (IMAGESEARCH_CACHE_URL=redis://...).
+IMAGESEARCH_CACHE_URL = envstr("IMAGESEARCH_CACHE_URL", "")
+if IMAGESEARCH_CACHE_URL.startswith(("redis://", "rediss://", "unix://")):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": IMAGESEARCH_CACHE_URL,
+            "TIMEOUT": 3600,
+        }
     }
-}
+elif IMAGESEARCH_CACHE_URL:
+    raise ImproperlyConfigured(
+        f"IMAGESEARCH_CACHE_URL must be a redis:// address (or unset), not {IMAGESEARCH_CACHE_URL!r}"
+    )
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(DATA_DIR / "cache"),
+            "TIMEOUT": 3600,
+            "OPTIONS": {"MAX_ENTRIES": 5000},
+        }
+    }
 
 LOGIN_URL = "admin:login"
 
@@ -248,6 +266,16 @@ IMAGESEARCH_AUTO_FLAT_MAX_VECTORS = envint("IMAGESEARCH_AUTO_FLAT_MAX_VECTORS", 
 # Two images are near-duplicates at or above this cosine of their image vectors (search.duplicates;
 # the default and what it rests on: BENCHMARKS.md, "Near-duplicates").
 IMAGESEARCH_DUPLICATE_THRESHOLD = envfloat("IMAGESEARCH_DUPLICATE_THRESHOLD", 0.95, minimum=0.5, maximum=1.0)
+
+# "faiss": index generations in the data directory (one machine). "pgvector": the vectors live in
+# PostgreSQL beside the rows (search.vectorstore), so web and worker machines share one database.
+IMAGESEARCH_VECTOR_BACKEND = envstr("IMAGESEARCH_VECTOR_BACKEND", "faiss").lower()
+if IMAGESEARCH_VECTOR_BACKEND not in ("faiss", "pgvector"):
+    raise ImproperlyConfigured(
+        f"IMAGESEARCH_VECTOR_BACKEND must be faiss or pgvector, not {IMAGESEARCH_VECTOR_BACKEND!r}"
+    )
+# pgvector's HNSW search breadth (hnsw.ef_search): recall against speed, measured in BENCHMARKS.md.
+IMAGESEARCH_PGVECTOR_EF_SEARCH = envint("IMAGESEARCH_PGVECTOR_EF_SEARCH", 100, minimum=1, maximum=1000)
 
 # --- Celery ----------------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from django.urls import path, reverse
 from gallery import admin as gallery_admin
 from gallery.models import Image
 
-from . import dispatch, duplicates, pipeline, status
+from . import dispatch, duplicates, pipeline, status, vectorstore
 from .models import DuplicateScan, IndexState
 
 
@@ -72,6 +72,8 @@ class IndexStatusAdmin(admin.ModelAdmin):
             elif action == "reembed_all":
                 ids = list(Image.objects.values_list("pk", flat=True))
                 message = f"{pipeline.images_reembed(image_ids=ids)} image(s) queued for embedding."
+            elif action == "rebuild" and vectorstore.enabled():
+                message = vectorstore.NOTHING_TO_REBUILD
             elif action == "rebuild":
                 dispatch.index_rebuild_request()
                 message = "An index rebuild was requested."

@@ -29,7 +29,6 @@ from django.http import HttpRequest
 from gallery.models import Image
 
 from . import embedding, query_vectors, ranking, status
-from . import index as search_index
 from .errors import QueryError
 
 INDEX_NAME = "imagesearch"
@@ -135,10 +134,10 @@ def _vector_from_numbers(numbers: Sequence[float]) -> np.ndarray:
     vector = np.asarray(numbers, dtype=np.float64)
     if vector.ndim != 1 or not vector.size or not np.isfinite(vector).all() or not vector.any():
         raise QueryError("embedding_input must be a non-zero list of finite numbers.")
-    manifest = search_index.read_current_manifest(status.index_dir())
-    if manifest is not None and vector.size != manifest.dim:
+    dimension = status.index_dimension()
+    if dimension is not None and vector.size != dimension:
         raise QueryError(
-            f"embedding_input has {vector.size} numbers; this index holds vectors of {manifest.dim}."
+            f"embedding_input has {vector.size} numbers; this index holds vectors of {dimension}."
         )
     return embedding.normalize(vector.astype(np.float32).reshape(1, -1))[0]
 

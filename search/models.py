@@ -1,9 +1,11 @@
-"""Bookkeeping for the index (rebuild requests, so that bursts coalesce into one rebuild) and the
-near-duplicate groups the worker finds (search.duplicates)."""
+"""Bookkeeping for the index (rebuild requests, so that bursts coalesce into one rebuild), the
+near-duplicate groups the worker finds (search.duplicates), and the vectors pgvector searches when
+it is the vector store."""
 
 from __future__ import annotations
 
 from django.db import IntegrityError, models, transaction
+from pgvector.django import HalfVectorField
 
 
 class IndexState(models.Model):
@@ -127,3 +129,32 @@ class DuplicateMember(models.Model):
 
     def __str__(self) -> str:
         return f"image {self.image_id} in group {self.group_id}"
+class ImageVector(models.Model):
+    """An image's hybrid vector where pgvector is the vector store (``IMAGESEARCH_VECTOR_BACKEND=
+    pgvector``, search.vectorstore): written with the row when it becomes ready, searched by an
+    HNSW index per dimension.
+
+    Derived from ``Image.hybrid_vector`` (still the source of truth). The table exists only on
+    PostgreSQL with the vector extension (search/migrations/0007): a SQLite deployment never
+    creates or reads it. The database deletes a row with its image (``ON DELETE CASCADE``,
+    added by the same migration), so Django's deletion never looks at this table.
+    """
+
+    image = models.OneToOneField(
+        "gallery.Image",
+        primary_key=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
+    )
+    model = models.CharField(max_length=500)
+    # An HNSW index needs one dimension: each dimension has its own partial index (search.vectorstore).
+    dimension = models.PositiveSmallIntegerField()
+    embedding = HalfVectorField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = "image vector"
+
+    def __str__(self) -> str:
+        return f"vector of image {self.image_id}"

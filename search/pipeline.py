@@ -23,7 +23,7 @@ from PIL import ImageOps
 from gallery.models import Image, Label
 from gallery.validation import THUMBNAIL_SIZE, InvalidImage, to_rgb
 
-from . import claims, dispatch, embedding
+from . import claims, dispatch, embedding, vectorstore
 
 logger = logging.getLogger(__name__)
 
@@ -158,9 +158,11 @@ def hybrids_refresh(*, image_ids: Sequence[int]) -> int:
     now = timezone.now()
     for image in images:
         hybrid = _hybrid_for(image, embedding.from_bytes(image.image_vector), label_vectors)
-        Image.objects.filter(pk=image.pk).update(
-            hybrid_vector=embedding.to_bytes(hybrid), hybrid_weight=weight, hybrid_updated_at=now
-        )
+        with transaction.atomic():
+            updated = Image.objects.filter(pk=image.pk).update(
+                hybrid_vector=embedding.to_bytes(hybrid), hybrid_weight=weight, hybrid_updated_at=now
+            )
+            _vector_store_write(image.pk, hybrid, now, updated)
     dispatch.index_rebuild_request()
     return len(images)
 
@@ -314,15 +316,24 @@ def _hybrid_for(image: Image, image_vector: np.ndarray, label_vectors: dict[int,
 
 def _mark_ready(image_id: int, hybrid: np.ndarray, weight: float, now: Any, **vector_fields: Any) -> None:
     """Store a hybrid (and, when given, the image vector and its model) and mark the row ready."""
-    Image.objects.filter(pk=image_id).update(
-        hybrid_vector=embedding.to_bytes(hybrid),
-        hybrid_weight=weight,
-        hybrid_updated_at=now,
-        status=Image.Status.READY,
-        failure_reason="",
-        status_changed_at=now,
-        **vector_fields,
-    )
+    with transaction.atomic():
+        updated = Image.objects.filter(pk=image_id).update(
+            hybrid_vector=embedding.to_bytes(hybrid),
+            hybrid_weight=weight,
+            hybrid_updated_at=now,
+            status=Image.Status.READY,
+            failure_reason="",
+            status_changed_at=now,
+            **vector_fields,
+        )
+        _vector_store_write(image_id, hybrid, now, updated)
+
+
+def _vector_store_write(image_id: int, hybrid: np.ndarray, now: Any, updated: int) -> None:
+    """With pgvector as the store, the hybrid goes into it in the row's own transaction: the
+    image is searchable as soon as it is ready (a row deleted meanwhile has none)."""
+    if updated and vectorstore.enabled():
+        vectorstore.hybrids_write([(image_id, hybrid)], model=embedding.model_name(), now=now)
 
 
 def _mark_failed(image_id: int, reason: str) -> None:

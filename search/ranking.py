@@ -15,7 +15,7 @@ from django.db.models import QuerySet
 
 from gallery.models import Image, Label
 
-from . import embedding, status
+from . import embedding, status, vectorstore
 from . import index as search_index
 from .errors import QueryError, SearchUnavailable
 
@@ -75,6 +75,52 @@ def images_search(
     """
     page_size = page_size or settings.IMAGESEARCH_PAGE_SIZE
     start = _check_paging(page, page_size, sort)
+    needed = DATE_SORT_POOL if sort == "date" else start + page_size + 1
+    label_ids = _label_ids(labels)
+    vector = np.asarray(vector, dtype=np.float32).reshape(1, -1)
+    if vectorstore.enabled():
+        hits = _nearest_in_database(vector, needed=needed, exclude_id=exclude_id, label_ids=label_ids)
+        generation, notices = None, status.search_notices()
+    else:
+        hits, generation, from_rows = _nearest_from_faiss(
+            vector, needed=needed, exclude_id=exclude_id, label_ids=label_ids
+        )
+        notices = status.search_notices() + ([FROM_ROWS_NOTICE] if from_rows else [])
+    if sort == "date":
+        hits = sorted(hits[:DATE_SORT_POOL], key=lambda h: (h.image.uploaded_at, h.image.pk), reverse=True)
+    shown = hits[start : start + page_size]
+    # Label names of the hits shown only, in one query: loading them for every over-fetched
+    # row, or as Label objects, is a large share of a search's time.
+    Image.label_names_load([hit.image for hit in shown])
+    return ResultPage(
+        hits=shown,
+        page=page,
+        page_size=page_size,
+        has_next=len(hits) > start + page_size,
+        generation=generation,
+        notices=notices,
+    )
+
+
+def _nearest_in_database(
+    vector: np.ndarray, *, needed: int, exclude_id: int | None, label_ids: list[int] | None
+) -> list[Hit]:
+    """pgvector: one query filters, ranks and limits; the rows come with it (nothing to re-read)."""
+    if label_ids is None:  # a label nobody carries: nothing can match
+        return []
+    model = embedding.model_name()
+    found = vectorstore.nearest(
+        vector[0], model=model, needed=needed, exclude_id=exclude_id, label_ids=label_ids
+    )
+    if not found and not Image.objects.searchable(model).exists():
+        raise SearchUnavailable(_no_index_message())
+    return [Hit(image, score) for image, score in found]
+
+
+def _nearest_from_faiss(
+    vector: np.ndarray, *, needed: int, exclude_id: int | None, label_ids: list[int] | None
+) -> tuple[list[Hit], int | None, bool]:
+    """FAISS: (hits, the generation that answered, whether they were scored from the rows)."""
     reader = status.index_reader()
     # A cheap check for a new generation; it loads in the background while this one serves.
     manifest = reader.poll()
@@ -84,11 +130,8 @@ def images_search(
     from_rows = manifest is None and searchable.exists()
     if manifest is None and not from_rows:
         raise SearchUnavailable(_no_index_message())
-    vector = np.asarray(vector, dtype=np.float32).reshape(1, -1)
     if manifest is not None and vector.shape[1] != manifest.dim:
         raise SearchUnavailable("The index was built with another model; it is being rebuilt.")
-    needed = DATE_SORT_POOL if sort == "date" else start + page_size + 1
-    label_ids = _label_ids(labels)
     if label_ids is None:  # a label nobody carries: nothing can match
         hits: list[Hit] = []
     elif from_rows:
@@ -110,21 +153,7 @@ def images_search(
                 label_ids=label_ids,
                 kept_fraction=count / max(1, manifest.count),
             )
-    if sort == "date":
-        hits = sorted(hits[:DATE_SORT_POOL], key=lambda h: (h.image.uploaded_at, h.image.pk), reverse=True)
-    generation = reader.manifest.generation if reader.manifest else None
-    shown = hits[start : start + page_size]
-    # Label names of the hits shown only, in one query: loading them for every over-fetched
-    # row, or as Label objects, is a large share of a search's time.
-    Image.label_names_load([hit.image for hit in shown])
-    return ResultPage(
-        hits=shown,
-        page=page,
-        page_size=page_size,
-        has_next=len(hits) > start + page_size,
-        generation=generation,
-        notices=status.search_notices() + ([FROM_ROWS_NOTICE] if from_rows else []),
-    )
+    return hits, (reader.manifest.generation if reader.manifest else None), from_rows
 
 
 FROM_ROWS_NOTICE = (

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from gallery.models import Image, Label
 
-from . import claims, dispatch, embedding, pipeline, status
+from . import claims, dispatch, embedding, pipeline, status, vectorstore
 from . import index as search_index
 from .models import DuplicateScan, IndexState
 
@@ -42,6 +42,14 @@ def index_rebuild() -> RebuildReport:
     One writer at a time (a file lock): a second caller backs off at once; the writer checks at
     the end whether requests arrived while it ran and schedules one more rebuild if so.
     """
+    if vectorstore.enabled():
+        # Nothing to build: the vectors are written with the rows. Requests count as served.
+        IndexState.get()
+        IndexState.objects.filter(pk=1).update(
+            built_request=F("requested"), rebuild_queued=False, last_error=""
+        )
+        logger.info("rebuild requested: %s", vectorstore.NOTHING_TO_REBUILD)
+        return RebuildReport(built=False)
     started = time.monotonic()
     directory = status.index_dir()
     directory.mkdir(parents=True, exist_ok=True)
@@ -195,6 +203,17 @@ def index_sweep(*, at_start: bool = False) -> dict[str, int]:
         # once per claim timeout, not at every sweep.
         Image.objects.filter(pk__in=stale_hybrids).update(labels_changed_at=now)
         dispatch.hybrids_refresh_enqueue(image_ids=stale_hybrids)
+    if vectorstore.enabled():
+        # Ready rows without their vector (embedded while FAISS was the store): written from
+        # the stored hybrids, a bounded number per sweep.
+        backfilled = vectorstore.vectors_backfill(embedding.model_name())
+        return {
+            "requeued": len(stuck),
+            "claims_freed": len(lost),
+            "hybrids_refreshed": len(stale_hybrids),
+            "rebuild_scheduled": 0,
+            "vectors_backfilled": backfilled,
+        }
     state = IndexState.get()
     due = state.rebuild_due_at or state.queued_at
     stale_queue = bool(state.rebuild_queued and due and due < grace)

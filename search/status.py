@@ -12,7 +12,7 @@ from django.db.models import Count, Max
 
 from gallery.models import Image, Label
 
-from . import dispatch, embedding
+from . import dispatch, embedding, vectorstore
 from . import index as search_index
 from .models import IndexState
 
@@ -26,8 +26,18 @@ def index_reader() -> search_index.IndexReader:
     return search_index.get_reader(index_dir(), expected_model=embedding.model_name())
 
 
+def index_dimension() -> int | None:
+    """The dimension of the vectors searches run against (None while nothing is indexed)."""
+    if vectorstore.enabled():
+        return vectorstore.vectors_dimension(embedding.model_name())
+    manifest = search_index.read_current_manifest(index_dir())
+    return manifest.dim if manifest else None
+
+
 def index_behind() -> bool:
     """True when the index does not hold exactly what the database says it should."""
+    if vectorstore.enabled():  # the vectors are written with the rows; the sweep fills any gap
+        return vectorstore.vectors_missing(embedding.model_name()).exists()
     state = IndexState.get()
     manifest = search_index.read_current_manifest(index_dir())
     model = embedding.model_name()
@@ -50,6 +60,23 @@ def index_status() -> dict[str, Any]:
     counts = {status: 0 for status in Image.Status.values}
     for row in Image.objects.order_by().values("status").annotate(n=Count("pk")):
         counts[row["status"]] = row["n"]
+    if vectorstore.enabled():
+        return {
+            "counts": counts,
+            "total": sum(counts.values()),
+            "manifest": None,
+            "age_seconds": None,
+            "built_at": None,
+            "reader": {},
+            "behind": index_behind(),
+            "state": IndexState.get(),
+            "model": embedding.model_name(),
+            "stale": Image.objects.stale(embedding.model_name()).count(),
+            "model_error": embedding.last_load_error(),
+            "store": "pgvector",
+            "pgvector": vectorstore.vectors_summary(embedding.model_name()),
+            "nothing_to_rebuild": vectorstore.NOTHING_TO_REBUILD,
+        }
     reader_status: dict[str, Any] = {}
     try:
         reader = index_reader()
@@ -74,6 +101,7 @@ def index_status() -> dict[str, Any]:
         # Label vectors behind stored hybrids that another text model made (the setting changed).
         "labels_outdated": Label.objects.vectors_outdated(embedding.text_model_name()).count(),
         "model_error": embedding.last_load_error(),
+        "store": "faiss",
     }
 
 
@@ -83,6 +111,35 @@ def status_summary() -> dict[str, Any]:
     status = index_status()
     manifest = status["manifest"]
     state = status["state"]
+    if status["store"] == "pgvector":
+        vectors = status["pgvector"]
+        manifest_figures = {
+            "generation": None,
+            "vectors": vectors["vectors"],
+            "dimension": vectors["dimension"],
+            "size_bytes": vectors["size_bytes"],
+            "kind": "hnsw (pgvector)",
+            "requested_kind": None,
+            "search_param": None,
+            "search_param_value": None,
+            "recall_text": None,
+            "recall_image": None,
+            "age_seconds": None,
+        }
+    else:
+        manifest_figures = {
+            "generation": manifest.generation if manifest else None,
+            "vectors": manifest.count if manifest else 0,
+            "dimension": manifest.dim if manifest else None,
+            "size_bytes": manifest.size_bytes if manifest else None,
+            "kind": manifest.kind if manifest else None,
+            "requested_kind": (manifest.requested_kind or manifest.kind) if manifest else None,
+            "search_param": manifest.param if manifest else None,
+            "search_param_value": manifest.param_value if manifest else None,
+            "recall_text": manifest.recall_text if manifest else None,
+            "recall_image": manifest.recall_image if manifest else None,
+            "age_seconds": status["age_seconds"],
+        }
     return {
         "counts": status["counts"],
         "total": status["total"],
@@ -91,17 +148,7 @@ def status_summary() -> dict[str, Any]:
         "text_model": status["text_model"],
         "labels_outdated": status["labels_outdated"],
         "model_error": status["model_error"] or "",
-        "generation": manifest.generation if manifest else None,
-        "vectors": manifest.count if manifest else 0,
-        "dimension": manifest.dim if manifest else None,
-        "size_bytes": manifest.size_bytes if manifest else None,
-        "kind": manifest.kind if manifest else None,
-        "requested_kind": (manifest.requested_kind or manifest.kind) if manifest else None,
-        "search_param": manifest.param if manifest else None,
-        "search_param_value": manifest.param_value if manifest else None,
-        "recall_text": manifest.recall_text if manifest else None,
-        "recall_image": manifest.recall_image if manifest else None,
-        "age_seconds": status["age_seconds"],
+        **manifest_figures,
         "behind": status["behind"],
         "rebuild_queued": state.rebuild_queued,
         "last_rebuild_seconds": state.last_rebuild_seconds,
@@ -128,19 +175,23 @@ def index_repair_request(reader: search_index.IndexReader) -> None:
     dispatch.index_rebuild_request()
 
 
+BEHIND_NOTICE = "The index is being updated; the newest changes may take a moment to show."
+
+
 def search_notices() -> list[str]:
     """What a page of results says about images or changes it may be missing."""
     notices = []
     pending = Image.objects.pending().count()
     if pending:
         notices.append(f"{pending} image(s) are still being indexed and may be missing from the results.")
-    reader = index_reader()
-    error = reader.last_error if reader.manifest is not None else None  # else: answered from rows
-    if error:
-        notices.append("The newest index could not be loaded; showing results from the previous one.")
+    if not vectorstore.enabled():  # pgvector: no index files, ready rows are searchable
+        reader = index_reader()
+        error = reader.last_error if reader.manifest is not None else None  # else: answered from rows
+        if error:
+            notices.append("The newest index could not be loaded; showing results from the previous one.")
     state = IndexState.objects.filter(pk=1).first()
     if state is not None and state.behind_requests and not pending:
-        notices.append("The index is being updated; the newest changes may take a moment to show.")
+        notices.append(BEHIND_NOTICE)
     return notices
 
 

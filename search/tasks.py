@@ -107,6 +107,15 @@ def sweep(at_start: bool = False) -> dict[str, int]:
 
 
 @celeryd_init.connect
+def _refuse_an_unusable_vector_store(**kwargs) -> None:
+    # A worker does not run Django's system checks: IMAGESEARCH_VECTOR_BACKEND=pgvector on a
+    # database without pgvector stops it here, with what to install, before it takes a task.
+    from .vectorstore import checks
+
+    checks.refuse_unless_usable()
+
+
+@celeryd_init.connect
 def _record_concurrency(sender=None, conf=None, instance=None, options=None, **kwargs) -> None:
     # Torch threads per process = cores / processes (see search.embedding.torch_threads).
     concurrency = (options or {}).get("concurrency") or getattr(conf, "worker_concurrency", None)

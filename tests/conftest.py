@@ -8,6 +8,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from django.conf import settings as django_settings
@@ -44,13 +45,72 @@ def text_model_dir() -> Path:
     return build_text_model(
         Path(django_settings.DATA_DIR) / "models" / "tiny-text", dim=embedding_dim("tiny"), seed=0
     )
+# --- The two vector stores ----------------------------------------------------------------------
+
+
+def _database_is_postgresql() -> bool:
+    return django_settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
+
+
+def pytest_generate_tests(metafunc) -> None:
+    """A test that uses ``vector_store`` (directly or with ``usefixtures``) runs once per store:
+    FAISS always, pgvector where the test database is PostgreSQL (./test's PostgreSQL pass; there,
+    a PostgreSQL without pgvector fails under CI=true, see :func:`vector_store`)."""
+    if "vector_store" in metafunc.fixturenames:
+        stores = ["faiss", "pgvector"] if _database_is_postgresql() else ["faiss"]
+        metafunc.parametrize("vector_store", stores, indirect=True)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked ``pgvector`` are about that store alone: deselected (not skipped) on SQLite,
+    run in the PostgreSQL pass, where the store must be usable under CI=true."""
+    if _database_is_postgresql():
+        return
+    kept = [item for item in items if item.get_closest_marker("pgvector") is None]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept
+
+
+@pytest.fixture
+def pgvector_store(settings, django_db_blocker) -> None:
+    """pgvector as the store, for tests marked ``pgvector``."""
+    from django.db import connection
+
+    from search.vectorstore import database, store
+
+    with django_db_blocker.unblock():
+        found = database.unusable(connection)
+    require_service(found is None, f"PostgreSQL with pgvector ({found.reason if found else ''})")
+    settings.IMAGESEARCH_VECTOR_BACKEND = "pgvector"
+    store.reset()
+
+
+@pytest.fixture
+def vector_store(request, settings, django_db_blocker) -> str:
+    """The vector store this test runs against (``IMAGESEARCH_VECTOR_BACKEND``)."""
+    from django.db import connection
+
+    from search.vectorstore import database, store
+
+    name = request.param
+    if name == "pgvector":
+        with django_db_blocker.unblock():
+            found = database.unusable(connection)
+        require_service(found is None, f"PostgreSQL with pgvector ({found.reason if found else ''})")
+    settings.IMAGESEARCH_VECTOR_BACKEND = name
+    store.reset()  # HNSW indexes made in a rolled-back test are gone
+    return name
 
 
 @pytest.fixture(autouse=True)
 def _isolated_storage(request, settings, tmp_path, clip_model_dir) -> Iterator[None]:
-    """Each test gets its own media and index directories, and the tiny model."""
+    """Each test gets its own media and index directories, and the tiny model (and its vector
+    store before any other fixture stores an image)."""
     from search import index as search_index
 
+    if "vector_store" in request.fixturenames:
+        request.getfixturevalue("vector_store")
     settings.IMAGESEARCH_CLIP_MODEL = str(clip_model_dir)
     settings.IMAGESEARCH_TEXT_MODEL = ""  # the CLIP's own text tower, whatever the environment says
     # Users made by tests need no slow password hash (Django's default costs ~0.3 s per user).
@@ -133,7 +193,10 @@ def _database_url() -> str:
     user = s.get("USER") or ""
     password = f":{s['PASSWORD']}" if s.get("PASSWORD") else ""
     auth = f"{user}{password}@" if user else ""
-    return f"postgres://{auth}{s.get('HOST') or '127.0.0.1'}:{s.get('PORT') or 5432}/{s['NAME']}"
+    host = s.get("HOST") or "127.0.0.1"
+    if host.startswith("/"):  # a Unix socket directory (the test run's own pgserver)
+        return f"postgres://{auth}{quote(host, safe='')}/{s['NAME']}"
+    return f"postgres://{auth}{host}:{s.get('PORT') or 5432}/{s['NAME']}"
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ from django.test import Client
 from gallery import services as gallery_services
 from gallery.models import Image
 
-pytestmark = pytest.mark.django_db
+# Each test runs against both vector stores (tests/conftest.py, vector_store).
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("vector_store")]
 
 
 @pytest.fixture

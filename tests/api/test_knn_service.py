@@ -17,7 +17,8 @@ from search import clip_retrieval, pipeline, rebuild
 from tests.factories import create_images
 from tests.support.images import image_bytes
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Each test runs against both vector stores (tests/conftest.py, vector_store).
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("vector_store")]
 
 
 def _clip_client_module():
@@ -130,3 +131,9 @@ def test_the_front_end_calls_indices_list_and_metadata_across_origins(live_serve
 def test_an_unknown_index_name_is_a_400(clip_client, live_server, served_library):
     client = clip_client.ClipClient(url=f"{live_server.url}/knn-service", indice_name="laion5B")
     assert "indice_name: Input should be 'imagesearch'" in client.query(text="zebra")["error"]
+
+
+def test_an_embedding_of_another_dimension_is_a_400_naming_the_index_dimension(client, served_library):
+    response = client.post("/knn-service", {"embedding_input": [0.5] * 5}, content_type="application/json")
+    assert response.status_code == 400
+    assert "embedding_input has 5 numbers; this index holds vectors of 64." in response.json()["error"]

@@ -10,7 +10,8 @@ from gallery.models import Image
 from search import embedding, errors, query_vectors, ranking
 from tests.factories import create_indexed_images
 
-pytestmark = pytest.mark.django_db
+# Each test runs against both vector stores (tests/conftest.py, vector_store).
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("vector_store")]
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ from search import dispatch
 from tests.factories import create_images, indexed_library
 from tests.support.images import image_bytes
 
-pytestmark = pytest.mark.django_db
+# Each test runs against both vector stores (tests/conftest.py, vector_store).
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("vector_store")]
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ from search import index as search_index
 from search import pipeline, query_vectors, ranking, rebuild
 from tests.factories import create_images
 
-pytestmark = pytest.mark.django_db
+# Each test runs against both vector stores (tests/conftest.py, vector_store).
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("vector_store")]
 
 
 def test_a_page_is_filled_from_further_ranks_when_many_top_rows_were_deleted():

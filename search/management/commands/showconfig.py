@@ -37,6 +37,13 @@ class Command(BaseCommand):
             ),
             f"Model:      {settings.IMAGESEARCH_CLIP_MODEL}",
             f"Data dir:   {settings.DATA_DIR}",
+            f"Media:      {settings.MEDIA_ROOT}",
+            "Vectors:    "
+            + (
+                "pgvector, in the database (several machines may share it)"
+                if settings.IMAGESEARCH_VECTOR_BACKEND == "pgvector"
+                else f"FAISS index files in {settings.INDEX_DIR} (this machine)"
+            ),
             "",
             f"Open http://{bind}/ to search.",
             "Create the first admin user with:  .venv/bin/python manage.py createsuperuser",
