@@ -82,7 +82,9 @@ def _group_of(ids: dict[str, int]) -> DuplicateGroup:
     return DuplicateGroup.objects.get(members__image_id=next(iter(ids.values())))
 
 
-def test_keeping_one_deletes_exactly_the_others_rows_and_files(library, django_capture_on_commit_callbacks):
+def test_keeping_one_deletes_exactly_the_others_rows_and_files(
+    library, sent, django_capture_on_commit_callbacks
+):
     group = _group_of(library["kestrel"])
     keep = library["kestrel"]["kestrel-half.png"]
     doomed = [pk for pk in library["kestrel"].values() if pk != keep]
@@ -105,7 +107,9 @@ def test_keeping_one_deletes_exactly_the_others_rows_and_files(library, django_c
     assert _groups() == [set(library["harbour"].values())]
 
 
-def test_merging_gives_the_kept_image_every_label_of_the_group(library, django_capture_on_commit_callbacks):
+def test_merging_gives_the_kept_image_every_label_of_the_group(
+    library, sent, django_capture_on_commit_callbacks
+):
     from gallery.services import image_relabel
 
     ids = library["harbour"]
@@ -180,13 +184,6 @@ def test_an_image_of_another_group_is_refused(library):
 
 
 # --- Requests: after a rebuild, coalesced, never inside a request ------------------------------
-
-
-@pytest.fixture
-def sent(monkeypatch) -> list[tuple[str, dict]]:
-    calls: list[tuple[str, dict]] = []
-    monkeypatch.setattr(dispatch, "_send", lambda name, **options: calls.append((name, options)))
-    return calls
 
 
 def test_the_task_name_is_the_one_the_worker_registers():
@@ -266,7 +263,7 @@ def test_the_page_shows_each_group_with_thumbnails_sizes_labels_and_upload_times
 
 
 def test_keeping_one_on_the_page_deletes_the_others(
-    staff_client, library, django_capture_on_commit_callbacks
+    staff_client, library, sent, django_capture_on_commit_callbacks
 ):
     ids = library["harbour"]
     keep = ids["harbour-cropped.jpg"]
