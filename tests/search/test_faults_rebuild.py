@@ -30,6 +30,7 @@ from search.models import IndexState
 from tests.factories import create_indexed_images
 from tests.support.processes import children
 from tests.support.waiting import wait_for
+from tests.support.workers import clear_shared_index
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -37,8 +38,9 @@ _REBUILT = re.compile(r"Task search\.tasks\.rebuild_index\[[0-9a-f-]+\] succeede
 
 
 def _library(redis, specs: list[tuple[int, list[str]]]) -> list[int]:
-    """Images embedded and indexed by this process, before any worker starts; the tasks their
-    upload enqueued are dropped, so that workers start idle."""
+    """Images embedded and indexed by this process into an empty shared index, before any
+    worker starts; the tasks their upload enqueued are dropped, so that workers start idle."""
+    clear_shared_index()
     ids = create_indexed_images(specs)
     redis.flush()
     return ids
