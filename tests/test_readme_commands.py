@@ -375,6 +375,7 @@ def _image_folder(root: Path) -> Path:
 
 # Two starts of ./run, a full-size random CLIP built and loaded by three processes: minutes on a
 # loaded two-core machine.
+@pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_every_command_in_the_readme_and_printed_by_run_works_verbatim(installation, tmp_path):
     inst = installation
@@ -384,6 +385,7 @@ def test_every_command_in_the_readme_and_printed_by_run_works_verbatim(installat
     folder = _image_folder(tmp_path / "photos")
     printed_by_run: set[str] = set()
     not_run: list[str] = []
+    probed: set[str] = set()
 
     def fill(command: str) -> str:
         """What the README leaves to the reader, filled in as a user would."""
@@ -423,11 +425,13 @@ def test_every_command_in_the_readme_and_printed_by_run_works_verbatim(installat
             )
             assert "Superuser created successfully." in output
             _probe_same_database_and_key(inst)
+            probed.add("superuser")
         else:
             output = inst.run(command)
-            _probe_after(inst, command, output)
+            probed |= _probe_after(inst, command, output)
         print(f"{time.monotonic() - started:6.1f} s  {readme_command}")
 
+    assert probed == {"superuser", "import", "token"}, probed
     assert printed_by_run, "./run printed no command"
     assert printed_by_run <= set(commands), (
         f"./run prints commands the README does not show: {printed_by_run}"
@@ -464,7 +468,8 @@ def _probe_same_database_and_key(inst: Installation) -> None:
     assert re.search(r"SESSION (\d+)", printed).group(1) == re.search(r"USER (\d+)", printed).group(1)
 
 
-def _probe_after(inst: Installation, command: str, output: str) -> None:
+def _probe_after(inst: Installation, command: str, output: str) -> set[str]:
+    """Checks after some commands; returns the names of those that ran."""
     if re.search(r"import_images \S+ --labels-from-dirs", command):
         assert re.search(r"^3 added\b", output, re.M), output
         # Imported by hand, embedded by the worker ./run started, served from the same data dir.
@@ -479,8 +484,11 @@ def _probe_after(inst: Installation, command: str, output: str) -> None:
         assert results[0]["labels"] == ["bicycle"], results
         status, _ = inst.get(results[0]["image_url"])
         assert status == 200
+        return {"import"}
     elif "create_api_token" in command:
         token = output.splitlines()[0].strip()  # printed alone on stdout (the note goes to stderr)
         status, body = inst.get("/api/status", {"Authorization": f"Bearer {token}"})
         assert status == 200, body[:2000]
         assert json.loads(body)["counts"]["ready"] == 3
+        return {"token"}
+    return set()
