@@ -61,7 +61,7 @@ def post_worker_init(worker) -> None:
         from search import embedding
 
         try:
-            embedding.get_model()
+            embedding.ensure_models()  # the image model, and the text model of word queries
         except Exception:  # noqa: BLE001 - the search page reports an unavailable model itself
             worker.log.warning("the model could not be loaded; search will say so")
 

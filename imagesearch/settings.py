@@ -67,7 +67,9 @@ def envstr(name: str, default: str) -> str:
 
 DEBUG = envbool("DJANGO_DEBUG", False)
 
-DATA_DIR = Path(envstr("IMAGESEARCH_DATA_DIR", str(BASE_DIR / "data"))).resolve()
+# A relative directory is taken from the repository root, where ./run runs its processes, so that
+# manage.py run by hand from any directory uses the same one.
+DATA_DIR = (BASE_DIR / envstr("IMAGESEARCH_DATA_DIR", "data")).resolve()
 
 # ./run keeps this installation's key in the data directory; reading it here means that manage.py
 # run by hand (createsuperuser, import_images, ...) agrees with the processes ./run starts.

@@ -214,9 +214,10 @@ def hybrids_text_model_refresh() -> int:
 
 def _hybrids_stale_send(images: Any) -> int:
     """Stamp the stored hybrids among ``images`` stale and send them for a refresh; skip those
-    stamped already and still waiting for theirs. Inside a transaction (sent at commit)."""
+    stamped already and still waiting for theirs. Inside a transaction (sent at commit). Hybrids
+    over an image vector of another image model are left to re-embedding (*Embed missing*)."""
     ids = list(
-        images.filter(hybrid_vector__isnull=False)
+        images.filter(hybrid_vector__isnull=False, embedding_model=embedding.model_name())
         .filter(
             Q(labels_changed_at__isnull=True)
             | Q(hybrid_updated_at__isnull=True)

@@ -36,6 +36,7 @@ class Command(BaseCommand):
                 else ""
             ),
             f"Model:      {settings.IMAGESEARCH_CLIP_MODEL}",
+            f"Text model: {settings.IMAGESEARCH_TEXT_MODEL or '(the same)'}",
             f"Data dir:   {settings.DATA_DIR}",
             f"Media:      {settings.MEDIA_ROOT}",
             "Vectors:    "
