@@ -63,10 +63,12 @@ def pytest_generate_tests(metafunc) -> None:
 
 def pytest_collection_modifyitems(config, items) -> None:
     """Tests marked ``pgvector`` are about that store alone: deselected (not skipped) on SQLite,
-    run in the PostgreSQL pass, where the store must be usable under CI=true."""
-    if _database_is_postgresql():
-        return
-    kept = [item for item in items if item.get_closest_marker("pgvector") is None]
+    run in the PostgreSQL pass, where the store must be usable under CI=true. Tests marked
+    ``own_database`` never touch the test database (they run a copy of the project with its own):
+    they run in the SQLite pass only, since a second pass would repeat them unchanged."""
+    postgresql = _database_is_postgresql()
+    marker = "own_database" if postgresql else "pgvector"
+    kept = [item for item in items if item.get_closest_marker(marker) is None]
     if len(kept) != len(items):
         config.hook.pytest_deselected(items=[item for item in items if item not in kept])
         items[:] = kept

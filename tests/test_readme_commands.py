@@ -376,6 +376,7 @@ def _image_folder(root: Path) -> Path:
 # Two starts of ./run, a full-size random CLIP built and loaded by three processes: minutes on a
 # loaded two-core machine.
 @pytest.mark.slow
+@pytest.mark.own_database
 @pytest.mark.timeout(1200)
 def test_every_command_in_the_readme_and_printed_by_run_works_verbatim(installation, tmp_path):
     inst = installation
