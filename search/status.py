@@ -72,6 +72,7 @@ def index_status() -> dict[str, Any]:
             "state": IndexState.get(),
             "model": embedding.model_name(),
             "stale": Image.objects.stale(embedding.model_name()).count(),
+            **_text_model_counts(),
             "model_error": embedding.last_load_error(),
             "store": "pgvector",
             "pgvector": vectorstore.vectors_summary(embedding.model_name()),
@@ -97,11 +98,17 @@ def index_status() -> dict[str, Any]:
         "state": state,
         "model": embedding.model_name(),
         "stale": Image.objects.stale(embedding.model_name()).count(),
+        **_text_model_counts(),
+        "model_error": embedding.last_load_error(),
+        "store": "faiss",
+    }
+
+
+def _text_model_counts() -> dict[str, Any]:
+    return {
         "text_model": embedding.text_model_name(),
         # Label vectors behind stored hybrids that another text model made (the setting changed).
         "labels_outdated": Label.objects.vectors_outdated(embedding.text_model_name()).count(),
-        "model_error": embedding.last_load_error(),
-        "store": "faiss",
     }
 
 

@@ -42,7 +42,7 @@ def test_labels_of_the_hits_shown_come_with_the_page(django_assert_num_queries):
     assert all("zebra" in n and len(n) == 2 for n in names)
 
 
-def test_pages_past_the_over_fetch_window_are_full_and_never_repeat_an_image(monkeypatch):
+def test_pages_past_the_over_fetch_window_are_full_and_never_repeat_an_image(monkeypatch, vector_store):
     ids = create_images([(seed, ["zebra"]) for seed in range(1, 61)])
     pipeline.images_embed(image_ids=ids)
     rebuild.index_rebuild()
@@ -67,4 +67,7 @@ def test_pages_past_the_over_fetch_window_are_full_and_never_repeat_an_image(mon
         remaining[start : start + 5] for start in range(0, 30, 5)
     ]
     assert [page.has_next for page in pages] == [True] * 5 + [False]
-    assert max(asked) > min(asked)  # the request was widened
+    if vector_store == "faiss":
+        assert max(asked) > min(asked)  # the request to the index was widened
+    else:
+        assert asked == []  # pgvector filters in its one query: the FAISS index is never read
