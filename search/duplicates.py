@@ -2,12 +2,13 @@
 
 The worker finds them (:func:`duplicates_scan`, task ``search.tasks.scan_duplicates``, requested
 after every index rebuild through ``search.dispatch``): the k nearest neighbours of every ready
-image's *image* vector (not the hybrid: labels must not make two pictures alike), exact and in
-batches (``search.index.close_pairs``), the pairs at or above ``IMAGESEARCH_DUPLICATE_THRESHOLD``,
-joined into groups (connected components). The groups are stored, replacing the previous scan's
-in one transaction; a page never computes them. Staff resolve a group (:func:`group_resolve`):
-keep one image, delete the others through ``gallery.services.images_delete`` (rows, files and
-index stay consistent), optionally giving the kept one every label of the group first.
+image's *image* vector (not the hybrid: labels must not make two pictures alike), in batches
+(``search.index.close_pairs``: exact, or approximate for a large library), the pairs at or above
+``IMAGESEARCH_DUPLICATE_THRESHOLD``, joined into groups (connected components). The groups are
+stored, replacing the previous scan's in one transaction; a page never computes them. Staff
+resolve a group (:func:`group_resolve`): keep one image, delete the others through
+``gallery.services.images_delete`` (rows, files and index stay consistent), optionally giving
+the kept one every label of the group first.
 """
 
 from __future__ import annotations
