@@ -317,17 +317,23 @@ def group_resolve(*, group_id: int, keep: int, shown: Iterable[int], merge_label
     (``shown``), through the gallery's delete service; with ``merge_labels`` the kept image
     first gets every label of those images. All or nothing, in one transaction.
 
-    Refused, with nothing changed: a group a newer scan replaced, an image to keep that is not
-    in the group or was deleted meanwhile. Images already deleted by someone else are reported.
+    A group a newer scan replaced is still resolved when the newer scan found the same images;
+    refused, with nothing changed: one whose images changed, an image to keep that is not in the
+    group or was deleted meanwhile. Images already deleted by someone else are reported.
     """
     shown_ids = sorted({int(i) for i in shown} | {int(keep)})
     with transaction.atomic():
         group = DuplicateGroup.objects.select_for_update().filter(pk=group_id).first()
         if group is None:
-            raise DuplicateChoiceError(
-                "This group is out of date: the near-duplicates were found again since the page was"
-                " shown. Nothing was changed; look at the groups again."
-            )
+            # A newer scan (after any upload) replaced the groups. The person saw exactly the
+            # group that holds ``keep`` now if it has the same images (less those deleted since).
+            group = DuplicateGroup.objects.select_for_update().filter(members__image_id=keep).first()
+            still_there = set(Image.objects.filter(pk__in=shown_ids).values_list("pk", flat=True))
+            if group is None or set(group.members.values_list("image_id", flat=True)) != still_there:
+                raise DuplicateChoiceError(
+                    "This group is out of date: the near-duplicates were found again since the page"
+                    " was shown, and its images changed. Nothing was changed; look at the group again."
+                )
         members = set(group.members.values_list("image_id", flat=True))
         if keep not in members:
             if not Image.objects.filter(pk=keep).exists():
