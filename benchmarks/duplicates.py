@@ -33,7 +33,8 @@ from . import env
 from .timing import noise
 
 COPY_EVERY = 100
-COPY_COSINE = 0.99
+#: Near copies as alike as a re-encoded picture, and as a cropped one just above the threshold.
+COPY_COSINES = (0.99, 0.96)
 
 
 def plant_copies(model: str) -> int:
@@ -51,9 +52,10 @@ def plant_copies(model: str) -> int:
     sources = dict(Image.objects.filter(pk__in=[s for _, s in pairs]).values_list("pk", "hybrid_vector"))
     rng = np.random.default_rng(5)
     updates = []
-    for pk, source in pairs:
+    for n, (pk, source) in enumerate(pairs):
         v = np.frombuffer(sources[source], dtype="<f4")
-        sigma = math.sqrt((1.0 / COPY_COSINE**2 - 1.0) / len(v))
+        cosine = COPY_COSINES[n % len(COPY_COSINES)]
+        sigma = math.sqrt((1.0 / cosine**2 - 1.0) / len(v))
         copy = v + rng.standard_normal(len(v), dtype=np.float32) * sigma
         updates.append(((copy / np.linalg.norm(copy)).astype("<f4").tobytes(), pk))
     table = connection.ops.quote_name(Image._meta.db_table)

@@ -2,12 +2,13 @@
 
 The worker finds them (:func:`duplicates_scan`, task ``search.tasks.scan_duplicates``, requested
 after every index rebuild through ``search.dispatch``): the k nearest neighbours of every ready
-image's *image* vector (not the hybrid: labels must not make two pictures alike), exact and in
-batches (``search.index.close_pairs``), the pairs at or above ``IMAGESEARCH_DUPLICATE_THRESHOLD``,
-joined into groups (connected components). The groups are stored, replacing the previous scan's
-in one transaction; a page never computes them. Staff resolve a group (:func:`group_resolve`):
-keep one image, delete the others through ``gallery.services.images_delete`` (rows, files and
-index stay consistent), optionally giving the kept one every label of the group first.
+image's *image* vector (not the hybrid: labels must not make two pictures alike), in batches
+(``search.index.close_pairs``: exact, or approximate for a large library), the pairs at or above
+``IMAGESEARCH_DUPLICATE_THRESHOLD``, joined into groups (connected components). The groups are
+stored, replacing the previous scan's in one transaction; a page never computes them. Staff
+resolve a group (:func:`group_resolve`): keep one image, delete the others through
+``gallery.services.images_delete`` (rows, files and index stay consistent), optionally giving
+the kept one every label of the group first.
 """
 
 from __future__ import annotations
@@ -316,17 +317,23 @@ def group_resolve(*, group_id: int, keep: int, shown: Iterable[int], merge_label
     (``shown``), through the gallery's delete service; with ``merge_labels`` the kept image
     first gets every label of those images. All or nothing, in one transaction.
 
-    Refused, with nothing changed: a group a newer scan replaced, an image to keep that is not
-    in the group or was deleted meanwhile. Images already deleted by someone else are reported.
+    A group a newer scan replaced is still resolved when the newer scan found the same images;
+    refused, with nothing changed: one whose images changed, an image to keep that is not in the
+    group or was deleted meanwhile. Images already deleted by someone else are reported.
     """
     shown_ids = sorted({int(i) for i in shown} | {int(keep)})
     with transaction.atomic():
         group = DuplicateGroup.objects.select_for_update().filter(pk=group_id).first()
         if group is None:
-            raise DuplicateChoiceError(
-                "This group is out of date: the near-duplicates were found again since the page was"
-                " shown. Nothing was changed; look at the groups again."
-            )
+            # A newer scan (after any upload) replaced the groups. The person saw exactly the
+            # group that holds ``keep`` now if it has the same images (less those deleted since).
+            group = DuplicateGroup.objects.select_for_update().filter(members__image_id=keep).first()
+            still_there = set(Image.objects.filter(pk__in=shown_ids).values_list("pk", flat=True))
+            if group is None or set(group.members.values_list("image_id", flat=True)) != still_there:
+                raise DuplicateChoiceError(
+                    "This group is out of date: the near-duplicates were found again since the page"
+                    " was shown, and its images changed. Nothing was changed; look at the group again."
+                )
         members = set(group.members.values_list("image_id", flat=True))
         if keep not in members:
             if not Image.objects.filter(pk=keep).exists():

@@ -6,8 +6,8 @@ search per batch of queries; a batch bounds the ``batch x k`` results held at on
 caller report progress between batches. Exact (flat inner product, faiss's blocked BLAS product)
 up to :data:`APPROXIMATE_FROM` vectors; beyond, the whole search costs ``n^2 d`` and grows
 quadratically (minutes at 100k on two cores), so an IVF index of the "ivf" kind answers instead:
-a near copy lies so close to its original that both fall in the same or a neighbouring list, and
-the lists visited are a small share of the vectors (recall and speed: BENCHMARKS.md).
+a near copy lies so close to its original that both fall in the same list or one of the few
+nearest, and the lists visited are a small share of the vectors (recall and speed: BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -24,6 +24,10 @@ from .kinds import KINDS
 NEIGHBOUR_BATCH = 2048
 #: From this many vectors on, the search is approximate (IVF) unless asked otherwise.
 APPROXIMATE_FROM = 50_000
+#: Lists each query visits. Fewer than the search index's: a near copy lies next to its original,
+#: and on clustered vectors the lists of the big clusters are the ones visited most, so the
+#: search index's 16 of ~sqrt(n) lists made this no faster than the exact search (BENCHMARKS.md).
+NEIGHBOUR_NPROBE = 4
 
 
 def close_pairs(
@@ -53,7 +57,7 @@ def close_pairs(
     if approximate:
         ivf = KINDS["ivf"]
         index = ivf.create(faiss, np.arange(n, dtype=np.int64), vectors)
-        ivf.prepare(faiss, index)
+        index.nprobe = min(NEIGHBOUR_NPROBE, index.nlist)
     else:
         index = faiss.IndexFlatIP(vectors.shape[1])
         index.add(vectors)

@@ -16,7 +16,8 @@ from django.urls import reverse
 from gallery.models import Image
 from search import dispatch, duplicates, pipeline, rebuild, tasks
 from search.models import DuplicateGroup, DuplicateScan, IndexState
-from tests.support.near_duplicates import TEST_THRESHOLD, near_duplicate_library
+from tests.support.images import make_image
+from tests.support.near_duplicates import SEEDS, SIZE, TEST_THRESHOLD, near_duplicate_library, store
 
 pytestmark = pytest.mark.django_db
 
@@ -78,6 +79,14 @@ def test_a_new_threshold_setting_is_a_change_and_the_next_scan_uses_it(library, 
     assert [len(group) for group in _groups()] == [10]
 
 
+def _jpeg(image, *, quality: int) -> bytes:
+    import io
+
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
 def _group_of(ids: dict[str, int]) -> DuplicateGroup:
     return DuplicateGroup.objects.get(members__image_id=next(iter(ids.values())))
 
@@ -125,15 +134,30 @@ def test_merging_gives_the_kept_image_every_label_of_the_group(
     assert not Image.objects.filter(pk__in=[pk for pk in ids.values() if pk != keep]).exists()
 
 
-def test_a_group_a_newer_scan_replaced_is_refused_and_nothing_changes(library):
-    stale = _group_of(library["kestrel"])
-    duplicates.duplicates_scan(force=True)
+def test_a_group_a_newer_scan_found_again_unchanged_can_still_be_resolved(library):
+    shown = _group_of(library["kestrel"])
+    duplicates.duplicates_scan(force=True)  # the same groups, under new ids
+    assert not DuplicateGroup.objects.filter(pk=shown.pk).exists()
+    keep = library["kestrel"]["kestrel.png"]
+    done = duplicates.group_resolve(
+        group_id=shown.pk, keep=keep, shown=library["kestrel"].values(), merge_labels=False
+    )
+    assert done.deleted == sorted(pk for pk in library["kestrel"].values() if pk != keep)
+
+
+def test_a_group_whose_images_changed_since_the_page_is_refused_and_nothing_changes(library):
+    shown = _group_of(library["kestrel"])
+    another = {"kestrel-q40.jpg": _jpeg(make_image(SEEDS["kestrel"], SIZE), quality=40)}
+    new_copy = store(another, "kestrel")["kestrel-q40.jpg"]
+    pipeline.images_embed(image_ids=[new_copy])
+    assert duplicates.duplicates_scan().scanned
+    assert new_copy in {m.image_id for m in _group_of(library["kestrel"]).members.all()}
     count = Image.objects.count()
     with pytest.raises(duplicates.DuplicateChoiceError, match="out of date"):
         duplicates.group_resolve(
-            group_id=stale.pk,
+            group_id=shown.pk,
             keep=library["kestrel"]["kestrel.png"],
-            shown=library["kestrel"].values(),
+            shown=library["kestrel"].values(),  # the page did not show the new copy
             merge_labels=False,
         )
     assert Image.objects.count() == count
