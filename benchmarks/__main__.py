@@ -110,6 +110,7 @@ def run(quick: bool) -> dict[str, Any]:
         staff_client.force_login(staff)
         results["ingest"] = ingest.run(images=plan["ingest_images"], staff_client=staff_client, batch=16)
         _log(f"ingest ratio {results['ingest']['ratio']}")
+        _save_partial(results)
         # The library is synthetic from here on: remove the uploaded images.
         from gallery.models import Image
 
@@ -128,6 +129,7 @@ def run(quick: bool) -> dict[str, Any]:
             _log(f"rebuild {section['rebuild']['seconds']} s; text search requests ...")
             section["query"] = query.run(size, requests=plan["query_requests"][size])
             _log(f"query ratio {section['query']['ratio']}, p50 {section['query']['request']['p50_ms']} ms")
+            _save_partial(results)
             if size == plan["hnsw_size"] or size == largest:
                 ids, vecs = _library_vectors()
                 if size == plan["hnsw_size"]:
@@ -157,6 +159,7 @@ def run(quick: bool) -> dict[str, Any]:
                 _log(f"memory of {plan['memory_workers']} gunicorn workers ...")
                 section["memory"] = rebuild.memory(size, worker_counts=plan["memory_workers"])
                 _log(f"+{section['memory']['growth_per_worker_mib']} MiB Pss per added worker")
+            _save_partial(results)
             if size == largest:
                 _log("generation switch under load ...")
                 section["switch"] = rebuild.switch(size, workers=cores, before_s=5.0)
@@ -164,6 +167,15 @@ def run(quick: bool) -> dict[str, Any]:
         env.purge_queue()
     results["meta"]["total_s"] = round(time.perf_counter() - started, 1)
     return results
+
+
+def _save_partial(results: dict[str, Any]) -> None:
+    """The figures so far, in ``partial.json``: a run stopped before its end still leaves them."""
+    from . import report
+
+    env.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    data = {**results, "figures": report.figures(results)}
+    (env.RESULTS_DIR / "partial.json").write_text(json.dumps(data, indent=2) + "\n")
 
 
 def _library_vectors():
