@@ -39,6 +39,18 @@ FULL = {
     "restart_size": 100_000,
     "threshold_sizes": (10_000, 20_000, 40_000, 80_000, 160_000, 320_000),
 }
+#: The full sizes without issue 4's extras (the cold rebuild, the ann comparison at the largest
+#: size, which the query section's product search now covers, the throughput comparisons, HNSW at
+#: 100k): the full run fitted into a half-hour slot of a shared machine.
+LEAN = {
+    **FULL,
+    "throughput_compare": False,
+    "hnsw_size": 10_000,
+    "memory_workers": (1, 2),
+    "threshold_sizes": (10_000, 20_000, 40_000, 80_000, 160_000),
+    "cold_rebuild": False,
+    "ann_at_largest": False,
+}
 QUICK = {
     "sizes": [10_000, 100_000],
     "ingest_images": 48,
@@ -72,7 +84,7 @@ def _meta(mode: str) -> dict[str, Any]:
     return {
         "mode": mode,
         "command": f"{os.path.relpath(sys.executable, env.ROOT)} -m benchmarks run"
-        + (" --quick" if mode == "quick" else ""),
+        + {"quick": " --quick", "lean": " --lean"}.get(mode, ""),
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "commit": commit.stdout.strip(),
         "cpu": platform.processor() or platform.machine(),
@@ -87,8 +99,9 @@ def _meta(mode: str) -> dict[str, Any]:
     }
 
 
-def run(quick: bool) -> dict[str, Any]:
-    plan = QUICK if quick else FULL
+def run(quick: bool, lean: bool = False) -> dict[str, Any]:
+    plan = QUICK if quick else LEAN if lean else FULL
+    mode = "quick" if quick else "lean" if lean else "full"
     started = time.perf_counter()
     env.configure(fresh=True)
     os.environ["IMAGESEARCH_TORCH_THREADS"] = "1"  # this process serves queries like a web process
@@ -115,7 +128,7 @@ def run(quick: bool) -> dict[str, Any]:
     from .library import ClusteredVectors, grow_library
 
     call_command("migrate", verbosity=0)
-    results: dict[str, Any] = {"meta": _meta("quick" if quick else "full"), "sizes": {}}
+    results: dict[str, Any] = {"meta": _meta(mode), "sizes": {}}
     cores = len(os.sched_getaffinity(0))
     try:
         _log("flat scan latency against size (auto's threshold) ...")
@@ -127,6 +140,7 @@ def run(quick: bool) -> dict[str, Any]:
         staff_client.force_login(staff)
         results["ingest"] = ingest.run(images=plan["ingest_images"], staff_client=staff_client, batch=16)
         _log(f"ingest ratio {results['ingest']['ratio']}")
+        _save_partial(results)
         # The library is synthetic from here on: remove the uploaded images.
         from gallery.models import Image
 
@@ -143,7 +157,9 @@ def run(quick: bool) -> dict[str, Any]:
             _log(f"library of {size:,}: inserting synthetic rows ...")
             section["grow"] = grow_library(size, vectors=vectors, model=model)
             _log("rebuilding the index from the database ...")
-            section["rebuild"] = rebuild.rebuild(size, cold=size == largest)
+            section["rebuild"] = rebuild.rebuild(
+                size, cold=size == largest and plan.get("cold_rebuild", True)
+            )
             _log(f"rebuild {section['rebuild']['seconds']} s; text search requests ...")
             section["query"] = query.run(size, requests=plan["query_requests"][size])
             _log(f"query ratio {section['query']['ratio']}, p50 {section['query']['request']['p50_ms']} ms")
@@ -151,12 +167,13 @@ def run(quick: bool) -> dict[str, Any]:
                 _log("near-duplicate scan against the kNN search alone ...")
                 scan = section["duplicates"] = duplicates.run(size, rounds=plan["duplicates_rounds"])
                 _log(f"near-duplicate scan {scan['scan_s']} s, ratio {scan['ratio']}")
+            _save_partial(results)
             if size == plan["hnsw_size"] or size == largest:
                 ids, vecs = _library_vectors()
                 if size == plan["hnsw_size"]:
                     _log("approximate index: hnsw ...")
                     section["ann_hnsw"] = ann.compare("hnsw", ids, vecs, flat_dir=None)
-                if size == largest:
+                if size == largest and plan.get("ann_at_largest", True):
                     _log("approximate index: ivf ...")
                     from search import status
 
@@ -180,6 +197,7 @@ def run(quick: bool) -> dict[str, Any]:
                 _log(f"memory of {plan['memory_workers']} gunicorn workers ...")
                 section["memory"] = rebuild.memory(size, worker_counts=plan["memory_workers"])
                 _log(f"+{section['memory']['growth_per_worker_mib']} MiB Pss per added worker")
+            _save_partial(results)
             if size == largest:
                 _log("generation switch under load ...")
                 section["switch"] = rebuild.switch(size, workers=cores, before_s=5.0)
@@ -187,6 +205,15 @@ def run(quick: bool) -> dict[str, Any]:
         env.purge_queue()
     results["meta"]["total_s"] = round(time.perf_counter() - started, 1)
     return results
+
+
+def _save_partial(results: dict[str, Any]) -> None:
+    """The figures so far, in ``partial.json``: a run stopped before its end still leaves them."""
+    from . import report
+
+    env.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    data = {**results, "figures": report.figures(results)}
+    (env.RESULTS_DIR / "partial.json").write_text(json.dumps(data, indent=2) + "\n")
 
 
 def _library_vectors():
@@ -206,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run_parser = sub.add_parser("run", help="run the suite")
     run_parser.add_argument("--quick", action="store_true", help="smaller sizes, a few minutes")
+    run_parser.add_argument("--lean", action="store_true", help="full sizes without issue 4's extras")
     report_parser = sub.add_parser("report", help="print figures and redraw the plot from a results file")
     report_parser.add_argument("path", nargs="?", default=str(env.RESULTS_DIR / "latest.json"))
     report_parser.add_argument("--markdown", action="store_true", help="the figures as a Markdown table")
@@ -217,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.path) as f:
             results = json.load(f)
     else:
-        results = run(args.quick)
+        results = run(args.quick, args.lean)
         env.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
         results["figures"] = report.figures(results)
         (env.RESULTS_DIR / "latest.json").write_text(json.dumps(results, indent=2) + "\n")

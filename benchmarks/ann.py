@@ -41,7 +41,8 @@ def compare(
     with noise(out):
         workdir = env.DATA_DIR / f"ann-{kind}-{len(ids)}"
         shutil.rmtree(workdir, ignore_errors=True)
-        if flat_dir is None:
+        current = search_index.read_current_manifest(flat_dir) if flat_dir is not None else None
+        if current is None or current.kind != "flat":  # auto built an approximate index there
             flat_dir = env.DATA_DIR / f"ann-flat-{len(ids)}"
             shutil.rmtree(flat_dir, ignore_errors=True)
             search_index.write_generation(flat_dir, ids, vectors, model=model, image_weight=0.5)
@@ -87,7 +88,10 @@ def compare(
         out["flat"] = summary_ms(times["flat"])
         out["approximate"] = summary_ms(times[kind])
         out["speedup_p50"] = round(out["flat"]["p50_ms"] / max(1e-9, out["approximate"]["p50_ms"]), 2)
-        out["nprobe_or_ef"] = _search_parameter(kind)
+        out["nprobe_or_ef"] = (
+            {manifest.param: manifest.param_value} if manifest.param else _search_parameter(kind)
+        )
+        out["recall_at_build"] = {"text": manifest.recall_text, "image": manifest.recall_image}
         reader.close()
         flat.close()
         del reader, flat

@@ -83,7 +83,9 @@ def _worker(log: Path) -> CeleryWorker:
     """``celery worker`` as ``./run`` starts it, without beat."""
     args = ["--concurrency", "1", "--without-mingle", "--without-gossip"]
     args += ["-Q", env.subprocess_env()["CELERY_TASK_DEFAULT_QUEUE"]]
-    return CeleryWorker(*args, log_path=log, env=env.subprocess_env(IMAGESEARCH_LOG_LEVEL="INFO"))
+    # Torch threads as ./run leaves them (cores / worker processes), whatever this process uses.
+    worker_env = env.subprocess_env(IMAGESEARCH_LOG_LEVEL="INFO", IMAGESEARCH_TORCH_THREADS="0")
+    return CeleryWorker(*args, log_path=log, env=worker_env)
 
 
 def _wait_searchable(ids: list[int], timeout: float) -> float:

@@ -85,7 +85,7 @@ def memory(size: int, *, worker_counts: tuple[int, ...]) -> dict[str, Any]:
         "size": size,
         "index_mib": round(index_mib, 1),
         # Small flat indexes are scanned from a private copy per process (search.index.flat_scan).
-        "shared": manifest.size_bytes > flat_scan.PRIVATE_COPY_MAX_BYTES,
+        "shared": manifest.kind != "flat" or manifest.size_bytes > flat_scan.PRIVATE_COPY_MAX_BYTES,
         "by_workers": [],
     }
     with noise(out):
@@ -124,7 +124,8 @@ def memory(size: int, *, worker_counts: tuple[int, ...]) -> dict[str, Any]:
 
 
 _LOADED = re.compile(
-    r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d+) INFO search\.index: search index generation (\d+) loaded"
+    r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d+) INFO search\.index(?:\.reader)?: "
+    r"search index generation (\d+) loaded"
 )
 
 

@@ -76,6 +76,18 @@ def _auto_figures(results: dict[str, Any], sizes: list[int]) -> list[dict[str, A
                 recall["query_texts"],
             )
         )
+        if index["kind"] != "flat":
+            exact = min(q[name]["p50_ms"] for name in ("faiss", "numpy", "numpy_1_thread"))
+            out.append(
+                _figure(
+                    "6 auto",
+                    f"fastest exact scan p50 / served {index['kind']} p50 at {size:,}",
+                    round(exact / max(1e-9, q["product_search"]["p50_ms"]), 1),
+                    ">=" if size >= 1_000_000 else None,
+                    10,
+                    note=f"{exact} ms vs {q['product_search']['p50_ms']} ms",
+                )
+            )
     queries = {size: _get(results, "sizes", str(size), "query") for size in sizes}
     queries = {size: q for size, q in queries.items() if q}
     if len(queries) > 1:

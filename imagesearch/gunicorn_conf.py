@@ -7,6 +7,7 @@ pool exists when it forks (a pool inherited across fork can hang the child); eac
 sets its own thread count.
 """
 
+import gc
 import sys
 import threading
 
@@ -35,6 +36,10 @@ def when_ready(server) -> None:
     except Exception as exc:  # noqa: BLE001 - no index yet, or a damaged one: workers report it
         server.log.warning("the index could not be loaded before forking: %s", exc)
     connections.close_all()  # no database connection may be shared by the workers
+    # Everything loaded so far lives as long as the process: keep the collector away from it, or
+    # its first full pass in each worker touches every object and copies the pages holding them.
+    gc.collect()
+    gc.freeze()
 
 
 def post_fork(server, worker) -> None:
