@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import time
@@ -80,9 +81,9 @@ def _index_bytes(name: str) -> int:
 
 
 def run(size: int, queries: int) -> dict[str, Any]:
+    started = time.perf_counter()
     url = _start_database()
     environment = env.configure(fresh=True)
-    import os
 
     os.environ.update({"DATABASE_URL": url, "IMAGESEARCH_CLIP_MODEL": MODEL})
     environment.update(DATABASE_URL=url)
@@ -97,7 +98,13 @@ def run(size: int, queries: int) -> dict[str, Any]:
     from search import ranking, rebuild, status
     from search.vectorstore import store
 
-    out: dict[str, Any] = {"size": size, "queries": queries, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    out: dict[str, Any] = {
+        "size": size,
+        "queries": queries,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "cores": len(os.sched_getaffinity(0)),
+        "load_average_at_start": os.getloadavg(),
+    }
     call_command("migrate", verbosity=0)
     with connection.cursor() as cursor:
         cursor.execute(
@@ -275,6 +282,8 @@ def run(size: int, queries: int) -> dict[str, Any]:
     settings.IMAGESEARCH_PGVECTOR_EF_SEARCH = 100
     out["pgvector_ef_search"] = sweep
     out["vector_vs_halfvec"] = _vector_vs_halfvec(ids, vectors, near, far, exact_sets)
+    out["load_average_at_end"] = os.getloadavg()
+    out["seconds"] = round(time.perf_counter() - started, 1)
     return out
 
 
@@ -335,9 +344,9 @@ def _vector_vs_halfvec(ids, vectors, near, far, exact_sets) -> dict[str, Any]:
                     times.append(time.perf_counter() - t)
                 result[f"recall_at_10_{key}"] = _recall(found, exact_sets[key])
                 result[f"raw_query_{key}"] = summary_ms(times)
-            cursor.execute("SELECT pg_relation_size(%s), pg_relation_size(%s)", [table, f"{table}_hnsw"])
+            cursor.execute("SELECT pg_table_size(%s), pg_relation_size(%s)", [table, f"{table}_hnsw"])
             heap, index = cursor.fetchone()
-            result["heap_bytes_per_image"] = round(heap / len(ids), 1)
+            result["table_bytes_per_image"] = round(heap / len(ids), 1)
             result["index_bytes_per_image"] = round(index / len(ids), 1)
             cursor.execute(f"DROP TABLE {table}")
         out[kind] = result
@@ -371,6 +380,27 @@ def markdown(out: dict[str, Any]) -> str:
     )
     line("build (s)", lambda n: b[n]["build_s"])
     line("index bytes per image", lambda n: b[n]["index_bytes_per_image"])
+    rows += [
+        "",
+        "| `hnsw.ef_search` | recall@10 image-like | recall@10 text-like | search p50 (ms) |",
+        "|---|---|---|---|",
+    ]
+    for ef, figures in out["pgvector_ef_search"].items():
+        rows.append(
+            f"| {ef} | {figures['recall_at_10_near']} | {figures['recall_at_10_far']} | {figures['p50_ms']} |"
+        )
+    rows += [
+        "",
+        "| storage | table bytes/image | HNSW bytes/image | index build (s) | recall@10 image / text "
+        "| raw query p50 image / text (ms) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for kind, f in out["vector_vs_halfvec"].items():
+        rows.append(
+            f"| {kind} | {f['table_bytes_per_image']} | {f['index_bytes_per_image']} | {f['index_s']} | "
+            f"{f['recall_at_10_near']} / {f['recall_at_10_far']} | "
+            f"{f['raw_query_near']['p50_ms']} / {f['raw_query_far']['p50_ms']} |"
+        )
     return "\n".join(rows)
 
 
