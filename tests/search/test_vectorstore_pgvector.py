@@ -13,7 +13,7 @@ from django.utils import timezone
 from gallery import services as gallery_services
 from gallery.models import Image, Label
 from search import embedding, pipeline, query_vectors, ranking, rebuild, status
-from search.models import ImageVector
+from search.models import ImageVector, IndexState
 from search.vectorstore import store
 from tests.factories import create_images
 
@@ -199,3 +199,13 @@ def test_a_library_embedded_with_faiss_becomes_searchable_by_the_sweep_without_t
     assert not status.index_behind()
     page = ranking.images_search(vector=query_vectors.query_vector_for_text(text="zebra"))
     assert _ids(page)[0] == ids[0]
+
+
+def test_the_sweep_serves_rebuild_requests_so_no_page_says_updating_for_ever():
+    ids = create_images([(1, ["zebra"])])
+    pipeline.images_embed(image_ids=ids)  # requests a rebuild; its message never goes out here
+    assert IndexState.get().behind_requests
+    rebuild.index_sweep()
+    assert not IndexState.get().behind_requests
+    page = ranking.images_search(vector=query_vectors.query_vector_for_text(text="zebra"))
+    assert status.BEHIND_NOTICE not in page.notices
