@@ -124,9 +124,12 @@ def nearest(
     The HNSW index scan is iterative (``hnsw.iterative_scan``): when the filters drop the first
     candidates it goes on scanning, so a rare label still fills its page."""
     query = nearest_query(vector, model=model, needed=needed, exclude_id=exclude_id, label_ids=label_ids)
-    with transaction.atomic():
-        search_settings()
+    if _connection_has_search_settings():
         found = list(query)
+    else:
+        with transaction.atomic():
+            search_settings()
+            found = list(query)
     return [(row.image, -float(row.distance)) for row in found]
 
 
@@ -155,6 +158,17 @@ def nearest_query(
         .defer("embedding", "image__image_vector", "image__hybrid_vector")
         .order_by("distance")[:needed]  # the index's own order: no second key to sort by
     )
+
+
+def _search_options() -> str:
+    ef_search = settings.IMAGESEARCH_PGVECTOR_EF_SEARCH
+    return f"-c hnsw.ef_search={ef_search} -c hnsw.iterative_scan={ITERATIVE_SCAN}"
+
+
+def _connection_has_search_settings() -> bool:
+    """Whether this connection started with today's search settings (imagesearch/settings.py puts
+    them in its options); else they are set for the query's transaction (a setting changed since)."""
+    return _search_options() in connection.settings_dict.get("OPTIONS", {}).get("options", "")
 
 
 def search_settings() -> None:
