@@ -24,7 +24,7 @@ from .database import EXTENSION_MINIMUM, TABLE
 
 __all__ = ["EXTENSION_MINIMUM"]
 
-# pgvector's defaults: enough for recall >= 0.95 at ef_search 100 on the benchmark libraries.
+# pgvector's own defaults for building the graph (recall and speed: BENCHMARKS.md, pgvector).
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 64
 OPCLASS = "halfvec_ip_ops"
