@@ -269,7 +269,13 @@ def run(size: int, queries: int) -> dict[str, Any]:
             plans[key] = re.sub(r"'\[[^']*\]'", "'[query vector]'", query.explain(analyze=True))
     out["plans"] = plans
     for ef in (40, 100, 200, 400):
+        # As a deployment with IMAGESEARCH_PGVECTOR_EF_SEARCH=ef runs: the setting in the options
+        # of a new connection (no per-search SET).
         settings.IMAGESEARCH_PGVECTOR_EF_SEARCH = ef
+        connection.close()
+        connection.settings_dict["OPTIONS"]["options"] = (
+            f"-c hnsw.ef_search={ef} -c hnsw.iterative_scan={store.ITERATIVE_SCAN}"
+        )
         found, _ = search(far, labels=[], page_size=10)
         found_near, _ = search(near, labels=[], page_size=10)
         _, t = search(far, labels=[], page_size=settings.IMAGESEARCH_PAGE_SIZE)
