@@ -293,6 +293,78 @@ def run(size: int, queries: int) -> dict[str, Any]:
     return out
 
 
+def hnsw_sweep(size: int, queries: int) -> dict[str, Any]:
+    """The graph's build parameters against recall and speed: the product's index rebuilt with
+    each (m, ef_construction), then searched through the search service at several ef_search."""
+    started = time.perf_counter()
+    url = _start_database()
+    env.configure(fresh=True)
+    os.environ.update(
+        {"DATABASE_URL": url, "IMAGESEARCH_CLIP_MODEL": MODEL, "IMAGESEARCH_VECTOR_BACKEND": "pgvector"}
+    )
+    env.setup_django()
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.db import connection
+
+    from gallery.models import Image
+    from search import ranking
+    from search.vectorstore import store
+
+    call_command("migrate", verbosity=0)
+    library = ClusteredVectors()
+    grow_library(size, vectors=library, model=MODEL)
+    ids = np.array(Image.objects.order_by("sha256").values_list("pk", flat=True))
+    vectors, _ = library.rows(0, size)
+    store._indexed.add((connection.alias, library.dim))
+    while store.vectors_backfill(MODEL, limit=50_000, chunk=2000):
+        pass
+    near = queries_near(vectors, queries, cosine=0.95, seed=11)
+    far = queries_near(vectors, queries, cosine=0.5, seed=12)
+
+    def exact(qs: np.ndarray) -> list[list[int]]:
+        top = np.argsort(-(qs @ vectors.T), axis=1)[:, :10]
+        return [[int(ids[i]) for i in row] for row in top]
+
+    exact_near, exact_far = exact(near), exact(far)
+    out: dict[str, Any] = {"size": size, "queries": queries, "load_average_at_start": os.getloadavg()}
+    name = store.index_name(library.dim)
+    for m, efc in ((16, 64), (32, 128)):
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP INDEX IF EXISTS {name}")
+            cursor.execute("SET maintenance_work_mem = '1GB'")
+        store.HNSW_M, store.HNSW_EF_CONSTRUCTION = m, efc
+        store.reset()
+        _log(f"HNSW m={m} ef_construction={efc}: build")
+        t = time.perf_counter()
+        store.index_ensure(library.dim)
+        figures: dict[str, Any] = {
+            "build_s": round(time.perf_counter() - t, 1),
+            "index_bytes_per_image": round(_index_bytes(name) / size, 1),
+        }
+        for ef in (100, 400, 1000):
+            settings.IMAGESEARCH_PGVECTOR_EF_SEARCH = ef
+            connection.close()
+            connection.settings_dict["OPTIONS"]["options"] = (
+                f"-c hnsw.ef_search={ef} -c hnsw.iterative_scan={store.ITERATIVE_SCAN}"
+            )
+            row = {}
+            for key, qs, ex in (("near", near, exact_near), ("far", far, exact_far)):
+                found, times = [], []
+                for q in qs:
+                    t = time.perf_counter()
+                    found.append([h.image.pk for h in ranking.images_search(vector=q, page_size=10).hits])
+                    times.append(time.perf_counter() - t)
+                row[f"recall_at_10_{key}"] = _recall(found, ex)
+                row[f"p50_ms_{key}"] = summary_ms(times)["p50_ms"]
+            figures[f"ef_search_{ef}"] = row
+            _log(f"m={m} efc={efc} ef={ef}: {row}")
+        out[f"m{m}_efc{efc}"] = figures
+    out["seconds"] = round(time.perf_counter() - started, 1)
+    out["load_average_at_end"] = os.getloadavg()
+    return out
+
+
 def _label_counts() -> list[tuple[str, int]]:
     from django.db.models import Count
 
@@ -414,9 +486,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--hnsw-sweep", action="store_true", help="only the HNSW build parameters sweep")
     args = parser.parse_args()
     from tests.support import pgserver
 
+    if args.hnsw_sweep:
+        try:
+            out = hnsw_sweep(args.size, args.queries)
+        finally:
+            from django.db import connections
+
+            connections.close_all()
+            pgserver.stop(PG_DIR)
+        path = env.RESULTS_DIR / f"pgvector-hnsw-sweep-{args.size}.json"
+        path.write_text(json.dumps(out, indent=2, default=str))
+        print(json.dumps(out, indent=2, default=str))
+        return
     try:
         out = run(args.size, args.queries)
     finally:
