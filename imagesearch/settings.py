@@ -266,7 +266,7 @@ if IMAGESEARCH_VECTOR_BACKEND not in ("faiss", "pgvector"):
     )
 # pgvector's HNSW search breadth (hnsw.ef_search, at most 1000): recall against speed; the default
 # is what text-like queries need (BENCHMARKS.md, pgvector).
-IMAGESEARCH_PGVECTOR_EF_SEARCH = envint("IMAGESEARCH_PGVECTOR_EF_SEARCH", 1000, minimum=1, maximum=1000)
+IMAGESEARCH_PGVECTOR_EF_SEARCH = envint("IMAGESEARCH_PGVECTOR_EF_SEARCH", 400, minimum=1, maximum=1000)
 if DATABASES["default"]["ENGINE"].endswith("postgresql"):
     # pgvector's search settings from the connection's start (placeholders until the extension
     # loads), so that a search needs no extra round trips (search.vectorstore.store.nearest).

@@ -24,9 +24,9 @@ from .database import EXTENSION_MINIMUM, TABLE
 
 __all__ = ["EXTENSION_MINIMUM"]
 
-# pgvector's own defaults for building the graph (recall and speed: BENCHMARKS.md, pgvector).
-HNSW_M = 16
-HNSW_EF_CONSTRUCTION = 64
+# A denser graph than pgvector's defaults (16, 64): text-like queries need it (BENCHMARKS.md, pgvector).
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 128
 OPCLASS = "halfvec_ip_ops"
 # Scan on in exact distance order while filters (labels, status, model) drop candidates.
 ITERATIVE_SCAN = "strict_order"
