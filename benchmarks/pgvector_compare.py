@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import time
@@ -80,9 +81,9 @@ def _index_bytes(name: str) -> int:
 
 
 def run(size: int, queries: int) -> dict[str, Any]:
+    started = time.perf_counter()
     url = _start_database()
     environment = env.configure(fresh=True)
-    import os
 
     os.environ.update({"DATABASE_URL": url, "IMAGESEARCH_CLIP_MODEL": MODEL})
     environment.update(DATABASE_URL=url)
@@ -97,7 +98,13 @@ def run(size: int, queries: int) -> dict[str, Any]:
     from search import ranking, rebuild, status
     from search.vectorstore import store
 
-    out: dict[str, Any] = {"size": size, "queries": queries, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    out: dict[str, Any] = {
+        "size": size,
+        "queries": queries,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "cores": len(os.sched_getaffinity(0)),
+        "load_average_at_start": os.getloadavg(),
+    }
     call_command("migrate", verbosity=0)
     with connection.cursor() as cursor:
         cursor.execute(
@@ -262,7 +269,13 @@ def run(size: int, queries: int) -> dict[str, Any]:
             plans[key] = re.sub(r"'\[[^']*\]'", "'[query vector]'", query.explain(analyze=True))
     out["plans"] = plans
     for ef in (40, 100, 200, 400):
+        # As a deployment with IMAGESEARCH_PGVECTOR_EF_SEARCH=ef runs: the setting in the options
+        # of a new connection (no per-search SET).
         settings.IMAGESEARCH_PGVECTOR_EF_SEARCH = ef
+        connection.close()
+        connection.settings_dict["OPTIONS"]["options"] = (
+            f"-c hnsw.ef_search={ef} -c hnsw.iterative_scan={store.ITERATIVE_SCAN}"
+        )
         found, _ = search(far, labels=[], page_size=10)
         found_near, _ = search(near, labels=[], page_size=10)
         _, t = search(far, labels=[], page_size=settings.IMAGESEARCH_PAGE_SIZE)
@@ -275,6 +288,80 @@ def run(size: int, queries: int) -> dict[str, Any]:
     settings.IMAGESEARCH_PGVECTOR_EF_SEARCH = 100
     out["pgvector_ef_search"] = sweep
     out["vector_vs_halfvec"] = _vector_vs_halfvec(ids, vectors, near, far, exact_sets)
+    out["load_average_at_end"] = os.getloadavg()
+    out["seconds"] = round(time.perf_counter() - started, 1)
+    return out
+
+
+def hnsw_sweep(size: int, queries: int) -> dict[str, Any]:
+    """The graph's build parameters against recall and speed: the product's index rebuilt with
+    each (m, ef_construction), then searched through the search service at several ef_search."""
+    started = time.perf_counter()
+    url = _start_database()
+    env.configure(fresh=True)
+    os.environ.update(
+        {"DATABASE_URL": url, "IMAGESEARCH_CLIP_MODEL": MODEL, "IMAGESEARCH_VECTOR_BACKEND": "pgvector"}
+    )
+    env.setup_django()
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.db import connection
+
+    from gallery.models import Image
+    from search import ranking
+    from search.vectorstore import store
+
+    call_command("migrate", verbosity=0)
+    library = ClusteredVectors()
+    grow_library(size, vectors=library, model=MODEL)
+    ids = np.array(Image.objects.order_by("sha256").values_list("pk", flat=True))
+    vectors, _ = library.rows(0, size)
+    store._indexed.add((connection.alias, library.dim))
+    while store.vectors_backfill(MODEL, limit=50_000, chunk=2000):
+        pass
+    near = queries_near(vectors, queries, cosine=0.95, seed=11)
+    far = queries_near(vectors, queries, cosine=0.5, seed=12)
+
+    def exact(qs: np.ndarray) -> list[list[int]]:
+        top = np.argsort(-(qs @ vectors.T), axis=1)[:, :10]
+        return [[int(ids[i]) for i in row] for row in top]
+
+    exact_near, exact_far = exact(near), exact(far)
+    out: dict[str, Any] = {"size": size, "queries": queries, "load_average_at_start": os.getloadavg()}
+    name = store.index_name(library.dim)
+    for m, efc in ((16, 64), (32, 128)):
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP INDEX IF EXISTS {name}")
+            cursor.execute("SET maintenance_work_mem = '1GB'")
+        store.HNSW_M, store.HNSW_EF_CONSTRUCTION = m, efc
+        store.reset()
+        _log(f"HNSW m={m} ef_construction={efc}: build")
+        t = time.perf_counter()
+        store.index_ensure(library.dim)
+        figures: dict[str, Any] = {
+            "build_s": round(time.perf_counter() - t, 1),
+            "index_bytes_per_image": round(_index_bytes(name) / size, 1),
+        }
+        for ef in (100, 400, 1000):
+            settings.IMAGESEARCH_PGVECTOR_EF_SEARCH = ef
+            connection.close()
+            connection.settings_dict["OPTIONS"]["options"] = (
+                f"-c hnsw.ef_search={ef} -c hnsw.iterative_scan={store.ITERATIVE_SCAN}"
+            )
+            row = {}
+            for key, qs, ex in (("near", near, exact_near), ("far", far, exact_far)):
+                found, times = [], []
+                for q in qs:
+                    t = time.perf_counter()
+                    found.append([h.image.pk for h in ranking.images_search(vector=q, page_size=10).hits])
+                    times.append(time.perf_counter() - t)
+                row[f"recall_at_10_{key}"] = _recall(found, ex)
+                row[f"p50_ms_{key}"] = summary_ms(times)["p50_ms"]
+            figures[f"ef_search_{ef}"] = row
+            _log(f"m={m} efc={efc} ef={ef}: {row}")
+        out[f"m{m}_efc{efc}"] = figures
+    out["seconds"] = round(time.perf_counter() - started, 1)
+    out["load_average_at_end"] = os.getloadavg()
     return out
 
 
@@ -335,9 +422,9 @@ def _vector_vs_halfvec(ids, vectors, near, far, exact_sets) -> dict[str, Any]:
                     times.append(time.perf_counter() - t)
                 result[f"recall_at_10_{key}"] = _recall(found, exact_sets[key])
                 result[f"raw_query_{key}"] = summary_ms(times)
-            cursor.execute("SELECT pg_relation_size(%s), pg_relation_size(%s)", [table, f"{table}_hnsw"])
+            cursor.execute("SELECT pg_table_size(%s), pg_relation_size(%s)", [table, f"{table}_hnsw"])
             heap, index = cursor.fetchone()
-            result["heap_bytes_per_image"] = round(heap / len(ids), 1)
+            result["table_bytes_per_image"] = round(heap / len(ids), 1)
             result["index_bytes_per_image"] = round(index / len(ids), 1)
             cursor.execute(f"DROP TABLE {table}")
         out[kind] = result
@@ -371,6 +458,27 @@ def markdown(out: dict[str, Any]) -> str:
     )
     line("build (s)", lambda n: b[n]["build_s"])
     line("index bytes per image", lambda n: b[n]["index_bytes_per_image"])
+    rows += [
+        "",
+        "| `hnsw.ef_search` | recall@10 image-like | recall@10 text-like | search p50 (ms) |",
+        "|---|---|---|---|",
+    ]
+    for ef, figures in out["pgvector_ef_search"].items():
+        rows.append(
+            f"| {ef} | {figures['recall_at_10_near']} | {figures['recall_at_10_far']} | {figures['p50_ms']} |"
+        )
+    rows += [
+        "",
+        "| storage | table bytes/image | HNSW bytes/image | index build (s) | recall@10 image / text "
+        "| raw query p50 image / text (ms) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for kind, f in out["vector_vs_halfvec"].items():
+        rows.append(
+            f"| {kind} | {f['table_bytes_per_image']} | {f['index_bytes_per_image']} | {f['index_s']} | "
+            f"{f['recall_at_10_near']} / {f['recall_at_10_far']} | "
+            f"{f['raw_query_near']['p50_ms']} / {f['raw_query_far']['p50_ms']} |"
+        )
     return "\n".join(rows)
 
 
@@ -378,9 +486,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--hnsw-sweep", action="store_true", help="only the HNSW build parameters sweep")
     args = parser.parse_args()
     from tests.support import pgserver
 
+    if args.hnsw_sweep:
+        try:
+            out = hnsw_sweep(args.size, args.queries)
+        finally:
+            from django.db import connections
+
+            connections.close_all()
+            pgserver.stop(PG_DIR)
+        path = env.RESULTS_DIR / f"pgvector-hnsw-sweep-{args.size}.json"
+        path.write_text(json.dumps(out, indent=2, default=str))
+        print(json.dumps(out, indent=2, default=str))
+        return
     try:
         out = run(args.size, args.queries)
     finally:

@@ -276,8 +276,21 @@ if IMAGESEARCH_VECTOR_BACKEND not in ("faiss", "pgvector"):
     raise ImproperlyConfigured(
         f"IMAGESEARCH_VECTOR_BACKEND must be faiss or pgvector, not {IMAGESEARCH_VECTOR_BACKEND!r}"
     )
-# pgvector's HNSW search breadth (hnsw.ef_search): recall against speed, measured in BENCHMARKS.md.
-IMAGESEARCH_PGVECTOR_EF_SEARCH = envint("IMAGESEARCH_PGVECTOR_EF_SEARCH", 100, minimum=1, maximum=1000)
+# pgvector's HNSW search breadth (hnsw.ef_search, at most 1000): recall against speed; the default
+# is what text-like queries need (BENCHMARKS.md, pgvector).
+IMAGESEARCH_PGVECTOR_EF_SEARCH = envint("IMAGESEARCH_PGVECTOR_EF_SEARCH", 400, minimum=1, maximum=1000)
+if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    # pgvector's search settings from the connection's start (placeholders until the extension
+    # loads), so that a search needs no extra round trips (search.vectorstore.store.nearest).
+    _options = DATABASES["default"].setdefault("OPTIONS", {})
+    _options["options"] = " ".join(
+        part
+        for part in (
+            _options.get("options", ""),
+            f"-c hnsw.ef_search={IMAGESEARCH_PGVECTOR_EF_SEARCH} -c hnsw.iterative_scan=strict_order",
+        )
+        if part
+    )
 
 # --- Celery ----------------------------------------------------------------------------------
 

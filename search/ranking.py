@@ -1,7 +1,8 @@
 """Pages of results: the images nearest a query vector, or a browse without one.
 
-The index only ranks ids; every hit is re-read from the database, so a row deleted or no
-longer ready since the last rebuild never shows (see docs/architecture.md, 'Invariants').
+With FAISS the index only ranks ids; every hit is re-read from the database, so a row deleted
+or no longer ready since the last rebuild never shows (see docs/architecture.md, 'Invariants').
+With pgvector (search.vectorstore) one query filters, ranks and limits the rows themselves.
 """
 
 from __future__ import annotations

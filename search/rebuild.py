@@ -205,8 +205,10 @@ def index_sweep(*, at_start: bool = False) -> dict[str, int]:
         dispatch.hybrids_refresh_enqueue(image_ids=stale_hybrids)
     if vectorstore.enabled():
         # Ready rows without their vector (embedded while FAISS was the store): written from
-        # the stored hybrids, a bounded number per sweep.
+        # the stored hybrids, a bounded number per sweep. Rebuild requests are served at once
+        # (a lost rebuild message would otherwise leave the search page saying "updating").
         backfilled = vectorstore.vectors_backfill(embedding.model_name())
+        index_rebuild()
         return {
             "requeued": len(stuck),
             "claims_freed": len(lost),

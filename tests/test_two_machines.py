@@ -151,6 +151,10 @@ def test_two_web_and_two_worker_machines_share_one_database_media_and_redis(
         return Image.objects.filter(pk__in=ids, status=Image.Status.READY).count() == BATCH
 
     second.wait_while_running(all_ready, timeout=240, interval=0.5, what="every image ready")
+    # A task logs its count after its last row is ready: wait for the logs to account for them.
+    second.wait_while_running(
+        lambda: _embedded(second.log_path) >= BATCH, timeout=60, what="the embedding tasks' reports"
+    )
     assert _embedded(first.log_path) == 0
     assert _embedded(second.log_path) == BATCH  # none lost, none through the model twice
     assert ImageVector.objects.filter(image_id__in=ids).count() == BATCH

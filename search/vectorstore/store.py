@@ -24,12 +24,15 @@ from .database import EXTENSION_MINIMUM, TABLE
 
 __all__ = ["EXTENSION_MINIMUM"]
 
-# pgvector's defaults: enough for recall >= 0.95 at ef_search 100 on the benchmark libraries.
-HNSW_M = 16
-HNSW_EF_CONSTRUCTION = 64
+# A denser graph than pgvector's defaults (16, 64): text-like queries need it (BENCHMARKS.md, pgvector).
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 128
 OPCLASS = "halfvec_ip_ops"
 # Scan on in exact distance order while filters (labels, status, model) drop candidates.
 ITERATIVE_SCAN = "strict_order"
+# A label filter keeping at most this many images is scored exactly (as the FAISS store does):
+# walking the graph for a rare label far from the query visits most of it and may give up.
+EXACT_FILTER_LIMIT = 5000
 
 _indexed: set[tuple[str, int]] = set()  # (database alias, dimension) known to have their index
 _indexed_lock = threading.Lock()
@@ -123,11 +126,38 @@ def nearest(
 
     The HNSW index scan is iterative (``hnsw.iterative_scan``): when the filters drop the first
     candidates it goes on scanning, so a rare label still fills its page."""
-    query = nearest_query(vector, model=model, needed=needed, exclude_id=exclude_id, label_ids=label_ids)
+    kept = _filter_bound(label_ids)
+    exact = kept is not None and kept <= EXACT_FILTER_LIMIT
+    found = _run(
+        nearest_query(
+            vector, model=model, needed=needed, exclude_id=exclude_id, label_ids=label_ids, exact=exact
+        )
+    )
+    if not exact and kept is not None and len(found) < min(needed, kept):
+        # The iterative scan gave up (hnsw.max_scan_tuples) before filling the page: the
+        # filter's rows lie far from the query. Score them exactly instead.
+        found = _run(
+            nearest_query(
+                vector, model=model, needed=needed, exclude_id=exclude_id, label_ids=label_ids, exact=True
+            )
+        )
+    return [(row.image, -float(row.distance)) for row in found]
+
+
+def _run(query: Any) -> list[Any]:
+    if _connection_has_search_settings():
+        return list(query)
     with transaction.atomic():
         search_settings()
-        found = list(query)
-    return [(row.image, -float(row.distance)) for row in found]
+        return list(query)
+
+
+def _filter_bound(label_ids: Sequence[int]) -> int | None:
+    """At most how many images the label filter keeps (its rarest label's count); None: no filter."""
+    if not label_ids:
+        return None
+    through = Image.labels.through
+    return min(through.objects.filter(label_id=label_id).count() for label_id in label_ids)
 
 
 def nearest_query(
@@ -137,8 +167,12 @@ def nearest_query(
     needed: int,
     exclude_id: int | None = None,
     label_ids: Sequence[int] = (),
+    exact: bool = False,
 ) -> Any:
-    """The query of :func:`nearest`: vector rows with their images, filtered, ranked, limited."""
+    """The query of :func:`nearest`: vector rows with their images, filtered, ranked, limited.
+
+    ``exact``: rank by an expression the HNSW index does not cover, so that the planner scores the
+    filter's rows exactly (through the label index) instead of walking the graph."""
     vector = np.asarray(vector, dtype=np.float32).reshape(-1)
     dimension = len(vector)
     rows = ImageVector.objects.filter(
@@ -150,11 +184,23 @@ def nearest_query(
     for label_id in label_ids:
         rows = rows.filter(Exists(through.objects.filter(image_id=OuterRef("image_id"), label_id=label_id)))
     query = Cast(Value(HalfVector(vector).to_text()), HalfVectorField(dimensions=dimension))
+    ranked = Cast("embedding", HalfVectorField()) if exact else _ranked(dimension)
     return (
-        rows.annotate(distance=MaxInnerProduct(_ranked(dimension), query))
+        rows.annotate(distance=MaxInnerProduct(ranked, query))
         .defer("embedding", "image__image_vector", "image__hybrid_vector")
         .order_by("distance")[:needed]  # the index's own order: no second key to sort by
     )
+
+
+def _search_options() -> str:
+    ef_search = settings.IMAGESEARCH_PGVECTOR_EF_SEARCH
+    return f"-c hnsw.ef_search={ef_search} -c hnsw.iterative_scan={ITERATIVE_SCAN}"
+
+
+def _connection_has_search_settings() -> bool:
+    """Whether this connection started with today's search settings (imagesearch/settings.py puts
+    them in its options); else they are set for the query's transaction (a setting changed since)."""
+    return _search_options() in connection.settings_dict.get("OPTIONS", {}).get("options", "")
 
 
 def search_settings() -> None:

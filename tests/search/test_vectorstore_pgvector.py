@@ -13,7 +13,7 @@ from django.utils import timezone
 from gallery import services as gallery_services
 from gallery.models import Image, Label
 from search import embedding, pipeline, query_vectors, ranking, rebuild, status
-from search.models import ImageVector
+from search.models import ImageVector, IndexState
 from search.vectorstore import store
 from tests.factories import create_images
 
@@ -107,30 +107,53 @@ def _through_the_hnsw_index(settings) -> None:
         )
 
 
+def _rare_query(lib, **kwargs):
+    label_ids = [Label.objects.get(name="rare").pk]
+    return store.nearest_query(
+        lib["query"], model=embedding.model_name(), needed=10, label_ids=label_ids, **kwargs
+    )
+
+
+def _exact_order(lib) -> list[int]:
+    scores = {pk: float(v @ lib["query"]) for pk, v in zip(lib["ids"], lib["vectors"], strict=True)}
+    return sorted(lib["rare"], key=lambda pk: -scores[pk])
+
+
 def test_a_rare_label_fills_its_page_through_the_index_by_scanning_on(settings, rare_label_library):
     lib = rare_label_library
     _through_the_hnsw_index(settings)
-    query = store.nearest_query(
-        lib["query"], model=embedding.model_name(), needed=10, label_ids=[Label.objects.get(name="rare").pk]
-    )
     with connection.cursor():
         store.search_settings()
-        assert store.index_name(embedding.dimension()) in query.explain()
-
-    page = ranking.images_search(vector=lib["query"], labels=["rare"], page_size=10)
-
-    scores = {pk: float(v @ lib["query"]) for pk, v in zip(lib["ids"], lib["vectors"], strict=True)}
-    assert _ids(page) == sorted(lib["rare"], key=lambda pk: -scores[pk])
-    assert [h.score for h in page.hits] == pytest.approx([scores[pk] for pk in _ids(page)], abs=2e-3)
+        assert store.index_name(embedding.dimension()) in _rare_query(lib).explain()
+        found = [row.image_id for row in store._run(_rare_query(lib))]
+    assert found == _exact_order(lib)
 
 
-def test_without_the_iterative_scan_the_same_filter_would_come_up_short(
+def test_without_the_iterative_scan_the_same_query_would_come_up_short(
     settings, rare_label_library, monkeypatch
 ):
     _through_the_hnsw_index(settings)
     monkeypatch.setattr(store, "ITERATIVE_SCAN", "off")
+    assert len(store._run(_rare_query(rare_label_library))) < len(rare_label_library["rare"])
+
+
+def test_a_page_the_graph_walk_cannot_fill_is_scored_exactly(settings, rare_label_library, monkeypatch):
+    _through_the_hnsw_index(settings)
+    monkeypatch.setattr(store, "ITERATIVE_SCAN", "off")  # the walk gives up early, as at max_scan_tuples
+    monkeypatch.setattr(store, "EXACT_FILTER_LIMIT", 0)
     page = ranking.images_search(vector=rare_label_library["query"], labels=["rare"], page_size=10)
-    assert len(page.hits) < len(rare_label_library["rare"])
+    assert _ids(page) == _exact_order(rare_label_library)
+
+
+def test_a_narrow_label_filter_is_scored_exactly_without_the_graph(settings, rare_label_library):
+    lib = rare_label_library
+    with connection.cursor():
+        store.search_settings()
+        assert store.index_name(embedding.dimension()) not in _rare_query(lib, exact=True).explain()
+    page = ranking.images_search(vector=lib["query"], labels=["rare"], page_size=10)
+    assert _ids(page) == _exact_order(lib)
+    scores = {pk: float(v @ lib["query"]) for pk, v in zip(lib["ids"], lib["vectors"], strict=True)}
+    assert [h.score for h in page.hits] == pytest.approx([scores[pk] for pk in _ids(page)], abs=2e-3)
 
 
 def test_a_deleted_image_takes_its_vector_with_it_and_never_appears():
@@ -199,3 +222,13 @@ def test_a_library_embedded_with_faiss_becomes_searchable_by_the_sweep_without_t
     assert not status.index_behind()
     page = ranking.images_search(vector=query_vectors.query_vector_for_text(text="zebra"))
     assert _ids(page)[0] == ids[0]
+
+
+def test_the_sweep_serves_rebuild_requests_so_no_page_says_updating_for_ever():
+    ids = create_images([(1, ["zebra"])])
+    pipeline.images_embed(image_ids=ids)  # requests a rebuild; its message never goes out here
+    assert IndexState.get().behind_requests
+    rebuild.index_sweep()
+    assert not IndexState.get().behind_requests
+    page = ranking.images_search(vector=query_vectors.query_vector_for_text(text="zebra"))
+    assert status.BEHIND_NOTICE not in page.notices
