@@ -160,7 +160,7 @@ def _duplicates_send() -> bool:
     last = DuplicateScan.objects.filter(pk=1).values_list("seconds", flat=True).first() or 0.0
     # As for rebuilds: a long scan waits twice its duration, so that during a long ingest the
     # worker spends at most a third of its time scanning.
-    countdown = min(REBUILD_MAX_COUNTDOWN, max(settings.IMAGESEARCH_REBUILD_DELAY, REBUILD_SPACING * last))
+    countdown = _spaced_countdown(last)
     # A scan queued long past its due time lost its message (a broker restart): send another.
     lost = now - timedelta(seconds=settings.IMAGESEARCH_CLAIM_TIMEOUT)
     claimed = DuplicateScan.objects.filter(Q(scan_queued=False) | Q(due_at__lt=lost), pk=1).update(
@@ -183,7 +183,12 @@ def _rebuild_countdown() -> float:
     then spends at most a third of its time rebuilding, so total ingest work stays linear in
     the number of images; a small library's rebuild (milliseconds) waits only the delay."""
     last = IndexState.objects.filter(pk=1).values_list("last_rebuild_seconds", flat=True).first() or 0.0
-    return min(REBUILD_MAX_COUNTDOWN, max(settings.IMAGESEARCH_REBUILD_DELAY, REBUILD_SPACING * last))
+    return _spaced_countdown(last)
+
+
+def _spaced_countdown(last_seconds: float) -> float:
+    """The configured delay, or twice as long as the last run of the same work took (capped)."""
+    return min(REBUILD_MAX_COUNTDOWN, max(settings.IMAGESEARCH_REBUILD_DELAY, REBUILD_SPACING * last_seconds))
 
 
 def _chunks(ids: Sequence[int], size: int) -> Iterable[list[int]]:

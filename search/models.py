@@ -4,11 +4,29 @@ it is the vector store."""
 
 from __future__ import annotations
 
+from typing import Self
+
 from django.db import IntegrityError, models, transaction
 from pgvector.django import HalfVectorField
 
 
-class IndexState(models.Model):
+class _SingleRow(models.Model):
+    """A table of one row (pk=1), shared by every process."""
+
+    class Meta:
+        abstract = True
+
+    @classmethod
+    def get(cls) -> Self:
+        try:
+            with transaction.atomic():
+                state, _ = cls.objects.get_or_create(pk=1)
+        except IntegrityError:  # another process created it a moment ago
+            state = cls.objects.get(pk=1)
+        return state
+
+
+class IndexState(_SingleRow):
     """A single row (pk=1).
 
     ``requested`` counts rebuild requests; ``rebuild_queued`` is claimed with a conditional
@@ -34,21 +52,12 @@ class IndexState(models.Model):
     def __str__(self) -> str:
         return "index state"
 
-    @classmethod
-    def get(cls) -> IndexState:
-        try:
-            with transaction.atomic():
-                state, _ = cls.objects.get_or_create(pk=1)
-        except IntegrityError:  # another process created it a moment ago
-            state = cls.objects.get(pk=1)
-        return state
-
     @property
     def behind_requests(self) -> bool:
         return self.requested > self.built_request
 
 
-class DuplicateScan(models.Model):
+class DuplicateScan(_SingleRow):
     """A single row (pk=1): the near-duplicate scan's requests, progress and last result.
 
     Requests coalesce as the index rebuild's do: ``requested`` counts them, ``scan_queued`` is
@@ -83,15 +92,6 @@ class DuplicateScan(models.Model):
 
     def __str__(self) -> str:
         return "near-duplicate scan"
-
-    @classmethod
-    def get(cls) -> DuplicateScan:
-        try:
-            with transaction.atomic():
-                state, _ = cls.objects.get_or_create(pk=1)
-        except IntegrityError:  # another process created it a moment ago
-            state = cls.objects.get(pk=1)
-        return state
 
     @property
     def behind_requests(self) -> bool:
