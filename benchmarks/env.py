@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -84,6 +85,22 @@ def configure(*, fresh: bool = True) -> dict[str, str]:
 def subprocess_env(**overrides: str) -> dict[str, str]:
     """The environment for a worker or web process of this run."""
     return {**os.environ, **_env, **overrides}
+
+
+def python_last_line(args: list[str], *, what: str, timeout: float = 600, **env_overrides: str) -> str:
+    """Run ``python ARGS`` in this run's environment and return the last line it printed;
+    a failure raises with the end of its stderr."""
+    result = subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=subprocess_env(**env_overrides),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"{what} failed:\n{result.stderr[-3000:]}")
+    return result.stdout.strip().splitlines()[-1]
 
 
 def setup_django() -> None:

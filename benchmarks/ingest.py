@@ -18,8 +18,6 @@ The images are photo-like JPEGs of 2048x1536 (3 MP, quality 90), generated once 
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -109,26 +107,9 @@ def _model_throughput(folder: Path, *, batch: int, rounds: int) -> dict[str, Any
     """The model alone, in a fresh process set up like the worker (see model_forward)."""
     import json
 
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.model_forward",
-            str(folder),
-            "--batch",
-            str(batch),
-            "--rounds",
-            str(rounds),
-        ],
-        cwd=env.ROOT,
-        env=env.subprocess_env(IMAGESEARCH_TORCH_THREADS="0"),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"model_forward failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    args = ["-m", "benchmarks.model_forward", str(folder), "--batch", str(batch), "--rounds", str(rounds)]
+    # The model's own threads, as ./run's worker has them (IMAGESEARCH_TORCH_THREADS=0: automatic).
+    return json.loads(env.python_last_line(args, what="model_forward", IMAGESEARCH_TORCH_THREADS="0"))
 
 
 def run(*, images: int, staff_client: Any, batch: int) -> dict[str, Any]:

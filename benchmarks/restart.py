@@ -15,8 +15,6 @@ model alone, with the library indexed; and the seed-faithful baseline, extrapola
 from __future__ import annotations
 
 import http.client
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -36,17 +34,8 @@ _LOAD_MODEL = (
 
 def _model_load_s() -> float:
     started = time.time()
-    result = subprocess.run(
-        [sys.executable, "-c", _LOAD_MODEL],
-        cwd=env.ROOT,
-        env=env.subprocess_env(IMAGESEARCH_TORCH_THREADS="1"),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"model load failed:\n{result.stderr[-2000:]}")
-    return float(result.stdout.strip().splitlines()[-1]) - started
+    loaded = env.python_last_line(["-c", _LOAD_MODEL], what="model load", IMAGESEARCH_TORCH_THREADS="1")
+    return float(loaded) - started
 
 
 def _first_search_s(workers: int, log: Path) -> float:

@@ -61,8 +61,7 @@ def index_rebuild_request() -> None:
     """Ask for an index rebuild. Bursts coalesce: at most one rebuild task waits in the queue,
     and it runs ``IMAGESEARCH_REBUILD_DELAY`` seconds later, after the burst (later for a large
     library: see :func:`_rebuild_countdown`)."""
-    IndexState.get()
-    IndexState.objects.filter(pk=1).update(requested=F("requested") + 1)
+    _count_request(IndexState)
     index_rebuild_schedule()
 
 
@@ -75,8 +74,7 @@ def index_rebuild_schedule() -> bool:
 def duplicates_scan_request() -> None:
     """Ask for a near-duplicate scan (after a rebuild: images were added, re-embedded or
     deleted). Coalesced as rebuild requests are: at most one scan waits in the queue."""
-    DuplicateScan.get()
-    DuplicateScan.objects.filter(pk=1).update(requested=F("requested") + 1)
+    _count_request(DuplicateScan)
     duplicates_scan_schedule()
 
 
@@ -90,6 +88,12 @@ def index_sweep_enqueue(*, at_start: bool = False) -> bool:
     """Run the periodic repair now (``at_start``: for a worker that starts, which picks up what
     waited for it and what a killed worker left)."""
     return _after_commit(lambda: _sweep_send(at_start))
+
+
+def _count_request(model) -> None:
+    """One more request on a coalescing single row (IndexState, DuplicateScan)."""
+    model.get()
+    model.objects.filter(pk=1).update(requested=F("requested") + 1)
 
 
 def _after_commit(send: Callable[[], bool]) -> bool:
@@ -139,40 +143,55 @@ def _sweep_send(at_start: bool) -> bool:
 
 
 def _rebuild_send() -> bool:
-    now = timezone.now()
     countdown = _rebuild_countdown()
-    claimed = IndexState.objects.filter(pk=1, rebuild_queued=False).update(
-        rebuild_queued=True, queued_at=now, rebuild_due_at=now + timedelta(seconds=countdown)
+    now = timezone.now()
+    return _claimed_send(
+        IndexState,
+        Q(rebuild_queued=False),
+        REBUILD_TASK,
+        countdown,
+        claim={
+            "rebuild_queued": True,
+            "queued_at": now,
+            "rebuild_due_at": now + timedelta(seconds=countdown),
+        },
+        release={"rebuild_queued": False},
+        failure="could not enqueue an index rebuild; the sweep will retry",
     )
-    if not claimed:
-        return False  # one is already waiting; it will see this request
-    try:
-        _send(REBUILD_TASK, countdown=countdown)
-    except Exception:  # noqa: BLE001 - broker down: the sweep schedules it later
-        IndexState.objects.filter(pk=1).update(rebuild_queued=False)
-        logger.warning("could not enqueue an index rebuild; the sweep will retry", exc_info=True)
-        return False
-    return True
 
 
 def _duplicates_send() -> bool:
-    now = timezone.now()
     last = DuplicateScan.objects.filter(pk=1).values_list("seconds", flat=True).first() or 0.0
     # As for rebuilds: a long scan waits twice its duration, so that during a long ingest the
     # worker spends at most a third of its time scanning.
     countdown = _spaced_countdown(last)
+    now = timezone.now()
     # A scan queued long past its due time lost its message (a broker restart): send another.
     lost = now - timedelta(seconds=settings.IMAGESEARCH_CLAIM_TIMEOUT)
-    claimed = DuplicateScan.objects.filter(Q(scan_queued=False) | Q(due_at__lt=lost), pk=1).update(
-        scan_queued=True, queued_at=now, due_at=now + timedelta(seconds=countdown)
+    return _claimed_send(
+        DuplicateScan,
+        Q(scan_queued=False) | Q(due_at__lt=lost),
+        DUPLICATES_TASK,
+        countdown,
+        claim={"scan_queued": True, "queued_at": now, "due_at": now + timedelta(seconds=countdown)},
+        release={"scan_queued": False},
+        failure="could not enqueue a near-duplicate scan; the next request asks again",
     )
-    if not claimed:
+
+
+def _claimed_send(
+    model, free: Q, task: str, countdown: float, *, claim: dict, release: dict, failure: str
+) -> bool:
+    """Send ``task`` if the single row of ``model`` can be claimed (a conditional UPDATE on
+    ``free``): at most one such task waits in the queue, and it sees every request counted
+    before it runs. A send that fails releases the claim for the next request or the sweep."""
+    if not model.objects.filter(free, pk=1).update(**claim):
         return False  # one is already waiting; it will see this request
     try:
-        _send(DUPLICATES_TASK, countdown=countdown)
-    except Exception:  # noqa: BLE001 - broker down: the next rebuild asks again
-        DuplicateScan.objects.filter(pk=1).update(scan_queued=False)
-        logger.warning("could not enqueue a near-duplicate scan", exc_info=True)
+        _send(task, countdown=countdown)
+    except Exception:  # noqa: BLE001 - broker down: released for the next request or the sweep
+        model.objects.filter(pk=1).update(**release)
+        logger.warning(failure, exc_info=True)
         return False
     return True
 

@@ -28,6 +28,12 @@ from .verify import check_loaded, read_verified
 
 logger = logging.getLogger(__name__)
 
+# What status() reports of the loaded generation's manifest.
+_STATUS_MANIFEST_FIELDS = (
+    "kind", "requested_kind", "param", "param_value", "recall_text", "recall_image",
+    "count", "dim", "model", "image_weight", "size_bytes", "created_at",
+)  # fmt: skip
+
 
 @dataclass(frozen=True)
 class _Loaded:
@@ -148,18 +154,7 @@ class IndexReader:
             "directory": str(self.directory),
             "generation": m.generation if m else None,
             "current_generation": self._pointer_generation,
-            "kind": m.kind if m else None,
-            "requested_kind": m.requested_kind if m else None,
-            "param": m.param if m else None,
-            "param_value": m.param_value if m else None,
-            "recall_text": m.recall_text if m else None,
-            "recall_image": m.recall_image if m else None,
-            "count": m.count if m else None,
-            "dim": m.dim if m else None,
-            "model": m.model if m else None,
-            "image_weight": m.image_weight if m else None,
-            "size_bytes": m.size_bytes if m else None,
-            "created_at": m.created_at if m else None,
+            **{field: getattr(m, field) if m else None for field in _STATUS_MANIFEST_FIELDS},
             "loaded_at": state.loaded_at if state else None,
             "loading": self._load_lock.locked(),
             "expected_model": self.expected_model,

@@ -14,6 +14,7 @@ import io
 import json
 import shutil
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +113,22 @@ def _count_image_model_calls(monkeypatch) -> list[int]:
     return calls
 
 
+def _exported_with_vectors(tmp_path: Path, edit: Callable[[list[dict]], None]) -> Path:
+    """An embedded library exported with its vectors, its manifest's images then edited by hand."""
+    pipeline.images_embed(image_ids=_library())
+    target = tmp_path / "export"
+    _run("export_images", str(target), "--with-vectors")
+    manifest = json.loads((target / MANIFEST_NAME).read_text())
+    edit(manifest["images"])
+    (target / MANIFEST_NAME).write_text(json.dumps(manifest))
+    return target
+
+
+def _vector_of_dimension(dimension: int) -> dict:
+    data = np.ones(dimension, "<f4").tobytes()
+    return {"dimension": dimension, "data": base64.b64encode(data).decode()}
+
+
 def _run(command: str, *args: str) -> str:
     out = io.StringIO()
     call_command(command, *args, stdout=out, stderr=io.StringIO())
@@ -206,15 +223,11 @@ def test_an_uploader_unknown_here_is_left_empty(tmp_path, settings, alice):
 
 
 def test_vectors_of_another_model_or_dimension_are_ignored_and_counted(tmp_path, settings, monkeypatch):
-    ids = _library()
-    pipeline.images_embed(image_ids=ids)
-    target = tmp_path / "export"
-    _run("export_images", str(target), "--with-vectors")
-    manifest = json.loads((target / MANIFEST_NAME).read_text())
-    manifest["images"][0]["image_vector"]["model"] = "another-model"
-    short = np.ones(32, "<f4").tobytes()
-    manifest["images"][1]["image_vector"].update(dimension=32, data=base64.b64encode(short).decode())
-    (target / MANIFEST_NAME).write_text(json.dumps(manifest))
+    def edit(images: list[dict]) -> None:
+        images[0]["image_vector"]["model"] = "another-model"
+        images[1]["image_vector"].update(_vector_of_dimension(32))
+
+    target = _exported_with_vectors(tmp_path, edit)
 
     _empty_installation(tmp_path, settings)
     # Another row of this model already tells the dimension (64) apart from the exported 32.
@@ -234,14 +247,9 @@ def test_vectors_of_another_model_or_dimension_are_ignored_and_counted(tmp_path,
 
 def test_a_stored_vector_of_the_wrong_dimension_is_embedded_again(tmp_path, settings, monkeypatch):
     # An empty installation has no row that tells the model's dimension: the pipeline checks.
-    ids = _library()
-    pipeline.images_embed(image_ids=ids)
-    target = tmp_path / "export"
-    _run("export_images", str(target), "--with-vectors")
-    manifest = json.loads((target / MANIFEST_NAME).read_text())
-    short = np.ones(32, "<f4").tobytes()
-    manifest["images"][0]["image_vector"].update(dimension=32, data=base64.b64encode(short).decode())
-    (target / MANIFEST_NAME).write_text(json.dumps(manifest))
+    target = _exported_with_vectors(
+        tmp_path, lambda images: images[0]["image_vector"].update(_vector_of_dimension(32))
+    )
     _empty_installation(tmp_path, settings)
     calls = _count_image_model_calls(monkeypatch)
     _run("import_images", str(target))

@@ -14,13 +14,19 @@ from tests.factories import create_images
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("vector_store")]
 
 
-def test_a_page_is_filled_from_further_ranks_when_many_top_rows_were_deleted():
-    ids = create_images([(seed, ["zebra"]) for seed in range(1, 31)])
+def _zebras_ranked(count: int):
+    """``count`` indexed images labelled zebra: the query vector for "zebra" and their ids in rank order."""
+    ids = create_images([(seed, ["zebra"]) for seed in range(1, count + 1)])
     pipeline.images_embed(image_ids=ids)
     rebuild.index_rebuild()
     vector = query_vectors.query_vector_for_text(text="zebra")
-    ranked = [hit.image.pk for hit in ranking.images_search(vector=vector, page_size=30).hits]
+    ranked = [hit.image.pk for hit in ranking.images_search(vector=vector, page_size=count).hits]
     assert sorted(ranked) == sorted(ids)
+    return vector, ranked
+
+
+def test_a_page_is_filled_from_further_ranks_when_many_top_rows_were_deleted():
+    vector, ranked = _zebras_ranked(30)
 
     # More rows than the first read covers (5 needed + 8) vanish before the next rebuild.
     gallery_services.images_delete(images=Image.objects.filter(pk__in=ranked[:15]))
@@ -43,12 +49,7 @@ def test_labels_of_the_hits_shown_come_with_the_page(django_assert_num_queries):
 
 
 def test_pages_past_the_over_fetch_window_are_full_and_never_repeat_an_image(monkeypatch, vector_store):
-    ids = create_images([(seed, ["zebra"]) for seed in range(1, 61)])
-    pipeline.images_embed(image_ids=ids)
-    rebuild.index_rebuild()
-    vector = query_vectors.query_vector_for_text(text="zebra")
-    ranked = [hit.image.pk for hit in ranking.images_search(vector=vector, page_size=60).hits]
-    assert sorted(ranked) == sorted(ids)
+    vector, ranked = _zebras_ranked(60)
 
     # Half the library goes before the next rebuild, from the second rank on: the first
     # request to the index for page 2 (11 rows needed, 38 asked for) holds only 8 that remain.
