@@ -199,6 +199,10 @@ class Installation:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # a group of its own, as a terminal's job
+                # A terminal's job starts with Ctrl-C's default action, even when this test
+                # runs as a background job of a script (which ignores SIGINT, and bash cannot
+                # trap a signal ignored when it starts).
+                preexec_fn=_terminal_signals,
             )
         deadline = time.monotonic() + COMMAND_TIMEOUT
         while True:
@@ -286,6 +290,11 @@ def _answers(url: str) -> bool:
             return response.status == 200
     except OSError:
         return False
+
+
+def _terminal_signals() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
 
 def _session_processes(session: int) -> list[tuple[int, str]]:

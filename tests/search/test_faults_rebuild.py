@@ -30,7 +30,7 @@ from search.models import IndexState
 from tests.factories import create_indexed_images
 from tests.support.processes import children
 from tests.support.waiting import wait_for
-from tests.support.workers import clear_shared_index
+from tests.support.workers import clear_shared_index, sweeps_done
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -91,6 +91,10 @@ def _assert_index_equals_the_database() -> None:
 def test_two_workers_rebuilding_at_once_one_writes_the_other_backs_off(private_redis, start_worker):
     _library(private_redis, [(1, ["sunset"]), (2, ["bicycle"]), (3, ["zebra"])])
     workers = [_start(start_worker, private_redis, "--pool", "solo") for _ in range(2)]
+    # Both start-up sweeps first (either worker may run either): a sweep taken after the
+    # rebuilds would keep its worker from backing off while the writer waits on the database
+    # lock, and a wait longer than SQLite's busy timeout fails the writer.
+    wait_for(lambda: sweeps_done(*workers) >= 2, what="both start-up sweeps")
 
     with _rebuilds_stalled():
         tasks.rebuild_index.apply_async()
@@ -100,7 +104,10 @@ def test_two_workers_rebuilding_at_once_one_writes_the_other_backs_off(private_r
         loser = next(w for w in workers if w.proc.pid != winner)
         wait_for(lambda: "backing off" in loser.log_path.read_text(), what="the other backing off")
 
-    wait_for(lambda: len(_rebuild_reports(*workers)) == 2, what="both rebuild tasks to finish")
+    try:
+        wait_for(lambda: len(_rebuild_reports(*workers)) == 2, what="both rebuild tasks to finish")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n" + "\n".join(w.log_tail() for w in workers)) from None
     built = sorted(report["built"] for report in _rebuild_reports(*workers))
     assert built == [False, True]
     _assert_index_equals_the_database()

@@ -58,6 +58,12 @@ def clear_shared_index() -> None:
 _SWEEP_DONE = re.compile(r"Task search\.tasks\.sweep\[[0-9a-f-]+\] (succeeded|raised)")
 
 
+def sweeps_done(*workers: CeleryWorker) -> int:
+    """How many sweeps these workers have finished, together (any worker may run the sweep
+    another one sent when it started)."""
+    return sum(len(_SWEEP_DONE.findall(w.log_path.read_text(errors="replace"))) for w in workers)
+
+
 def wait_for_start_up_sweep(worker: CeleryWorker, *, timeout: float = 60) -> CeleryWorker:
     """Until the sweep a worker sends itself when it starts (search.tasks) has run: from then
     on the worker does only what the test hands it. A sweep that raised fails the wait."""
