@@ -22,6 +22,18 @@ def when_ready(server) -> None:
 
     from search import embedding, status
 
+    def index_load() -> None:
+        try:
+            status.index_reader().refresh()  # verified once, mapped here, shared by the workers
+        except Exception as exc:  # noqa: BLE001 - no index yet, or a damaged one: workers report it
+            server.log.warning("the index could not be loaded before forking: %s", exc)
+        finally:
+            connections.close_all()  # this thread's own connections
+
+    # The index is verified (a hash of the whole file: I/O and hashing, outside the GIL) while
+    # torch and the model load, which take most of a restart.
+    index_thread = threading.Thread(target=index_load, name="preload-index")
+    index_thread.start()
     configured = settings.IMAGESEARCH_TORCH_THREADS
     settings.IMAGESEARCH_TORCH_THREADS = 1
     try:
@@ -31,10 +43,7 @@ def when_ready(server) -> None:
         server.log.warning("the model could not be loaded before forking: %s", exc)
     finally:
         settings.IMAGESEARCH_TORCH_THREADS = configured
-    try:
-        status.index_reader().refresh()  # verified once, mapped here, shared by the workers
-    except Exception as exc:  # noqa: BLE001 - no index yet, or a damaged one: workers report it
-        server.log.warning("the index could not be loaded before forking: %s", exc)
+    index_thread.join()
     connections.close_all()  # no database connection may be shared by the workers
     # Everything loaded so far lives as long as the process: keep the collector away from it, or
     # its first full pass in each worker touches every object and copies the pages holding them.
