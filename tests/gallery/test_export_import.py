@@ -26,8 +26,9 @@ from django.core.management import CommandError, call_command
 from gallery.exports import MANIFEST_NAME, writing
 from gallery.models import Image, Label
 from gallery.services import images_create
-from search import embedding, pipeline, query_vectors, ranking, rebuild
+from search import embedding, pipeline, query_vectors, ranking, rebuild, vectorstore
 from search import index as search_index
+from search.models import ImageVector
 from tests.factories import upload
 from tests.support.images import image_bytes
 
@@ -177,6 +178,49 @@ def test_a_round_trip_into_an_empty_installation_gives_the_same_library(
     for sha256, image in after["images"].items():
         assert image["status"] == Image.Status.READY
         assert hashlib.sha256(image["bytes"]).hexdigest() == sha256
+
+
+def _stored_and_searchable(ids: list[int]) -> None:
+    """Embedded; with FAISS, indexed too (pgvector stores the vectors with the rows)."""
+    pipeline.images_embed(image_ids=ids)
+    if not vectorstore.enabled():
+        assert rebuild.index_rebuild().built
+
+
+def _same_results(before: dict, after: dict) -> None:
+    """The same images for every query, with the same scores to pgvector's precision (halfvec:
+    half-precision floats)."""
+    assert after.keys() == before.keys()
+    for what in before:
+        assert {sha for sha, _ in after[what]} == {sha for sha, _ in before[what]}, what
+        scores = dict(before[what])
+        for sha, score in after[what]:
+            assert score == pytest.approx(scores[sha], abs=3e-3), what
+
+
+@pytest.mark.pgvector
+@pytest.mark.parametrize(("source", "target"), [("faiss", "pgvector"), ("pgvector", "faiss")])
+def test_a_round_trip_into_another_vector_store_gives_the_same_library(
+    pgvector_store, tmp_path, settings, monkeypatch, alice, source, target
+):
+    settings.IMAGESEARCH_VECTOR_BACKEND = source
+    _stored_and_searchable(_library(alice))
+    before = _snapshot()
+    _run("export_images", str(tmp_path / "export"), "--with-vectors")
+
+    _empty_installation(tmp_path, settings)
+    settings.IMAGESEARCH_VECTOR_BACKEND = target
+    calls = _count_image_model_calls(monkeypatch)
+    out = _run("import_images", str(tmp_path / "export"))
+    assert "5 added, 0 skipped as duplicates, 0 refused." in out and "5 image vectors reused" in out
+    _stored_and_searchable(list(Image.objects.values_list("pk", flat=True)))
+
+    assert calls == []  # the image model never ran: the vectors came with the export
+    after = _snapshot()
+    assert after["images"] == before["images"]
+    _same_results(before["results"], after["results"])
+    if target == "pgvector":
+        assert ImageVector.objects.count() == 5
 
 
 def test_importing_an_export_twice_skips_every_image_as_a_duplicate(tmp_path, settings):
