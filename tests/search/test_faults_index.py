@@ -7,6 +7,7 @@ two dimensions never meet in one index. A rebuild from the database restores eac
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ import textwrap
 import threading
 from html import unescape as html_unescape
 from pathlib import Path
+from urllib.parse import urlencode
 
 import numpy as np
 import pytest
@@ -25,8 +27,12 @@ from gallery.models import Image
 from search import embedding, pipeline, ranking, rebuild, status
 from search import index as search_index
 from search.models import IndexState
+from tests.conftest import _database_url
+from tests.factories import create_indexed_images
 from tests.support.clip_model import build_clip_model
 from tests.support.constants import ROOT
+from tests.support.processes import Gunicorn
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.django_db
 
@@ -138,6 +144,57 @@ def test_a_damaged_generation_is_reported_never_served_and_a_rebuild_restores(ho
     assert {hit.image.pk for hit in page.context["page"].hits} == set(ids)
     assert not any("could not be loaded" in notice for notice in page.context["page"].notices)
     assert 'id="index-error-row" hidden' in staff_client.get(STATUS).content.decode()
+
+
+@pytest.mark.worker  # media and index where the server's processes look: the data directory
+@pytest.mark.django_db(transaction=True)
+def test_a_web_server_started_on_a_damaged_generation_never_answers_503(clip_model_dir, tmp_path):
+    # A real fresh process: gunicorn as ./run starts it, on an index whose current generation
+    # was damaged on disk before the server started; an intact earlier one is kept beside it.
+    create_indexed_images([(1, ["zebra"]), (2, ["harbour"]), (3, ["zebra"])])
+    damaged = rebuild.index_rebuild().generation
+    _damage(damaged, "bytes flipped")
+    requested = IndexState.get().requested
+    env = {
+        **os.environ,
+        "DATABASE_URL": _database_url(),
+        "IMAGESEARCH_CLIP_MODEL": str(clip_model_dir),
+        "IMAGESEARCH_DATA_DIR": str(settings.DATA_DIR),
+        "IMAGESEARCH_TORCH_THREADS": "1",
+        "DJANGO_SECRET_KEY": "test-only-" + "x" * 50,
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+    }
+    server = Gunicorn(workers=2, threads=2, log_path=tmp_path / "gunicorn.log", env=env).start()
+    statuses: list[int] = []
+    try:
+        # Every answer from the first one on: none may be a 503 while the rows hold the vectors.
+        def answered_with_results() -> bool:
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+            try:
+                conn.request("GET", "/?" + urlencode({"q": "zebra"}))
+                response = conn.getresponse()
+                body = response.read().decode()
+            except (OSError, http.client.HTTPException):
+                return False  # not listening yet
+            finally:
+                conn.close()
+            statuses.append(response.status)
+            return (
+                response.status == 200
+                and 'class="card"' in body
+                and "could not be loaded" in html_unescape(body)
+            )
+
+        wait_for(
+            answered_with_results, timeout=180, what="the fresh server answering from the earlier generation"
+        )
+        for _ in range(6):  # reaches both workers
+            assert answered_with_results()
+    finally:
+        server.stop()
+    assert statuses and set(statuses) == {200}, statuses
+    # It asked for a rebuild itself, at once, not at the next sweep.
+    assert IndexState.get().requested > requested
 
 
 # A writer process: one complete generation, then the next one stopped at a given step of its
