@@ -77,6 +77,9 @@ def test_a_plain_database_test_that_leaves_a_message_fails(tmp_path, clip_model_
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
     }
     env.pop("CI", None)
+    # A database of its own (SQLite in its data dir): on PostgreSQL its test database would
+    # have this run's name, and its set-up and teardown would drop this run's database.
+    env.pop("DATABASE_URL", None)
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-c", str(ROOT / "pyproject.toml"), "--rootdir", str(ROOT)]
         + ["-p", "no:cacheprovider", "-q", str(tmp_path / "test_leaking.py")],
