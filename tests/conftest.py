@@ -186,6 +186,21 @@ def staff_client(client, staff_user):
 # --- Real worker processes -------------------------------------------------------------------
 
 
+def web_server_env(clip_model_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a gunicorn started by a test: this run's database, data directory
+    and tiny model."""
+    return {
+        **os.environ,
+        "DATABASE_URL": _database_url(),
+        "IMAGESEARCH_CLIP_MODEL": str(clip_model_dir),
+        "IMAGESEARCH_DATA_DIR": str(django_settings.DATA_DIR),
+        "IMAGESEARCH_TORCH_THREADS": "1",
+        "DJANGO_SECRET_KEY": "test-only-" + "x" * 50,
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        **extra,
+    }
+
+
 def _database_url() -> str:
     from django.db import connection
 

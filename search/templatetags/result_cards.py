@@ -3,7 +3,7 @@
 Rendering a grid of 24 results was the largest part of a search request besides the model
 (BENCHMARKS.md): through the template engine each card cost a dozen variable lookups and
 escapes, and its labels, URLs and numbers were worked out more than once. Here each card's
-strings are prepared once (``hits|cards``) and the HTML is joined from them, every value
+strings are prepared once (:func:`cards`) and the HTML is joined from them, every value
 escaped.
 """
 
@@ -36,7 +36,6 @@ class Card:
     more_url: str
 
 
-@register.filter
 def cards(hits: Iterable) -> list[Card]:
     detail = reverse("image_detail", args=[_SENTINEL])
     more = reverse("search") + "?like="
@@ -67,8 +66,7 @@ def cards(hits: Iterable) -> list[Card]:
 @register.simple_tag
 def result_grid(hits: Iterable, start: int | None = None) -> SafeString:
     """The grid of ``hits`` as an ordered list (``start``: the rank of the first, on later pages)."""
-    ranked = isinstance(start, int) and start > 0
-    parts = [f'<ol class="grid" start="{start}">' if ranked else '<ol class="grid">']
+    parts = [f'<ol class="grid" start="{start}">' if start else '<ol class="grid">']
     for card in cards(hits):
         labels_text = escape(card.labels_text)
         tags = "".join(f"<li>{escape(name)}</li>" for name in card.labels)

@@ -27,7 +27,7 @@ from gallery.models import Image
 from search import embedding, pipeline, ranking, rebuild, status
 from search import index as search_index
 from search.models import IndexState
-from tests.conftest import _database_url
+from tests.conftest import web_server_env
 from tests.factories import create_indexed_images
 from tests.support.clip_model import build_clip_model
 from tests.support.constants import ROOT
@@ -155,15 +155,7 @@ def test_a_web_server_started_on_a_damaged_generation_never_answers_503(clip_mod
     damaged = rebuild.index_rebuild().generation
     _damage(damaged, "bytes flipped")
     requested = IndexState.get().requested
-    env = {
-        **os.environ,
-        "DATABASE_URL": _database_url(),
-        "IMAGESEARCH_CLIP_MODEL": str(clip_model_dir),
-        "IMAGESEARCH_DATA_DIR": str(settings.DATA_DIR),
-        "IMAGESEARCH_TORCH_THREADS": "1",
-        "DJANGO_SECRET_KEY": "test-only-" + "x" * 50,
-        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-    }
+    env = web_server_env(clip_model_dir)
     server = Gunicorn(workers=2, threads=2, log_path=tmp_path / "gunicorn.log", env=env).start()
     statuses: list[int] = []
     try:

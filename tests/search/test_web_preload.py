@@ -10,11 +10,10 @@ from urllib.parse import urlencode
 
 import numpy as np
 import pytest
-from django.conf import settings as django_settings
 
 from search import index as search_index
 from search.index import flat_scan
-from tests.conftest import _database_url
+from tests.conftest import web_server_env
 from tests.factories import create_indexed_images
 from tests.support.processes import Gunicorn
 
@@ -62,17 +61,7 @@ def test_a_generation_loaded_before_a_fork_serves_exact_results_in_the_child(tmp
 @pytest.mark.django_db(transaction=True)
 def test_gunicorn_loads_the_model_and_index_in_its_master_and_the_workers_answer(clip_model_dir, tmp_path):
     create_indexed_images([(1, ["zebra"]), (2, ["harbour"]), (3, ["zebra"])])
-    env = {
-        **os.environ,
-        "DATABASE_URL": _database_url(),
-        "IMAGESEARCH_CLIP_MODEL": str(clip_model_dir),
-        "IMAGESEARCH_DATA_DIR": str(django_settings.DATA_DIR),
-        "IMAGESEARCH_TORCH_THREADS": "1",
-        "IMAGESEARCH_LOG_LEVEL": "INFO",
-        "DJANGO_SECRET_KEY": "test-only-" + "x" * 50,
-        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "PYTHONUNBUFFERED": "1",
-    }
+    env = web_server_env(clip_model_dir, IMAGESEARCH_LOG_LEVEL="INFO", PYTHONUNBUFFERED="1")
     server = Gunicorn(workers=2, threads=2, log_path=tmp_path / "gunicorn.log", env=env).start()
     try:
         server.wait_answering("/?" + urlencode({"q": "zebra"}), timeout=180)
