@@ -127,4 +127,60 @@ def unusable(connection: Any) -> Unusable | None:
             "creates it.",
             True,
         )
+    connection.ensure_connection()
+    found_crash = hnsw_unusable(connection.connection)
+    if found_crash is not None:
+        connection.close()  # the server reset every connection: this one is dead
+    return found_crash
+
+
+def hnsw_unusable(pg: Any) -> Unusable | None:
+    """The refusal, when building an HNSW index kills this server's backend (:func:`hnsw_crash`)."""
+    died = hnsw_crash(pg)
+    if died is None:
+        return None
+    return Unusable(f"{HNSW_CRASHED} (its backend died: {died}). {HNSW_CRASHED_WHAT_TO_DO}", False)
+
+
+HNSW_CRASHED = (
+    "PostgreSQL's pgvector crashed building an HNSW index: this binary needs CPU instructions this "
+    "machine lacks"
+)
+HNSW_CRASHED_WHAT_TO_DO = (
+    "Install a pgvector built for this CPU on the database server (Debian's postgresql-NN-pgvector "
+    "package, or `make && make install` from pgvector's source on this machine, which builds for "
+    "the CPU it runs on), or run the database on a machine whose CPU that binary supports."
+)
+# The probe's statements, in one rolled-back transaction on a temporary table: both column types
+# the store indexes (halfvec, and vector for the export of full-precision vectors).
+HNSW_PROBE = (
+    "CREATE TEMPORARY TABLE imagesearch_hnsw_probe (v vector(4), h halfvec(4)) ON COMMIT DROP",
+    "INSERT INTO imagesearch_hnsw_probe SELECT ARRAY[random(), random(), random(), random()], "
+    "ARRAY[random(), random(), random(), random()]::halfvec FROM generate_series(1, 64)",
+    "CREATE INDEX ON imagesearch_hnsw_probe USING hnsw (v vector_ip_ops)",
+    "CREATE INDEX ON imagesearch_hnsw_probe USING hnsw (h halfvec_ip_ops)",
+    "SELECT count(*) FROM (SELECT 1 FROM imagesearch_hnsw_probe ORDER BY h <#> '[1,0,0,0]' LIMIT 3) s",
+)
+
+
+def hnsw_crash(pg: Any) -> str | None:
+    """Build a tiny HNSW index on the open psycopg connection ``pg`` and see that the server
+    survives; when its backend died doing it, the error the connection saw (its first line).
+
+    A pgvector compiled for instructions this CPU lacks (AVX-512, say) loads, answers scalar
+    distance queries, and dies with SIGILL on the first HNSW build, which otherwise surfaces as a
+    worker losing its connection on the first upload. Everything runs in a transaction that is
+    rolled back. A probe that cannot run for another reason (a database user who may not create
+    temporary tables) answers None: that is not this failure, and the other checks report theirs."""
+    import psycopg
+
+    try:
+        with pg.transaction(force_rollback=True), pg.cursor() as cursor:
+            for statement in HNSW_PROBE:
+                cursor.execute(statement)
+    except psycopg.Error as exc:
+        if pg.broken or pg.closed:
+            logger.error("the HNSW probe lost its connection: %s", exc)
+            return str(exc).strip().splitlines()[0]
+        logger.warning("the HNSW probe could not run: %s", exc)
     return None

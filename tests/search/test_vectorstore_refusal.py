@@ -15,6 +15,14 @@ from tests.support.constants import ROOT
 
 class _FakePostgres:
     vendor = "postgresql"
+    connection = "the server's own connection"
+    closed = False
+
+    def ensure_connection(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
 
 
 def _env(**overrides: str) -> dict[str, str]:
@@ -88,7 +96,23 @@ def test_a_postgresql_without_a_recent_enough_extension_is_refused_with_what_to_
 def test_a_postgresql_with_pgvector_0_8_and_its_table_is_accepted(monkeypatch):
     monkeypatch.setattr(database, "extension", lambda connection: database.Extension("0.8.2", "0.8.2"))
     monkeypatch.setattr(database, "table_exists", lambda connection: True)
+    monkeypatch.setattr(database, "hnsw_crash", lambda pg: None)
     assert database.unusable(_FakePostgres()) is None
+
+
+def test_a_postgresql_whose_backend_dies_building_hnsw_is_refused_and_its_connection_dropped(monkeypatch):
+    monkeypatch.setattr(database, "extension", lambda connection: database.Extension("0.8.6", "0.8.6"))
+    monkeypatch.setattr(database, "table_exists", lambda connection: True)
+    probed = []
+    monkeypatch.setattr(
+        database, "hnsw_crash", lambda pg: probed.append(pg) or "server closed the connection"
+    )
+    fake = _FakePostgres()
+    found = database.unusable(fake)
+    assert probed == ["the server's own connection"]
+    assert found.reason.startswith("PostgreSQL's pgvector crashed building an HNSW index: this binary needs")
+    assert "(its backend died: server closed the connection)" in found.reason
+    assert (found.migrate_fixes, fake.closed) == (False, True)
 
 
 def test_what_migrate_repairs_is_a_warning_so_that_migrate_can_run(monkeypatch, settings):
