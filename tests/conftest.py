@@ -61,14 +61,39 @@ def pytest_generate_tests(metafunc) -> None:
         metafunc.parametrize("vector_store", stores, indirect=True)
 
 
+# Fixtures through which a test reaches the test database (pytest-django blocks any other way).
+_DATABASE_FIXTURES = frozenset(
+    {
+        "db",
+        "transactional_db",
+        "django_db_setup",
+        "django_db_reset_sequences",
+        "django_db_serialized_rollback",
+    }
+)
+
+
+def _uses_test_database(item) -> bool:
+    return item.get_closest_marker("django_db") is not None or bool(
+        _DATABASE_FIXTURES & set(getattr(item, "fixturenames", ()))
+    )
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     """Tests marked ``pgvector`` are about that store alone: deselected (not skipped) on SQLite,
-    run in the PostgreSQL pass, where the store must be usable under CI=true. Tests marked
-    ``own_database`` never touch the test database (they run a copy of the project with its own):
-    they run in the SQLite pass only, since a second pass would repeat them unchanged."""
+    run in the PostgreSQL pass, where the store must be usable under CI=true. The PostgreSQL pass
+    runs only the tests that use the test database: one that asks for no database fixture or mark
+    cannot reach it (pytest-django refuses the connection; a process it starts gets no rows), so
+    a second pass would repeat it unchanged. Tests marked ``own_database`` run a copy of the
+    project with a database of its own, and likewise run in the SQLite pass only."""
     postgresql = _database_is_postgresql()
     marker = "own_database" if postgresql else "pgvector"
-    kept = [item for item in items if item.get_closest_marker(marker) is None]
+    kept = [
+        item
+        for item in items
+        if item.get_closest_marker(marker) is None
+        and (not postgresql or item.get_closest_marker("pgvector") is not None or _uses_test_database(item))
+    ]
     if len(kept) != len(items):
         config.hook.pytest_deselected(items=[item for item in items if item not in kept])
         items[:] = kept
