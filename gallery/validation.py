@@ -33,6 +33,13 @@ _OPEN_FORMATS = ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"]
 
 THUMBNAIL_SIZE = 512  # long side; also big enough (>= 224 short side for most photos) to embed
 
+# Query images (search page, API, /knn-service): only what browsers send, never kept. The model
+# reads 224 x 224, so a query image is decoded no larger than this short side (draft mode for
+# JPEG, a box reduction for the others) before anything converts it.
+QUERY_FORMATS = ["JPEG", "PNG", "WEBP", "GIF"]
+QUERY_FORMATS_DESCRIPTION = "JPEG, PNG, WebP or GIF"
+QUERY_DECODE_SIDE = 448
+
 
 class InvalidImage(ValueError):
     """The upload is not an image this application accepts; the message says why."""
@@ -44,6 +51,13 @@ def check_upload_size(size: int, *, what: str = "the file") -> None:
     limit = settings.IMAGESEARCH_MAX_UPLOAD_BYTES
     if size > limit:
         raise InvalidImage(f"{what} is {size / 1e6:.1f} MB; the limit is {limit / 1e6:.1f} MB.")
+
+
+def check_query_image_size(size: int, *, what: str = "The image") -> None:
+    """Refuse a query image over IMAGESEARCH_MAX_QUERY_IMAGE_BYTES, by its declared size first."""
+    limit = settings.IMAGESEARCH_MAX_QUERY_IMAGE_BYTES
+    if size > limit:
+        raise InvalidImage(f"{what} is {size / 1e6:.1f} MB; search images are at most {limit / 1e6:.1f} MB.")
 
 
 def read_upload(file: BinaryIO) -> bytes:
@@ -77,12 +91,8 @@ class ValidatedImage:
 
 def to_rgb(image: PILImage.Image) -> PILImage.Image:
     """Convert any Pillow mode to RGB; transparency is composited onto white."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        # 16/32-bit greyscale: scale to 8 bits instead of clipping everything above 255.
-        array = np.asarray(image, dtype=np.float64)
-        low, high = float(np.nanmin(array)), float(np.nanmax(array))
-        scaled = (array - low) / (high - low) * 255.0 if high > low else np.zeros_like(array)
-        image = PILImage.fromarray(np.nan_to_num(scaled).astype(np.uint8), mode="L")
+    if image.mode in _WIDE_GREY_MODES:
+        image = _wide_grey_to_l(image)
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -93,6 +103,32 @@ def to_rgb(image: PILImage.Image) -> PILImage.Image:
     if image.mode != "RGB":
         return image.convert("RGB")
     return image
+
+
+_WIDE_GREY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def _wide_grey_to_l(image: PILImage.Image) -> PILImage.Image:
+    """16/32-bit greyscale scaled to 8 bits (its own darkest to brightest) instead of clipping
+    everything above 255. No float64 copies: 16-bit goes through a 64 Ki lookup table (one byte
+    per pixel out); 32-bit integers and floats through Pillow's own linear ``point``."""
+    if image.mode.startswith("I;16"):
+        array = np.asarray(image)
+        low, high = int(array.min()), int(array.max())
+        table = np.zeros(65536, dtype=np.uint8)
+        if high > low:
+            steps = np.arange(high - low + 1, dtype=np.uint32)
+            table[low : high + 1] = (steps * 255 // (high - low)).astype(np.uint8)
+        return PILImage.fromarray(table[array])
+    low, high = image.getextrema()
+    if not (np.isfinite(low) and np.isfinite(high)):  # floats with NaN or infinities: rare
+        values = np.nan_to_num(np.asarray(image, dtype=np.float32), posinf=0.0, neginf=0.0)
+        image = PILImage.fromarray(values)
+        low, high = image.getextrema()
+    if high <= low:
+        return PILImage.new("L", image.size, 0)
+    scale = 255.0 / (high - low)
+    return image.point(lambda x: x * scale - low * scale).convert("L")
 
 
 def validate_image_bytes(data: bytes, *, name: str = "") -> ValidatedImage:
@@ -107,6 +143,7 @@ def validate_image_bytes(data: bytes, *, name: str = "") -> ValidatedImage:
         raise InvalidImage(f"{label}the file is empty.")
     check_upload_size(len(data), what=f"{label}the file")
     max_pixels = settings.IMAGESEARCH_MAX_IMAGE_PIXELS
+    _pillow_limit_follows_setting()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", PILImage.DecompressionBombWarning)
@@ -178,3 +215,85 @@ def _draft_size(width: int, height: int) -> tuple[int, int]:
         max(1, -(-THUMBNAIL_SIZE * width // long_side)),
         max(1, -(-THUMBNAIL_SIZE * height // long_side)),
     )
+
+
+def _pillow_limit_follows_setting() -> None:
+    # Pillow warns above its own MAX_IMAGE_PIXELS (and refuses at twice that) whatever our
+    # setting says; warnings are errors here, so without this a setting above Pillow's default
+    # (89.5 MP) would have no effect while the refusal quoted it. The staff limit is the highest
+    # of ours (query images are checked against theirs by size), so one value serves every thread.
+    limit = max(settings.IMAGESEARCH_MAX_IMAGE_PIXELS, settings.IMAGESEARCH_MAX_QUERY_IMAGE_PIXELS)
+    if PILImage.MAX_IMAGE_PIXELS != limit:
+        PILImage.MAX_IMAGE_PIXELS = limit
+
+
+def query_image_decode(data: bytes) -> PILImage.Image:
+    """A query image as RGB, decoded no larger than the model needs, or :class:`InvalidImage`.
+
+    Bounded before decoding: its bytes (IMAGESEARCH_MAX_QUERY_IMAGE_BYTES), the formats browsers
+    send (:data:`QUERY_FORMATS`), and its declared pixels (IMAGESEARCH_MAX_QUERY_IMAGE_PIXELS),
+    read from the header. Only the first frame is decoded; JPEG decodes at a reduced scale, the
+    others are box-reduced to :data:`QUERY_DECODE_SIDE` (short side) before any conversion.
+    """
+    if len(data) == 0:
+        raise InvalidImage("the file is empty.")
+    check_query_image_size(len(data), what="the file")
+    max_pixels = settings.IMAGESEARCH_MAX_QUERY_IMAGE_PIXELS
+    _pillow_limit_follows_setting()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", PILImage.DecompressionBombWarning)
+            image = PILImage.open(io.BytesIO(data), formats=QUERY_FORMATS)
+            width, height = image.size
+            if width < 1 or height < 1:
+                raise InvalidImage("the image has no pixels.")
+            if width * height > max_pixels:
+                raise InvalidImage(
+                    f"the image is {width}x{height} pixels; search images are at most "
+                    f"{max_pixels / 1e6:.0f} megapixels."
+                )
+            if image.format in ("JPEG", "MPO"):
+                image.draft(None, _query_draft_size(width, height))
+            image.load()
+            image = _reduced(image)
+            try:
+                image = ImageOps.exif_transpose(image)
+            except Exception:  # noqa: BLE001 - a broken EXIF block must not refuse a good image
+                pass
+            return to_rgb(image)
+    except InvalidImage:
+        raise
+    except UnidentifiedImageError:
+        raise InvalidImage(f"this is not an image we can read; use {QUERY_FORMATS_DESCRIPTION}.") from None
+    except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning):
+        raise InvalidImage(
+            f"the image declares too many pixels (limit {max_pixels / 1e6:.0f} megapixels)."
+        ) from None
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError, IndexError, TypeError) as exc:
+        raise InvalidImage(f"the image is damaged or truncated ({exc}).") from None
+
+
+def _query_draft_size(width: int, height: int) -> tuple[int, int]:
+    """The smallest JPEG draft whose short side still covers :data:`QUERY_DECODE_SIDE`."""
+    short = min(width, height)
+    if short <= QUERY_DECODE_SIDE:
+        return width, height
+    return (
+        max(1, -(-QUERY_DECODE_SIDE * width // short)),
+        max(1, -(-QUERY_DECODE_SIDE * height // short)),
+    )
+
+
+def _reduced(image: PILImage.Image) -> PILImage.Image:
+    """``image`` box-reduced by a whole factor that keeps its short side >= QUERY_DECODE_SIDE."""
+    factor = min(image.size) // QUERY_DECODE_SIDE
+    if factor < 2:
+        return image
+    if image.mode.startswith("I;16"):  # Pillow's reduce() has no 16-bit modes; resize() has
+        size = (max(1, image.width // factor), max(1, image.height // factor))
+        return image.resize(size, PILImage.Resampling.BOX)
+    if image.mode == "P":  # palette indices cannot be averaged: colours first, one byte to three
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif image.mode == "1":
+        image = image.convert("L")
+    return image.reduce(factor)

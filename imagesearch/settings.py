@@ -222,6 +222,10 @@ IMAGESEARCH_MAX_UPLOAD_FILES = envint("IMAGESEARCH_MAX_UPLOAD_FILES", 500, minim
 IMAGESEARCH_MAX_REQUEST_BYTES = envint("IMAGESEARCH_MAX_REQUEST_BYTES", 512 * 1024 * 1024, minimum=1024)
 IMAGESEARCH_MAX_IMAGE_PIXELS = envint("IMAGESEARCH_MAX_IMAGE_PIXELS", 80_000_000, minimum=1)
 IMAGESEARCH_MAX_FRAMES = envint("IMAGESEARCH_MAX_FRAMES", 1000, minimum=1)
+# Query images (anyone may send them where search is public) are bounded far below the staff
+# limits: the model reads 224 x 224 pixels (gallery.validation.query_image_decode).
+IMAGESEARCH_MAX_QUERY_IMAGE_BYTES = envint("IMAGESEARCH_MAX_QUERY_IMAGE_BYTES", 8 * 1024 * 1024, minimum=1)
+IMAGESEARCH_MAX_QUERY_IMAGE_PIXELS = envint("IMAGESEARCH_MAX_QUERY_IMAGE_PIXELS", 16_000_000, minimum=1)
 # Django refuses more form fields / files than this before a view runs (a 400, not a crash).
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 1000
 DATA_UPLOAD_MAX_NUMBER_FILES = IMAGESEARCH_MAX_UPLOAD_FILES + 1  # the files plus an optional zip

@@ -78,6 +78,10 @@ def knn_metadata(*, ids: Sequence[int]) -> dict[int, Image]:
 def _decode_base64(value: str) -> bytes:
     if value.startswith("data:") and "," in value:  # a data: URL, as browsers make them
         value = value.split(",", 1)[1]
+    # The query-image byte limit holds before decoding: base64 is 4 characters per 3 bytes.
+    limit = settings.IMAGESEARCH_MAX_QUERY_IMAGE_BYTES
+    if len(value) * 3 // 4 > limit + 3 and len("".join(value.split())) * 3 // 4 > limit + 3:
+        raise QueryError(f"image is over {limit / 1e6:.1f} MB; search images are at most that.")
     try:
         data = base64.b64decode("".join(value.split()), validate=True)
     except (binascii.Error, ValueError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django import forms
 
 from gallery.labels import MAX_LABEL_LENGTH, normalize_label_name
-from gallery.validation import InvalidImage, check_upload_size
+from gallery.validation import InvalidImage, check_query_image_size
 
 from .queries import MAX_FILTER_LABELS, MAX_QUERY_TEXT_LENGTH, SearchQuery, search_query_build
 from .ranking import SORTS
@@ -43,7 +43,7 @@ class SearchForm(forms.Form):
         image = self.cleaned_data["image"]
         if image:
             try:
-                check_upload_size(image.size, what="The image")
+                check_query_image_size(image.size)
             except InvalidImage as exc:
                 raise forms.ValidationError(str(exc)) from None
         return image

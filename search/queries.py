@@ -18,12 +18,13 @@ from typing import ClassVar
 from urllib.parse import urlencode
 
 import numpy as np
+from django.conf import settings
 from django.core.cache import cache
 from django.core.files.uploadedfile import UploadedFile
 from django.db.models import Count, Q
 
 from gallery.models import Image, Label
-from gallery.validation import InvalidImage, check_upload_size, read_upload
+from gallery.validation import InvalidImage, check_query_image_size
 
 from . import query_vectors, ranking
 from .errors import QueryError, QueryTargetMissing
@@ -281,12 +282,14 @@ def neighbours(image: Image, *, limit: int = 12) -> tuple[list[ranking.Hit], str
 
 
 def read_query_image(upload: UploadedFile) -> bytes:
-    """The bytes of an uploaded query image, refusing an oversized one before reading it."""
+    """The bytes of an uploaded query image, refusing an oversized one before reading it (and
+    reading one byte past the limit at most, whatever its headers declared)."""
     try:
-        check_upload_size(upload.size or 0, what="The image")
+        check_query_image_size(upload.size or 0)
+        data = upload.read(settings.IMAGESEARCH_MAX_QUERY_IMAGE_BYTES + 1)
+        check_query_image_size(len(data))
     except InvalidImage as exc:
         raise QueryError(str(exc)) from None
-    data = read_upload(upload)
     if not data:
         raise QueryError("The image file is empty.")
     return data

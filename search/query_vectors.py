@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from gallery.models import Image
-from gallery.validation import InvalidImage, validate_image_bytes
+from gallery.validation import InvalidImage, query_image_decode
 
 from . import embedding
 from .errors import QueryError, QueryTargetMissing, SearchUnavailable
@@ -38,12 +38,14 @@ def query_vector_for_text(*, text: str) -> np.ndarray:
 
 
 def query_vector_for_image(*, data: bytes) -> np.ndarray:
+    """A query image's vector; the image is bounded in bytes, format and pixels before it is
+    decoded, and decoded no larger than the model needs (gallery.validation.query_image_decode)."""
     try:
-        validated = validate_image_bytes(data)
+        rgb = query_image_decode(data)
     except InvalidImage as exc:
         raise QueryError(f"That image cannot be used for search: {exc}") from None
     try:
-        return embedding.encode_images([validated.rgb])[0]
+        return embedding.encode_images([rgb])[0]
     except embedding.ModelUnavailable as exc:
         raise SearchUnavailable(f"Search is unavailable: {exc}") from None
 
