@@ -9,12 +9,13 @@ import os
 import re
 import stat
 import zipfile
+import zlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
 
 from .services import ImageUpload
-from .validation import read_upload
+from .validation import InvalidImage, read_upload
 
 MAX_ARCHIVE_ENTRIES = 20_000
 MAX_ARCHIVE_TOTAL_BYTES = 20 * 1024**3
@@ -50,8 +51,19 @@ def uploads_from_zip(source, *, labels: Sequence[str], labels_from_dirs: bool) -
 
     def reader(info: zipfile.ZipInfo):
         def read() -> bytes:
-            with archive.open(info) as fh:
-                return read_upload(fh)  # the entry's header may lie about its size
+            # One unreadable entry is refused with its reason; the others are still stored.
+            try:
+                with archive.open(info) as fh:
+                    return read_upload(fh)  # the entry's header may lie about its size
+            except NotImplementedError as exc:  # deflate64, AES, other methods zipfile lacks
+                raise InvalidImage(
+                    f"the entry is compressed in a way this server cannot unpack ({exc}); "
+                    "zip it again with ordinary (deflate) compression."
+                ) from None
+            except RuntimeError as exc:  # encrypted, no password (after its subclass above)
+                raise InvalidImage(f"the entry cannot be read from the archive ({exc}).") from None
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
+                raise InvalidImage(f"the entry is damaged in the archive ({exc}).") from None
 
         return read
 

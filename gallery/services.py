@@ -15,7 +15,7 @@ from datetime import datetime
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.files.base import ContentFile
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 from django.utils import timezone
 
 from search import dispatch
@@ -113,6 +113,12 @@ def images_create(
     for upload in uploads:
         try:
             _image_create_one(upload=upload, user=user, result=result)
+        except OperationalError as exc:
+            # A database lock held too long (SQLite's timeout) or a lost connection: this image
+            # is not stored (its transaction rolled back, its files deleted); the others go on,
+            # and the caller still gets the result and its batch.
+            logger.warning("could not store %s", upload.name, exc_info=True)
+            result.refused.append((upload.name or "upload", f"the database was busy ({exc}); send it again."))
         finally:
             if on_progress is not None:
                 on_progress(upload)

@@ -214,6 +214,9 @@ else:
     }
 
 LOGIN_URL = "admin:login"
+# Messages stay on the server (the session), never in a cookie: a new API token is shown once in
+# one, and a signed cookie is readable by anyone who holds it.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 
 # --- Request limits ----------------------------------------------------------------------------
 
@@ -332,6 +335,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = (
 )
 CELERY_BEAT_SCHEDULE = {
     "sweep": {"task": "search.tasks.sweep", "schedule": float(IMAGESEARCH_SWEEP_INTERVAL)},
+    # Files a failed delete left behind (gallery.media): a walk of the media storage, so hourly.
+    "sweep-media": {"task": "search.tasks.sweep_media", "schedule": 3600.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 

@@ -24,6 +24,8 @@ from celery import shared_task
 from celery.signals import celeryd_init, worker_ready
 from django.conf import settings
 
+from gallery.media import media_orphans_delete
+
 from . import dispatch, duplicates, embedding, pipeline, rebuild
 
 logger = logging.getLogger(__name__)
@@ -104,6 +106,13 @@ def sweep(at_start: bool = False) -> dict[str, int]:
     """Repair from the rows (search.rebuild.index_sweep). Run twice: the work it hands over is
     idempotent, so a second run only sends messages that find nothing left to do."""
     return rebuild.index_sweep(at_start=at_start)
+
+
+@shared_task
+def sweep_media() -> int:
+    """Delete media files that no image row names (gallery.media). Run twice: the second run
+    finds nothing to delete."""
+    return media_orphans_delete()
 
 
 @celeryd_init.connect
