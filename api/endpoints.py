@@ -12,6 +12,7 @@ from django.urls import reverse
 from ninja import File, Form, NinjaAPI, Path, Query, Status, UploadedFile
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
+from gallery import formats
 from gallery import services as gallery_services
 from gallery.batches import batch_status
 from gallery.forms import BulkUploadForm
@@ -98,6 +99,8 @@ def _image_out(request: HttpRequest, image: Image, score: float | None = None) -
         "labels": image.label_names,
         "score": score,
         "image_url": request.build_absolute_uri(image.file.url),
+        "display_url": request.build_absolute_uri(image.display_url),
+        "content_type": image.content_type,
         "thumbnail_url": request.build_absolute_uri(thumbnail),
         "page_url": request.build_absolute_uri(reverse("image_detail", args=[image.pk])),
         "width": image.width,
@@ -171,6 +174,12 @@ def image_get(request: HttpRequest, image_id: ImageId):
     auth=STAFF,
     response={200: s.UploadOut, 201: s.UploadOut, **errors(400, 401, 403)},
     tags=["images"],
+    description=(
+        "Upload images (`files`, one or many) and/or a zip `archive`, with `labels` (comma-separated) "
+        "for all, or labels from the zip's folder names (`labels_from_dirs`). Validated as on the "
+        f"admin upload page; accepted: {formats.description()}. 201 when some were added, 200 when "
+        "all were duplicates, 400 when nothing could be added."
+    ),
 )
 def images_upload(
     request: HttpRequest,
@@ -179,10 +188,7 @@ def images_upload(
     files: File[list[UploadedFile]] = None,
     archive: File[UploadedFile] = None,
 ):
-    """Upload images (`files`, one or many) and/or a zip `archive`, with `labels` (comma-separated)
-    for all, or labels from the zip's folder names (`labels_from_dirs`). Validated as on the admin
-    upload page. 201 when some were added, 200 when all were duplicates, 400 when nothing could
-    be added."""
+    """Store the uploads through the admin page's service (the description above is the API's)."""
     _require_perm(request, "gallery.add_image")
     form = BulkUploadForm(request.POST, request.FILES)
     batch = gallery_images_upload(form=form, uploaded_by=request.auth)

@@ -75,7 +75,12 @@ class ImageOut(Schema):
     id: int
     labels: list[str]
     score: float | None = Field(None, description="Cosine similarity to the query (absent when browsing).")
-    image_url: str
+    image_url: str = Field(description="The original, byte for byte as it was uploaded.")
+    display_url: str = Field(
+        description="The full-size picture in a format every browser shows: the original, or for "
+        "HEIC, AVIF and TIFF a JPEG copy of it."
+    )
+    content_type: str = Field(description="The original's format, e.g. `image/heic`.")
     thumbnail_url: str
     page_url: str = Field(description="The image's page: full image, labels, nearest neighbours.")
     width: int

@@ -77,7 +77,7 @@ class ImageAdmin(admin.ModelAdmin):
             return "-"
         return format_html(
             '<a href="{}"><img class="image-preview-large" src="{}" alt=""></a>',
-            obj.file.url,
+            obj.display_url,
             obj.thumbnail.url if obj.thumbnail else obj.file.url,
         )
 

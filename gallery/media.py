@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 # A file is stored just before its row is inserted, in the same transaction: one younger than
 # this may belong to an upload still in progress (or one on another machine), and is left alone.
 ORPHAN_GRACE = timedelta(hours=1)
-_FOLDERS = ("images", "thumbnails")
+_FOLDERS = ("images", "thumbnails", "display")
 _CHUNK = 500
 
 
@@ -39,7 +39,7 @@ def _stored_names() -> Iterator[str]:
 
 
 def media_orphans_delete(*, grace: timedelta = ORPHAN_GRACE) -> int:
-    """Delete stored image files and thumbnails that no row names and that are older than
+    """Delete stored image files, thumbnails and display copies that no row names and that are older than
     ``grace``; return how many. Safe to run at any time and twice (a second run finds nothing)."""
     cutoff = timezone.now() - grace
     deleted = 0
@@ -48,8 +48,9 @@ def media_orphans_delete(*, grace: timedelta = ORPHAN_GRACE) -> int:
     def sweep(names: list[str]) -> int:
         hashes = {PurePosixPath(name).stem for name in names}
         kept: set[str] = set()
-        for file, thumbnail in Image.objects.filter(sha256__in=hashes).values_list("file", "thumbnail"):
-            kept.update((file, thumbnail))
+        rows = Image.objects.filter(sha256__in=hashes).values_list("file", "thumbnail", "display")
+        for names_of_row in rows:
+            kept.update(names_of_row)
         removed = 0
         for name in names:
             if name in kept:

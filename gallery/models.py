@@ -8,7 +8,11 @@ from django.conf import settings
 from django.db import models
 from django.db.models.functions import Lower
 
+from . import formats
 from .labels import MAX_LABEL_LENGTH, normalize_label_name
+
+# Names an original of a stored extension may carry as uploaded.
+_EXTENSION_ALIASES = {"jpg": {"jpg", "jpeg"}, "tiff": {"tif", "tiff"}, "heic": {"heic", "heif"}}
 
 # Blobs that a page never shows: deferred wherever rows are read for display.
 VECTOR_FIELDS = ("image_vector", "hybrid_vector")
@@ -105,6 +109,10 @@ def _thumbnail_path(instance: Image, filename: str) -> str:
     return f"thumbnails/{instance.sha256[:2]}/{instance.sha256}.jpg"
 
 
+def _display_path(instance: Image, filename: str) -> str:
+    return f"display/{instance.sha256[:2]}/{instance.sha256}.jpg"
+
+
 class Image(models.Model):
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"
@@ -113,6 +121,9 @@ class Image(models.Model):
 
     file = models.FileField(upload_to=_image_path)
     thumbnail = models.FileField(upload_to=_thumbnail_path, blank=True)
+    # A JPEG copy for an original not every browser shows (HEIC, AVIF, TIFF); empty when the
+    # original is shown as it is. Pages show display_url; the original stays for download.
+    display = models.FileField(upload_to=_display_path, blank=True)
     original_name = models.CharField(max_length=255, blank=True)
     content_type = models.CharField(max_length=50)
     sha256 = models.CharField(max_length=64, unique=True, editable=False)
@@ -152,6 +163,32 @@ class Image(models.Model):
 
     def __str__(self) -> str:
         return self.original_name or f"image {self.pk}"
+
+    @property
+    def display_url(self) -> str:
+        """The full-size picture as pages show it: the display copy, or the original."""
+        return self.display.url if self.display else self.file.url
+
+    @property
+    def download_name(self) -> str:
+        """A file name for the original: the uploaded name (folders dropped) when it ends in
+        the stored extension, else one made from the id."""
+        ext = self.file.name.rsplit(".", 1)[-1].lower() if "." in self.file.name else "bin"
+        name = self.original_name.replace("\\", "/").rsplit("/", 1)[-1]
+        if name.lower().rsplit(".", 1)[-1] in _EXTENSION_ALIASES.get(ext, {ext}):
+            return name
+        return f"image-{self.pk}.{ext}"
+
+    @property
+    def format_name(self) -> str:
+        """The original's format as people call it (HEIC, AVIF, ...)."""
+        found = next((f for f in formats.accepted() if f.content_type == self.content_type), None)
+        return found.name if found else self.content_type
+
+    @property
+    def stored_files(self) -> list[str]:
+        """The names of every media file this image owns."""
+        return [f.name for f in (self.file, self.thumbnail, self.display) if f.name]
 
     @property
     def label_names(self) -> list[str]:

@@ -148,6 +148,7 @@ def _image_create_one(*, upload: ImageUpload, user: AbstractBaseUser | None, res
         result.duplicates.append((name, existing))
         return
     thumbnail = validated.thumbnail_jpeg()
+    display = validated.display_jpeg()
     image = Image(
         sha256=validated.sha256,
         original_name=name[-255:],
@@ -163,6 +164,9 @@ def _image_create_one(*, upload: ImageUpload, user: AbstractBaseUser | None, res
             saved.append(image.file.name)
             image.thumbnail.save("thumb.jpg", ContentFile(thumbnail), save=False)
             saved.append(image.thumbnail.name)
+            if display is not None:
+                image.display.save("display.jpg", ContentFile(display), save=False)
+                saved.append(image.display.name)
             # width/height are the displayed (orientation-applied) size
             image.width, image.height = validated.width, validated.height
             image.save()
@@ -254,7 +258,7 @@ def images_delete(*, images: Iterable[Image]) -> int:
     images = list(images)
     if not images:
         return 0
-    files = [name for image in images for name in (image.file.name, image.thumbnail.name)]
+    files = [name for image in images for name in image.stored_files]
     with transaction.atomic():
         deleted = Image.objects.filter(pk__in=[i.pk for i in images]).delete()[1].get(Image._meta.label, 0)
         transaction.on_commit(lambda: _delete_files(files))

@@ -16,28 +16,14 @@ from django.conf import settings
 from PIL import Image as PILImage
 from PIL import ImageOps, UnidentifiedImageError
 
-# Pillow format name -> (stored extension, content type). Everything else is refused.
-ALLOWED_FORMATS: dict[str, tuple[str, str]] = {
-    "JPEG": ("jpg", "image/jpeg"),
-    "MPO": ("jpg", "image/jpeg"),  # multi-picture JPEG from phones: a JPEG with extra frames
-    "PNG": ("png", "image/png"),
-    "WEBP": ("webp", "image/webp"),
-    "GIF": ("gif", "image/gif"),
-    "BMP": ("bmp", "image/bmp"),
-    "TIFF": ("tiff", "image/tiff"),
-}
-ALLOWED_DESCRIPTION = "JPEG, PNG, WebP, GIF, BMP or TIFF"
-
-# Only these decoders are ever asked to open an upload, so a file cannot pick an exotic one.
-_OPEN_FORMATS = ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"]
+from . import formats
 
 THUMBNAIL_SIZE = 512  # long side; also big enough (>= 224 short side for most photos) to embed
+DISPLAY_SIZE = 2560  # long side of the display copy of a format not every browser shows
 
-# Query images (search page, API, /knn-service): only what browsers send, never kept. The model
-# reads 224 x 224, so a query image is decoded no larger than this short side (draft mode for
-# JPEG, a box reduction for the others) before anything converts it.
-QUERY_FORMATS = ["JPEG", "PNG", "WEBP", "GIF"]
-QUERY_FORMATS_DESCRIPTION = "JPEG, PNG, WebP or GIF"
+# Query images (search page, API, /knn-service): only what browsers send (formats.for_queries),
+# never kept. The model reads 224 x 224, so a query image is decoded no larger than this short
+# side (draft mode for JPEG, a box reduction for the others) before anything converts it.
 QUERY_DECODE_SIDE = 448
 
 
@@ -80,13 +66,23 @@ class ValidatedImage:
     width: int
     height: int
     rgb: PILImage.Image  # orientation applied, RGB
+    browsers_show: bool  # False: the pages show :meth:`display_jpeg` instead of the original
 
     def thumbnail_jpeg(self) -> bytes:
-        thumb = self.rgb.copy()
-        thumb.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE), PILImage.Resampling.LANCZOS)
-        out = io.BytesIO()
-        thumb.save(out, "JPEG", quality=85, optimize=True)
-        return out.getvalue()
+        return _jpeg(self.rgb, THUMBNAIL_SIZE, quality=85)
+
+    def display_jpeg(self) -> bytes | None:
+        """A copy every browser shows (JPEG, long side at most ``DISPLAY_SIZE``) for an original
+        that not every browser does (HEIC, AVIF, TIFF); None when the original is shown as it is."""
+        return None if self.browsers_show else _jpeg(self.rgb, DISPLAY_SIZE, quality=90)
+
+
+def _jpeg(rgb: PILImage.Image, long_side: int, *, quality: int) -> bytes:
+    copy = rgb.copy()
+    copy.thumbnail((long_side, long_side), PILImage.Resampling.LANCZOS)
+    out = io.BytesIO()
+    copy.save(out, "JPEG", quality=quality, optimize=True)
+    return out.getvalue()
 
 
 def to_rgb(image: PILImage.Image) -> PILImage.Image:
@@ -144,13 +140,15 @@ def validate_image_bytes(data: bytes, *, name: str = "") -> ValidatedImage:
     check_upload_size(len(data), what=f"{label}the file")
     max_pixels = settings.IMAGESEARCH_MAX_IMAGE_PIXELS
     _pillow_limit_follows_setting()
+    allowed = formats.description()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", PILImage.DecompressionBombWarning)
-            image = PILImage.open(io.BytesIO(data), formats=_OPEN_FORMATS)
+            image = PILImage.open(io.BytesIO(data), formats=formats.pillow_names())
             fmt = image.format or ""
-            if fmt not in ALLOWED_FORMATS:
-                raise InvalidImage(f"{label}{fmt} images are not accepted; use {ALLOWED_DESCRIPTION}.")
+            accepted = formats.by_pillow_name(fmt)
+            if accepted is None:
+                raise InvalidImage(f"{label}{fmt} images are not accepted; use {allowed}.")
             width, height = image.size
             if width < 1 or height < 1:
                 raise InvalidImage(f"{label}the image has no pixels.")
@@ -180,24 +178,24 @@ def validate_image_bytes(data: bytes, *, name: str = "") -> ValidatedImage:
     except InvalidImage:
         raise
     except UnidentifiedImageError:
-        raise InvalidImage(f"{label}this is not an image we can read; use {ALLOWED_DESCRIPTION}.") from None
+        raise InvalidImage(f"{label}this is not an image we can read; use {allowed}.") from None
     except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning):
         raise InvalidImage(
             f"{label}the image declares too many pixels (limit {max_pixels / 1e6:.0f} megapixels)."
         ) from None
     except (OSError, ValueError, SyntaxError, EOFError, MemoryError, IndexError, TypeError) as exc:
         # Truncated data, corrupt chunks, text-chunk bombs (ValueError), broken headers.
-        raise InvalidImage(f"{label}the image is damaged or truncated ({exc}).") from None
-    ext, content_type = ALLOWED_FORMATS[fmt]
+        raise InvalidImage(f"{label}the image is damaged or truncated ({str(exc).strip()}).") from None
     return ValidatedImage(
         data=data,
         sha256=hashlib.sha256(data).hexdigest(),
         format=fmt,
-        extension=ext,
-        content_type=content_type,
+        extension=accepted.extension,
+        content_type=accepted.content_type,
         width=width,
         height=height,
         rgb=rgb,
+        browsers_show=accepted.browsers_show,
     )
 
 
@@ -231,7 +229,7 @@ def query_image_decode(data: bytes) -> PILImage.Image:
     """A query image as RGB, decoded no larger than the model needs, or :class:`InvalidImage`.
 
     Bounded before decoding: its bytes (IMAGESEARCH_MAX_QUERY_IMAGE_BYTES), the formats browsers
-    send (:data:`QUERY_FORMATS`), and its declared pixels (IMAGESEARCH_MAX_QUERY_IMAGE_PIXELS),
+    send (:func:`gallery.formats.for_queries`), and its declared pixels (IMAGESEARCH_MAX_QUERY_IMAGE_PIXELS),
     read from the header. Only the first frame is decoded; JPEG decodes at a reduced scale, the
     others are box-reduced to :data:`QUERY_DECODE_SIDE` (short side) before any conversion.
     """
@@ -243,7 +241,7 @@ def query_image_decode(data: bytes) -> PILImage.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", PILImage.DecompressionBombWarning)
-            image = PILImage.open(io.BytesIO(data), formats=QUERY_FORMATS)
+            image = PILImage.open(io.BytesIO(data), formats=formats.pillow_names(formats.for_queries()))
             width, height = image.size
             if width < 1 or height < 1:
                 raise InvalidImage("the image has no pixels.")
@@ -264,7 +262,8 @@ def query_image_decode(data: bytes) -> PILImage.Image:
     except InvalidImage:
         raise
     except UnidentifiedImageError:
-        raise InvalidImage(f"this is not an image we can read; use {QUERY_FORMATS_DESCRIPTION}.") from None
+        allowed = formats.description(formats.for_queries())
+        raise InvalidImage(f"this is not an image we can read; use {allowed}.") from None
     except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning):
         raise InvalidImage(
             f"the image declares too many pixels (limit {max_pixels / 1e6:.0f} megapixels)."

@@ -11,17 +11,9 @@ from django.core.files.storage import default_storage
 from django.http import FileResponse, Http404, HttpRequest
 from django.views.decorators.http import require_safe
 
+from . import formats
 from .models import Image
 from .permissions import search_permitted
-
-_CONTENT_TYPES = {
-    ".jpg": "image/jpeg",
-    ".png": "image/png",
-    ".webp": "image/webp",
-    ".gif": "image/gif",
-    ".bmp": "image/bmp",
-    ".tiff": "image/tiff",
-}
 
 
 @require_safe
@@ -38,7 +30,7 @@ def serve_media(request: HttpRequest, path: str) -> FileResponse:
     name = PurePosixPath(path)
     if name.is_absolute() or any(part in ("", ".", "..") for part in path.split("/")):
         raise Http404("No such file.")
-    content_type = _CONTENT_TYPES.get(name.suffix.lower())
+    content_type = formats.content_types_by_extension().get(name.suffix.lower())
     if content_type is None:
         raise Http404("No such file.")
     if not _belongs_to_an_image(str(name)):
@@ -62,12 +54,12 @@ def serve_media(request: HttpRequest, path: str) -> FileResponse:
 
 
 def _belongs_to_an_image(name: str) -> bool:
-    """``name`` is the file or the thumbnail of an existing row (found by the content hash in
-    its generated name: one indexed lookup)."""
+    """``name`` is the file, the thumbnail or the display copy of an existing row (found by the
+    content hash in its generated name: one indexed lookup)."""
     sha256 = PurePosixPath(name).stem
     if len(sha256) != 64:
         return False
-    row = Image.objects.filter(sha256=sha256).values_list("file", "thumbnail").first()
+    row = Image.objects.filter(sha256=sha256).values_list("file", "thumbnail", "display").first()
     return row is not None and name in row
 
 
@@ -85,3 +77,5 @@ def _stays_in_local_storage(name: str) -> bool:
 
 
 mimetypes.add_type("image/webp", ".webp")
+mimetypes.add_type("image/heic", ".heic")
+mimetypes.add_type("image/avif", ".avif")

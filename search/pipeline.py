@@ -20,6 +20,7 @@ from django.utils import timezone
 from PIL import Image as PILImage
 from PIL import ImageOps
 
+from gallery import formats
 from gallery.models import Image, Label
 from gallery.validation import THUMBNAIL_SIZE, InvalidImage, to_rgb
 
@@ -290,7 +291,8 @@ def _open_for_embedding(image: Image) -> Any:
 
     For a large original, the thumbnail (long side 512, made when the upload was decoded)
     already holds more pixels than CLIP reads (224 short side), so it is decoded instead;
-    otherwise the original is, with JPEG draft mode shrinking it while decoding.
+    otherwise the display copy (a JPEG, for an original not every browser shows) or the original
+    is, with JPEG draft mode shrinking it while decoding.
     """
     long_side, short_side = max(image.width, image.height), min(image.width, image.height)
     if image.thumbnail and long_side > THUMBNAIL_SIZE and short_side * THUMBNAIL_SIZE / long_side >= 224:
@@ -298,7 +300,8 @@ def _open_for_embedding(image: Image) -> Any:
             pil = PILImage.open(fh)
             pil.load()
         return pil.convert("RGB")
-    with image.file.open("rb") as fh:
+    formats.decoders_register()  # should a HEIC original have lost its display copy
+    with (image.display or image.file).open("rb") as fh:
         pil = PILImage.open(fh)
         if pil.format == "JPEG":
             pil.draft("RGB", (448, 448))

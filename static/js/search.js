@@ -15,9 +15,22 @@
   var status = document.getElementById("search-status");
   var overlay = document.getElementById("drop-overlay");
   var PREVIEW = "imagesearch.preview.";
-  var ACCEPTED = /^image\/(jpeg|png|webp|gif|bmp|tiff)$/;
+  // A picture this browser cannot show: the generic one stands in.
+  var GENERIC = preview.src;
+  preview.addEventListener("error", function () { if (preview.src !== GENERIC) preview.src = GENERIC; });
+  // What the server accepts, from the file picker's own attribute: MIME types and extensions.
+  var ACCEPTED = input.accept.toLowerCase().split(",");
+  var FORMATS = input.dataset.formats;
 
   function say(text) { status.textContent = text; }
+  // A browser that does not know a format gives its files no type: the name's
+  // extension decides then.
+  function accepted(file) {
+    var type = (file.type || "").toLowerCase();
+    var dot = file.name.lastIndexOf(".");
+    var ext = dot >= 0 ? file.name.slice(dot).toLowerCase() : "";
+    return (type && ACCEPTED.indexOf(type) >= 0) || (!!ext && ACCEPTED.indexOf(ext) >= 0);
+  }
   function qimgField() { return form.querySelector("input[name=qimg]"); }
   function hasImage() { return input.files.length > 0 || !!qimgField(); }
   function updateWeight() { weight.hidden = !(hasImage() && q.value.trim()); }
@@ -62,8 +75,8 @@
 
   function useFile(file) {
     if (!file) return;
-    if (!ACCEPTED.test(file.type)) {
-      say("That file is not an image the search can read (JPEG, PNG, WebP, GIF, BMP or TIFF).");
+    if (!accepted(file)) {
+      say("That file is not an image the search can read (" + FORMATS + ").");
       return;
     }
     var transfer = new DataTransfer();

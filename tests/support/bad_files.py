@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from tests.support.images import image_bytes, make_image
+from tests.support.images import image_bytes, make_image, phone_image_bytes
 
 
 @dataclass(frozen=True)
@@ -179,6 +179,8 @@ REFUSED: list[Sample] = [
     Sample("png-text-chunk-bomb", "text.png", png_with_text_bomb, "damaged"),
     Sample("gif-1500-frames", "long.gif", lambda: animation("GIF", 1500), "1500 frames"),
     Sample("webp-1500-frames", "long.webp", lambda: animation("WEBP", 1500), "1500 frames"),
+    Sample("truncated-heic", "cut.heic", lambda: _cut(phone_image_bytes(50, "HEIF", (200, 150))), "damaged"),
+    Sample("truncated-avif", "cut.avif", lambda: _cut(phone_image_bytes(51, "AVIF", (200, 150))), "read"),
 ]
 
 ACCEPTED: list[Sample] = [
@@ -203,4 +205,7 @@ ACCEPTED: list[Sample] = [
     Sample("png-html-polyglot", "polyglot.png", png_html_polyglot, stored_as="png"),
     Sample("bmp", "old.bmp", lambda: image_bytes(48, "BMP"), stored_as="bmp"),
     Sample("webp", "modern.webp", lambda: image_bytes(49, "WEBP"), stored_as="webp"),
+    Sample("heic", "IMG_0001.HEIC", lambda: phone_image_bytes(52, "HEIF"), stored_as="heic"),
+    Sample("avif", "phone.avif", lambda: phone_image_bytes(53, "AVIF"), stored_as="avif"),
+    Sample("png-named-heic", "lying.heic", lambda: image_bytes(54, "PNG"), stored_as="png"),
 ]

@@ -33,6 +33,16 @@ def image_bytes(
     return out.getvalue()
 
 
+def phone_image_bytes(seed: int, fmt: str, size: tuple[int, int] = (96, 72), **save_args) -> bytes:
+    """A picture as phones save them: ``fmt`` is ``"HEIF"`` (HEIC, written by pillow-heif) or
+    ``"AVIF"`` (Pillow's own encoder)."""
+    if fmt == "HEIF":
+        import pillow_heif
+
+        pillow_heif.register_heif_opener()
+    return image_bytes(seed, fmt, size, **save_args)
+
+
 def zip_bytes(entries: dict[str, bytes]) -> bytes:
     import zipfile
 
