@@ -172,6 +172,15 @@ class StatusOut(Schema):
         description="Labels of indexed images whose text vector was made by another text model."
     )
     model_error: str
+    encoder: str = Field(
+        description="The runtime that serves (IMAGESEARCH_ENCODER), where it runs (ONNX Runtime's "
+        "execution provider or the torch device) and its precision, in the process that answered."
+    )
+    int8_agreement: float | None = Field(
+        description="With IMAGESEARCH_ENCODER_INT8: the share of fp32's top 10 that int8 kept on this "
+        "library, as measured by a worker; null until measured."
+    )
+    int8_reason: str = Field(description="Whether int8 serves, and why (empty when int8 is not asked for).")
     generation: int | None
     vectors: int
     dimension: int | None

@@ -217,9 +217,9 @@ def _save_partial(results: dict[str, Any]) -> None:
 
 
 def _library_vectors():
-    from search import embedding, rebuild
+    from search import encoder, rebuild
 
-    return rebuild.index_vectors_read(model=embedding.model_name())
+    return rebuild.index_vectors_read(model=encoder.model_name())
 
 
 def _ivf_lists(n: int) -> int:

@@ -1,6 +1,6 @@
 """Where the near-duplicate threshold should lie: cosines of image vectors between generated
 pictures and their re-encoded, resized and slightly cropped copies, against the cosines between
-unrelated pictures, with the product's encoder (``search.embedding.encode_images``).
+unrelated pictures, with the product's encoder (``search.encoder.encode_images``).
 
 The model is what this machine has: a CLIP of the real architecture with random weights (the
 full-size ViT-B/32 of the benchmarks, or the tests' tiny one). What that can and cannot tell
@@ -89,12 +89,12 @@ def _stats(values: np.ndarray) -> dict[str, float]:
 def measure(originals: int = 40) -> dict[str, Any]:
     """Cosines: each copy to its original (per kind of copy), and each original to its most
     similar unrelated picture (the other originals and all their copies)."""
-    from search import embedding
+    from search import encoder
 
     pictures = [_original(seed) for seed in range(originals)]
-    base = embedding.encode_images(pictures)
+    base = encoder.encode_images(pictures)
     names = list(VARIANTS)
-    copies = {name: embedding.encode_images([VARIANTS[name](p) for p in pictures]) for name in names}
+    copies = {name: encoder.encode_images([VARIANTS[name](p) for p in pictures]) for name in names}
     same = {name: np.einsum("ij,ij->i", base, copies[name]) for name in names}
     everything = np.concatenate([base, *(copies[name] for name in names)])
     owner = np.tile(np.arange(originals), 1 + len(names))
@@ -104,7 +104,7 @@ def measure(originals: int = 40) -> dict[str, Any]:
     unrelated_all = (base @ base.T)[np.triu_indices(originals, 1)]
     all_same = np.concatenate(list(same.values()))
     return {
-        "model": embedding.model_name(),
+        "model": encoder.model_name(),
         "originals": originals,
         "copies": {name: _stats(values) for name, values in same.items()},
         "copies_all": _stats(all_same),

@@ -105,12 +105,12 @@ def _found_pairs(ids: np.ndarray) -> set[tuple[int, int]]:
 def run(size: int, *, rounds: int = 1) -> dict[str, Any]:
     from django.conf import settings
 
-    from search import duplicates, embedding, rebuild
+    from search import duplicates, encoder, rebuild
     from search.index import neighbours
 
     out: dict[str, Any] = {"size": size, "k": duplicates.NEIGHBOURS, "batch": neighbours.NEIGHBOUR_BATCH}
     with noise(out):
-        model = embedding.model_name()
+        model = encoder.model_name()
         out["planted_copies"] = plant_copies(model)
         ids, vectors = rebuild.vectors_read(
             duplicates._candidates(model).order_by("pk"), "image_vector", model=model

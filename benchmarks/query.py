@@ -4,7 +4,7 @@ Runs in this process through the WSGI application, as gunicorn calls it (every m
 the form, query embedding, index search, re-reading the rows, rendering), with no network in
 between, so the time is what the server spends. For each query text, in turn:
 
-1. ``encode``: the model encodes the text alone (``embedding.encode_texts``; it does not fill
+1. ``encode``: the model encodes the text alone (``encoder.encode_texts``; it does not fill
    the query cache, so the request after it still runs the model);
 2. ``faiss``: faiss's own flat search of the vector over the library's vectors read into memory,
    and ``numpy``: a plain matrix-vector product with ``argpartition`` over those vectors
@@ -70,9 +70,9 @@ def _in_memory_flat(index_dir: Any) -> tuple[Any, np.ndarray]:
         inner = faiss.downcast_index(index.index)
         vectors = faiss.rev_swig_ptr(inner.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d)
         return index, vectors
-    from search import embedding, rebuild
+    from search import encoder, rebuild
 
-    ids, vectors = rebuild.index_vectors_read(model=embedding.model_name())
+    ids, vectors = rebuild.index_vectors_read(model=encoder.model_name())
     index = faiss.IndexIDMap2(faiss.IndexFlatIP(vectors.shape[1]))
     index.add_with_ids(vectors, ids)
     inner = faiss.downcast_index(index.index)
@@ -160,14 +160,14 @@ class Wsgi:
 def run(size: int, *, requests: int) -> dict[str, Any]:
     from django.conf import settings
 
-    from search import embedding, status
+    from search import encoder, status
     from search import index as search_index
 
     out: dict[str, Any] = {"size": size, "k": service_k()}
     client = Wsgi()
     k = service_k()
     with noise(out):
-        reader = search_index.get_reader(status.index_dir(), expected_model=embedding.model_name())
+        reader = search_index.get_reader(status.index_dir(), expected_model=encoder.model_name())
         reader.refresh()
         assert reader.manifest is not None and reader.manifest.count == size, reader.status()
         faiss_index, vectors = _in_memory_flat(status.index_dir())
@@ -182,7 +182,7 @@ def run(size: int, *, requests: int) -> dict[str, Any]:
         found: list[np.ndarray] = []
         for text in texts[5:]:
             t = time.perf_counter()
-            vector = embedding.encode_texts([text])[0]
+            vector = encoder.encode_texts([text])[0]
             rows["encode"].append(time.perf_counter() - t)
             found.append(vector)
             q = vector[None, :]
@@ -249,11 +249,11 @@ def run(size: int, *, requests: int) -> dict[str, Any]:
 
 def _repeated_query(client: Any, text: str, *, rounds: int) -> dict[str, Any]:
     """The same text again and again: the query-vector cache must keep the model out of it."""
-    from search import embedding
+    from search import encoder
 
-    model = embedding.get_model()
+    model = encoder.get_model()
     calls = 0
-    original = model.encode
+    original = model.encode_texts
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         nonlocal calls
@@ -261,7 +261,7 @@ def _repeated_query(client: Any, text: str, *, rounds: int) -> dict[str, Any]:
         return original(*args, **kwargs)
 
     client.get("/", {"q": text})  # make sure it is cached
-    model.encode = counting
+    model.encode_texts = counting
     try:
         times = []
         for _ in range(rounds):
@@ -270,5 +270,5 @@ def _repeated_query(client: Any, text: str, *, rounds: int) -> dict[str, Any]:
             times.append(time.perf_counter() - t)
             assert status == 200
     finally:
-        del model.encode  # back to the class's method
+        del model.encode_texts  # back to the class's method
     return {"model_calls": calls, **summary_ms(times)}

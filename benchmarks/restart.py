@@ -5,7 +5,7 @@ model alone, with the library indexed; and the seed-faithful baseline, extrapola
   verifies and maps the current generation before forking the workers), until ``GET /?q=<text>``
   first answers 200 with results. Measured from the moment the process is spawned.
 * ``model_load_s``: a fresh Python process, with the same environment, that sets Django up and
-  loads the model (``search.embedding.ensure_models``, the code path the server uses), from spawn
+  loads the model (``search.encoder.ensure_models``, the code path the server uses), from spawn
   to loaded. ratio = web / model. Each is measured ``rounds`` times, interleaved; medians.
 * The seed-faithful baseline: the original single-process design embedded every image again at
   start. Its cost is the model load plus, per image, decoding the stored file and encoding it
@@ -27,7 +27,7 @@ from .timing import noise
 from .web import Gunicorn
 
 _LOAD_MODEL = (
-    "import time, django; django.setup(); from search import embedding; embedding.ensure_models(); "
+    "import time, django; django.setup(); from search import encoder; encoder.ensure_models(); "
     "print(time.time())"
 )
 
@@ -66,19 +66,19 @@ def _seed_faithful_per_image_s(sample: int, batch: int = 16) -> float:
     """Seconds per image to decode a stored 3 MP JPEG and encode it, in this process."""
     from PIL import Image as PILImage
 
-    from search import embedding
+    from search import encoder
 
     from .ingest import _images
 
     paths = _images(sample)
-    embedding.get_model()
+    encoder.get_model()
     started = time.perf_counter()
     for start in range(0, sample, batch):
         images = []
         for path in paths[start : start + batch]:
             with PILImage.open(path) as image:
                 images.append(image.convert("RGB"))
-        embedding.encode_images(images, batch_size=batch)
+        encoder.encode_images(images, batch_size=batch)
     return (time.perf_counter() - started) / sample
 
 

@@ -2,9 +2,10 @@
 the workers are forked, so that every worker shares those pages copy-on-write instead of holding
 its own fp32 copy of CLIP (hundreds of MiB each: BENCHMARKS.md, memory per added web process).
 
-torch and fork: the master encodes its warm-up text with one torch thread, so no OpenMP thread
-pool exists when it forks (a pool inherited across fork can hang the child); each worker then
-sets its own thread count.
+Threads and fork: the master loads the model with one thread (ONNX Runtime sessions of one
+intra-op thread start no pool; torch encodes its warm-up text with one thread), so no thread pool
+exists when it forks (a pool inherited across fork can hang the child). A torch worker then
+sets its own thread count; an ONNX Runtime session keeps the one thread each web process runs.
 """
 
 import gc
@@ -20,7 +21,7 @@ def when_ready(server) -> None:
     from django.conf import settings
     from django.db import connections
 
-    from search import embedding, status
+    from search import encoder, status
 
     def index_load() -> None:
         try:
@@ -37,8 +38,8 @@ def when_ready(server) -> None:
     configured = settings.IMAGESEARCH_TORCH_THREADS
     settings.IMAGESEARCH_TORCH_THREADS = 1
     try:
-        embedding.ensure_models()
-    except embedding.ModelUnavailable as exc:
+        encoder.ensure_models()
+    except encoder.ModelUnavailable as exc:
         # Each worker tries again on its first search and the page says why.
         server.log.warning("the model could not be loaded before forking: %s", exc)
     finally:
@@ -53,9 +54,9 @@ def when_ready(server) -> None:
 
 def post_fork(server, worker) -> None:
     if "torch" in sys.modules:  # loaded in the master with one thread: this worker's own count
-        from search import embedding
+        from search import encoder
 
-        sys.modules["torch"].set_num_threads(embedding.torch_threads())
+        sys.modules["torch"].set_num_threads(encoder.threads())
 
 
 def on_starting(server) -> None:
@@ -72,10 +73,10 @@ def on_starting(server) -> None:
 def post_worker_init(worker) -> None:
     # Without a preloaded model (it failed in the master), load it before the first search.
     def warm() -> None:
-        from search import embedding
+        from search import encoder
 
         try:
-            embedding.ensure_models()  # the image model, and the text model of word queries
+            encoder.ensure_models()  # the image model, and the text model of word queries
         except Exception:  # noqa: BLE001 - the search page reports an unavailable model itself
             worker.log.warning("the model could not be loaded; search will say so")
 

@@ -241,13 +241,23 @@ FILE_UPLOAD_PERMISSIONS = 0o644
 
 IMAGESEARCH_CLIP_MODEL = envstr("IMAGESEARCH_CLIP_MODEL", "clip-ViT-B-32")
 # The model of label texts and text queries (e.g. a multilingual encoder trained into the CLIP's
-# image space). Empty: the image model, whatever IMAGESEARCH_CLIP_MODEL is (search.embedding).
+# image space). Empty: the image model, whatever IMAGESEARCH_CLIP_MODEL is (search.encoder).
 IMAGESEARCH_TEXT_MODEL = envstr("IMAGESEARCH_TEXT_MODEL", "")
 IMAGESEARCH_IMAGE_WEIGHT = envfloat("IMAGESEARCH_IMAGE_WEIGHT", 0.5, minimum=0.0, maximum=1.0)
 IMAGESEARCH_PAGE_SIZE = envint("IMAGESEARCH_PAGE_SIZE", 24, minimum=1, maximum=200)
 IMAGESEARCH_PUBLIC_SEARCH = envbool("IMAGESEARCH_PUBLIC_SEARCH", True)
-IMAGESEARCH_TORCH_DEVICE = envstr("IMAGESEARCH_TORCH_DEVICE", "cpu")
-# 0 means "the cores divided by the worker processes" (search.embedding.torch_threads).
+# The runtime of both models (search.encoder): "onnx" (ONNX Runtime over a graph exported once
+# from the configured model; web processes never import torch) or "torch" (sentence-transformers).
+IMAGESEARCH_ENCODER = envstr("IMAGESEARCH_ENCODER", "onnx").lower()
+if IMAGESEARCH_ENCODER not in ("onnx", "torch"):
+    raise ImproperlyConfigured(f"IMAGESEARCH_ENCODER must be onnx or torch, not {IMAGESEARCH_ENCODER!r}")
+# int8 weights for the ONNX runtime, used only once a worker has measured that they keep the
+# top 10 of fp32 on this library (search.encoder.int8).
+IMAGESEARCH_ENCODER_INT8 = envbool("IMAGESEARCH_ENCODER_INT8", False)
+# "auto": CUDA where the installed torch sees a GPU, else the CPU (torch runtime and ONNX export).
+IMAGESEARCH_TORCH_DEVICE = envstr("IMAGESEARCH_TORCH_DEVICE", "auto")
+# Threads of the model in each process, either runtime. 0 means "the cores divided by the
+# worker processes" (search.encoder.threads).
 IMAGESEARCH_TORCH_THREADS = envint("IMAGESEARCH_TORCH_THREADS", 0, minimum=0)
 IMAGESEARCH_EMBED_BATCH_SIZE = envint("IMAGESEARCH_EMBED_BATCH_SIZE", 16, minimum=1, maximum=512)
 # Seconds a rebuild request waits before running, so that a burst of uploads makes one rebuild.

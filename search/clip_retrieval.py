@@ -28,7 +28,7 @@ from django.http import HttpRequest
 
 from gallery.models import Image
 
-from . import embedding, query_vectors, ranking, status
+from . import encoder, query_vectors, ranking, status
 from .errors import QueryError
 
 INDEX_NAME = "imagesearch"
@@ -120,7 +120,7 @@ def _vector_of_own_image(url: str, *, request: HttpRequest | None) -> np.ndarray
     image = None
     if path.startswith(media):
         image = (
-            Image.objects.searchable(embedding.model_name())
+            Image.objects.searchable(encoder.model_name())
             .filter(file=unquote(path[len(media) :]))
             .only("file", "image_vector")
             .first()
@@ -131,7 +131,7 @@ def _vector_of_own_image(url: str, *, request: HttpRequest | None) -> np.ndarray
             f"this server gives it (the API's image_url, or its path {media}...), not its thumbnail; "
             "other addresses are not fetched. Send the image as base64 instead."
         )
-    return embedding.from_bytes(image.image_vector)
+    return encoder.from_bytes(image.image_vector)
 
 
 def _vector_from_numbers(numbers: Sequence[float]) -> np.ndarray:
@@ -143,7 +143,7 @@ def _vector_from_numbers(numbers: Sequence[float]) -> np.ndarray:
         raise QueryError(
             f"embedding_input has {vector.size} numbers; this index holds vectors of {dimension}."
         )
-    return embedding.normalize(vector.astype(np.float32).reshape(1, -1))[0]
+    return encoder.normalize(vector.astype(np.float32).reshape(1, -1))[0]
 
 
 def _deduplicated(hits: list[ranking.Hit]) -> list[ranking.Hit]:
@@ -156,7 +156,7 @@ def _deduplicated(hits: list[ranking.Hit]) -> list[ranking.Hit]:
         blob = blobs.get(hit.image.pk)
         if blob is None:
             continue  # deleted a moment ago
-        vector = embedding.from_bytes(blob)
+        vector = encoder.from_bytes(blob)
         if kept_vectors is None:
             kept_vectors = np.zeros((len(hits), vector.size), dtype=np.float32)
         elif kept and float(np.max(kept_vectors[: len(kept)] @ vector)) >= DEDUP_SIMILARITY:

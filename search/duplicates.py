@@ -30,7 +30,7 @@ from django.utils import timezone
 from gallery import services as gallery_services
 from gallery.models import Image
 
-from . import dispatch, embedding, rebuild
+from . import dispatch, encoder, rebuild
 from . import index as search_index
 from .models import DuplicateGroup, DuplicateMember, DuplicateScan
 
@@ -90,7 +90,7 @@ def duplicates_scan(*, force: bool = False) -> ScanReport:
             seen = state.requested
             # New requests from here on schedule another scan.
             DuplicateScan.objects.filter(pk=1).update(scan_queued=False)
-            model = embedding.model_name()
+            model = encoder.model_name()
             threshold = settings.IMAGESEARCH_DUPLICATE_THRESHOLD
             ids_now = np.fromiter(
                 _candidates(model).order_by("pk").values_list("pk", flat=True).iterator(), dtype=np.int64

@@ -24,7 +24,7 @@ from gallery import formats
 from gallery.models import Image, Label
 from gallery.validation import THUMBNAIL_SIZE, InvalidImage, to_rgb
 
-from . import claims, dispatch, embedding, vectorstore
+from . import claims, dispatch, encoder, vectorstore
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def images_embed(*, image_ids: Sequence[int]) -> EmbedReport:
 
 
 def _embed_held(image_ids: Sequence[int], *, owner: str, report: EmbedReport) -> None:
-    model = embedding.model_name()
+    model = encoder.model_name()
     weight = settings.IMAGESEARCH_IMAGE_WEIGHT
     images = list(Image.objects.filter(pk__in=image_ids).prefetch_related("labels"))
     report.skipped = len(set(image_ids)) - len(images)  # deleted meanwhile: nothing to do
@@ -75,15 +75,15 @@ def _embed_held(image_ids: Sequence[int], *, owner: str, report: EmbedReport) ->
     if not images:
         return
     try:
-        embedding.ensure_models()  # images need the image model, their labels the text model
-    except embedding.ModelUnavailable as exc:
+        encoder.ensure_models()  # images need the image model, their labels the text model
+    except encoder.ModelUnavailable as exc:
         for image in images:
             if image.status != Image.Status.READY:
                 _mark_failed(image.pk, str(exc))
                 report.failed += 1
         return
 
-    vector_bytes = 4 * embedding.dimension()
+    vector_bytes = 4 * encoder.dimension()
 
     def needs_model(image: Image) -> bool:
         # A stored vector of another model, or of the wrong size (an imported one), is made again.
@@ -105,7 +105,7 @@ def _embed_held(image_ids: Sequence[int], *, owner: str, report: EmbedReport) ->
         )
         now = timezone.now()
         for image in done:
-            hybrid = _hybrid_for(image, embedding.from_bytes(image.image_vector), label_vectors)
+            hybrid = _hybrid_for(image, encoder.from_bytes(image.image_vector), label_vectors)
             _mark_ready(image.pk, hybrid, weight, now)
             report.refreshed += 1
 
@@ -123,14 +123,14 @@ def _embed_batch(images: Sequence[Image], *, model: str, weight: float, report: 
     label_vectors = label_vectors_ensure(
         labels=(label for i, _ in decoded for label in i.labels.all()), deriving=[i.pk for i, _ in decoded]
     )
-    vectors = embedding.encode_images(
+    vectors = encoder.encode_images(
         [pil for _, pil in decoded], batch_size=settings.IMAGESEARCH_EMBED_BATCH_SIZE
     )
     now = timezone.now()
     for (image, _), vector in zip(decoded, vectors, strict=True):
         hybrid = _hybrid_for(image, vector, label_vectors)
         _mark_ready(
-            image.pk, hybrid, weight, now, image_vector=embedding.to_bytes(vector), embedding_model=model
+            image.pk, hybrid, weight, now, image_vector=encoder.to_bytes(vector), embedding_model=model
         )
         report.embedded += 1
 
@@ -139,7 +139,7 @@ def hybrids_refresh(*, image_ids: Sequence[int]) -> int:
     """Recompute hybrids from stored image and label vectors (after a relabel, a label rename
     or a weight change, or after the text model was switched). The image model does not run; only
     label texts without a vector from the text model are encoded."""
-    model = embedding.model_name()
+    model = encoder.model_name()
     weight = settings.IMAGESEARCH_IMAGE_WEIGHT
     images = list(
         Image.objects.filter(
@@ -152,16 +152,16 @@ def hybrids_refresh(*, image_ids: Sequence[int]) -> int:
         label_vectors = label_vectors_ensure(
             labels=(label for i in images for label in i.labels.all()), deriving=[i.pk for i in images]
         )
-    except embedding.ModelUnavailable as exc:
+    except encoder.ModelUnavailable as exc:
         # The rows stay stamped as stale: the sweep sends them again; the status page says why.
         logger.warning("hybrids of %d image(s) not refreshed: %s", len(images), exc)
         return 0
     now = timezone.now()
     for image in images:
-        hybrid = _hybrid_for(image, embedding.from_bytes(image.image_vector), label_vectors)
+        hybrid = _hybrid_for(image, encoder.from_bytes(image.image_vector), label_vectors)
         with transaction.atomic():
             updated = Image.objects.filter(pk=image.pk).update(
-                hybrid_vector=embedding.to_bytes(hybrid), hybrid_weight=weight, hybrid_updated_at=now
+                hybrid_vector=encoder.to_bytes(hybrid), hybrid_weight=weight, hybrid_updated_at=now
             )
             _vector_store_write(image.pk, hybrid, now, updated)
     dispatch.index_rebuild_request()
@@ -177,23 +177,23 @@ def label_vectors_ensure(*, labels: Iterable[Label], deriving: Collection[int] =
     made from the old vector, so they are stamped stale and sent for a refresh in the same
     transaction (a refresh lost with the broker is found again by the sweep, by the stamp).
     """
-    model = embedding.text_model_name()
+    model = encoder.text_model_name()
     labels = list({label.pk: label for label in labels}.values())
     missing = [label for label in labels if not label.has_vector_for(model)]
     if missing:
-        vectors = embedding.encode_texts([label.name for label in missing])
+        vectors = encoder.encode_texts([label.name for label in missing])
         replaced = [label.pk for label in missing if label.vector is not None]
         with transaction.atomic():
             for label, vector in zip(missing, vectors, strict=True):
                 Label.objects.filter(pk=label.pk, name=label.name).update(
-                    vector=embedding.to_bytes(vector), vector_model=model
+                    vector=encoder.to_bytes(vector), vector_model=model
                 )
-                label.vector, label.vector_model = embedding.to_bytes(vector), model
+                label.vector, label.vector_model = encoder.to_bytes(vector), model
             if replaced:
                 _hybrids_stale_send(
                     Image.objects.filter(labels__in=replaced).exclude(pk__in=list(deriving))
                 )
-    return {label.pk: embedding.from_bytes(label.vector) for label in labels}
+    return {label.pk: encoder.from_bytes(label.vector) for label in labels}
 
 
 def hybrids_text_model_refresh() -> int:
@@ -206,7 +206,7 @@ def hybrids_text_model_refresh() -> int:
     many were sent. Called by the sweep (so a worker started with a new text model catches up
     by itself) and by the status page's *Embed missing*.
     """
-    outdated = Label.objects.vectors_outdated(embedding.text_model_name())
+    outdated = Label.objects.vectors_outdated(encoder.text_model_name())
     if not outdated.exists():
         return 0
     with transaction.atomic():
@@ -218,7 +218,7 @@ def _hybrids_stale_send(images: Any) -> int:
     stamped already and still waiting for theirs. Inside a transaction (sent at commit). Hybrids
     over an image vector of another image model are left to re-embedding (*Embed missing*)."""
     ids = list(
-        images.filter(hybrid_vector__isnull=False, embedding_model=embedding.model_name())
+        images.filter(hybrid_vector__isnull=False, embedding_model=encoder.model_name())
         .filter(
             Q(labels_changed_at__isnull=True)
             | Q(hybrid_updated_at__isnull=True)
@@ -261,7 +261,7 @@ def images_embed_missing() -> dict[str, int]:
     another model: a model change never mixes two models' vectors in one index); recomputes
     hybrids made with another weight, or from label vectors of another text model; rebuilds.
     """
-    model = embedding.model_name()
+    model = encoder.model_name()
     weight = settings.IMAGESEARCH_IMAGE_WEIGHT
     stale_ids = list(Image.objects.stale(model).values_list("pk", flat=True))
     if stale_ids:
@@ -315,14 +315,14 @@ def _open_for_embedding(image: Image) -> Any:
 
 def _hybrid_for(image: Image, image_vector: np.ndarray, label_vectors: dict[int, np.ndarray]) -> np.ndarray:
     parts = [label_vectors[label.pk] for label in image.labels.all()]
-    return embedding.combine(image_vector, parts, settings.IMAGESEARCH_IMAGE_WEIGHT)
+    return encoder.combine(image_vector, parts, settings.IMAGESEARCH_IMAGE_WEIGHT)
 
 
 def _mark_ready(image_id: int, hybrid: np.ndarray, weight: float, now: Any, **vector_fields: Any) -> None:
     """Store a hybrid (and, when given, the image vector and its model) and mark the row ready."""
     with transaction.atomic():
         updated = Image.objects.filter(pk=image_id).update(
-            hybrid_vector=embedding.to_bytes(hybrid),
+            hybrid_vector=encoder.to_bytes(hybrid),
             hybrid_weight=weight,
             hybrid_updated_at=now,
             status=Image.Status.READY,
@@ -337,7 +337,7 @@ def _vector_store_write(image_id: int, hybrid: np.ndarray, now: Any, updated: in
     """With pgvector as the store, the hybrid goes into it in the row's own transaction: the
     image is searchable as soon as it is ready (a row deleted meanwhile has none)."""
     if updated and vectorstore.enabled():
-        vectorstore.hybrids_write([(image_id, hybrid)], model=embedding.model_name(), now=now)
+        vectorstore.hybrids_write([(image_id, hybrid)], model=encoder.model_name(), now=now)
 
 
 def _mark_failed(image_id: int, reason: str) -> None:

@@ -259,14 +259,14 @@ def result_links(query: SearchQuery, result: ranking.ResultPage) -> dict[str, st
 def start_page() -> dict[str, object]:
     """What the search page shows before a query: the newest images and the labels in use,
     or why there is nothing to search yet."""
-    from . import embedding
+    from . import encoder
 
     return {
         "recent": ranking.images_browse(page_size=12).hits,
         "labels": popular_labels(),
         "total": Image.objects.count(),
         "pending": Image.objects.pending().count(),
-        "model_error": embedding.last_load_error(),
+        "model_error": encoder.last_load_error(),
     }
 
 

@@ -7,7 +7,7 @@ import numpy as np
 from gallery.models import Image
 from gallery.validation import InvalidImage, query_image_decode
 
-from . import embedding
+from . import encoder
 from .errors import QueryError, QueryTargetMissing, SearchUnavailable
 
 # The text model reads a few dozen tokens (CLIP 77, the multilingual text model 128) and its
@@ -32,8 +32,8 @@ def query_vector_for_text(*, text: str) -> np.ndarray:
     if not cleaned:
         raise QueryError("Type a few words to search for, or choose an image.")
     try:
-        return embedding.encode_query_text(cleaned)
-    except embedding.ModelUnavailable as exc:
+        return encoder.encode_query_text(cleaned)
+    except encoder.ModelUnavailable as exc:
         raise SearchUnavailable(f"Search is unavailable: {exc}") from None
 
 
@@ -45,22 +45,22 @@ def query_vector_for_image(*, data: bytes) -> np.ndarray:
     except InvalidImage as exc:
         raise QueryError(f"That image cannot be used for search: {exc}") from None
     try:
-        return embedding.encode_images([rgb])[0]
-    except embedding.ModelUnavailable as exc:
+        return encoder.encode_images([rgb])[0]
+    except encoder.ModelUnavailable as exc:
         raise SearchUnavailable(f"Search is unavailable: {exc}") from None
 
 
 def query_vector_for_image_id(*, image_id: int) -> np.ndarray:
     """The stored hybrid of an image in the library ("more like this")."""
     row = (
-        Image.objects.searchable(embedding.model_name())
+        Image.objects.searchable(encoder.model_name())
         .filter(pk=image_id)
         .values_list("hybrid_vector", flat=True)
         .first()
     )
     if row is None:
         raise QueryTargetMissing("That image does not exist (any more), or is not indexed yet.")
-    return embedding.from_bytes(row)
+    return encoder.from_bytes(row)
 
 
 def query_vector_combine(
@@ -70,4 +70,4 @@ def query_vector_combine(
     the formula of the stored hybrids with the words in place of the labels."""
     if not 0.0 <= image_weight <= 1.0:
         raise QueryError("The image weight is a number from 0 to 1.")
-    return embedding.combine(image_vector, [text_vector], image_weight)
+    return encoder.combine(image_vector, [text_vector], image_weight)

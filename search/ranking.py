@@ -16,7 +16,7 @@ from django.db.models import QuerySet
 
 from gallery.models import Image, Label
 
-from . import embedding, status, vectorstore
+from . import encoder, status, vectorstore
 from . import index as search_index
 from .errors import QueryError, SearchUnavailable
 
@@ -109,7 +109,7 @@ def _nearest_in_database(
     """pgvector: one query filters, ranks and limits; the rows come with it (nothing to re-read)."""
     if label_ids is None:  # a label nobody carries: nothing can match
         return []
-    model = embedding.model_name()
+    model = encoder.model_name()
     found = vectorstore.nearest(
         vector[0], model=model, needed=needed, exclude_id=exclude_id, label_ids=label_ids
     )
@@ -126,7 +126,7 @@ def _nearest_from_faiss(
     # A cheap check for a new generation; it loads in the background while this one serves.
     manifest = reader.poll()
     status.index_repair_request(reader)
-    searchable = Image.objects.searchable(embedding.model_name())
+    searchable = Image.objects.searchable(encoder.model_name())
     # No generation can be served, but the rows hold every hybrid: answer exactly from them.
     from_rows = manifest is None and searchable.exists()
     if manifest is None and not from_rows:

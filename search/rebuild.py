@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from gallery.models import Image, Label
 
-from . import claims, dispatch, embedding, pipeline, status, vectorstore
+from . import claims, dispatch, encoder, pipeline, status, vectorstore
 from . import index as search_index
 from .models import DuplicateScan, IndexState
 
@@ -59,7 +59,7 @@ def index_rebuild() -> RebuildReport:
             seen = state.requested
             # New requests from here on schedule another rebuild.
             IndexState.objects.filter(pk=1).update(rebuild_queued=False)
-            model = embedding.model_name()
+            model = encoder.model_name()
             ids, vectors = index_vectors_read(model=model)
             read_seconds = time.monotonic() - started
             dim = vectors.shape[1] if len(ids) else _known_dimension()
@@ -207,7 +207,7 @@ def index_sweep(*, at_start: bool = False) -> dict[str, int]:
         # Ready rows without their vector (embedded while FAISS was the store): written from
         # the stored hybrids, a bounded number per sweep. Rebuild requests are served at once
         # (a lost rebuild message would otherwise leave the search page saying "updating").
-        backfilled = vectorstore.vectors_backfill(embedding.model_name())
+        backfilled = vectorstore.vectors_backfill(encoder.model_name())
         index_rebuild()
         return {
             "requeued": len(stuck),
@@ -243,7 +243,7 @@ def index_sweep(*, at_start: bool = False) -> dict[str, int]:
 def _known_dimension() -> int:
     """The model's dimension, for an empty index (loads the model if needed)."""
     try:
-        return embedding.dimension()
-    except embedding.ModelUnavailable:
+        return encoder.dimension()
+    except encoder.ModelUnavailable:
         manifest = search_index.read_current_manifest(status.index_dir())
         return manifest.dim if manifest else 1

@@ -12,7 +12,7 @@ from django.db.models import Count, Max
 
 from gallery.models import Image, Label
 
-from . import dispatch, embedding, vectorstore
+from . import dispatch, encoder, vectorstore
 from . import index as search_index
 from .models import IndexState
 
@@ -23,13 +23,13 @@ def index_dir() -> Path:
 
 def index_reader() -> search_index.IndexReader:
     """This process's reader of the index (one per process, shared by every request)."""
-    return search_index.get_reader(index_dir(), expected_model=embedding.model_name())
+    return search_index.get_reader(index_dir(), expected_model=encoder.model_name())
 
 
 def index_dimension() -> int | None:
     """The dimension of the vectors searches run against (None while nothing is indexed)."""
     if vectorstore.enabled():
-        return vectorstore.vectors_dimension(embedding.model_name())
+        return vectorstore.vectors_dimension(encoder.model_name())
     manifest = search_index.read_current_manifest(index_dir())
     return manifest.dim if manifest else None
 
@@ -37,10 +37,10 @@ def index_dimension() -> int | None:
 def index_behind() -> bool:
     """True when the index does not hold exactly what the database says it should."""
     if vectorstore.enabled():  # the vectors are written with the rows; the sweep fills any gap
-        return vectorstore.vectors_missing(embedding.model_name()).exists()
+        return vectorstore.vectors_missing(encoder.model_name()).exists()
     state = IndexState.get()
     manifest = search_index.read_current_manifest(index_dir())
-    model = embedding.model_name()
+    model = encoder.model_name()
     searchable = Image.objects.searchable(model)
     count = searchable.count()
     if manifest is None:
@@ -70,12 +70,13 @@ def index_status() -> dict[str, Any]:
             "reader": {},
             "behind": index_behind(),
             "state": IndexState.get(),
-            "model": embedding.model_name(),
-            "stale": Image.objects.stale(embedding.model_name()).count(),
+            "model": encoder.model_name(),
+            "stale": Image.objects.stale(encoder.model_name()).count(),
             **_text_model_counts(),
-            "model_error": embedding.last_load_error(),
+            "model_error": encoder.last_load_error(),
+            "encoder": encoder_summary(),
             "store": "pgvector",
-            "pgvector": vectorstore.vectors_summary(embedding.model_name()),
+            "pgvector": vectorstore.vectors_summary(encoder.model_name()),
             "nothing_to_rebuild": vectorstore.NOTHING_TO_REBUILD,
         }
     reader_status: dict[str, Any] = {}
@@ -96,19 +97,30 @@ def index_status() -> dict[str, Any]:
         "reader": reader_status,
         "behind": index_behind(),
         "state": state,
-        "model": embedding.model_name(),
-        "stale": Image.objects.stale(embedding.model_name()).count(),
+        "model": encoder.model_name(),
+        "stale": Image.objects.stale(encoder.model_name()).count(),
         **_text_model_counts(),
-        "model_error": embedding.last_load_error(),
+        "model_error": encoder.last_load_error(),
+        "encoder": encoder_summary(),
         "store": "faiss",
     }
 
 
+def encoder_summary() -> dict[str, Any]:
+    """Which runtime serves in this process, where it runs, and the int8 figure when int8 is asked for."""
+    described = encoder.describe()
+    if described["provider"]:
+        serving = f"{described['runtime']} on {described['provider']}, {described['precision']}"
+    else:
+        serving = f"{described['runtime']} (not loaded in this process yet)"
+    return {**described, "serving": serving}
+
+
 def _text_model_counts() -> dict[str, Any]:
     return {
-        "text_model": embedding.text_model_name(),
+        "text_model": encoder.text_model_name(),
         # Label vectors behind stored hybrids that another text model made (the setting changed).
-        "labels_outdated": Label.objects.vectors_outdated(embedding.text_model_name()).count(),
+        "labels_outdated": Label.objects.vectors_outdated(encoder.text_model_name()).count(),
     }
 
 
@@ -155,6 +167,9 @@ def status_summary() -> dict[str, Any]:
         "text_model": status["text_model"],
         "labels_outdated": status["labels_outdated"],
         "model_error": status["model_error"] or "",
+        "encoder": status["encoder"]["serving"],
+        "int8_agreement": status["encoder"]["int8_agreement"],
+        "int8_reason": status["encoder"]["int8_reason"],
         **manifest_figures,
         "behind": status["behind"],
         "rebuild_queued": state.rebuild_queued,
@@ -176,7 +191,7 @@ def index_repair_request(reader: search_index.IndexReader) -> None:
     now = time.monotonic()
     if now - _repairs_requested.get(key, -1e9) < settings.IMAGESEARCH_CLAIM_TIMEOUT:
         return
-    if reader.failed_generation is None and not Image.objects.searchable(embedding.model_name()).exists():
+    if reader.failed_generation is None and not Image.objects.searchable(encoder.model_name()).exists():
         return  # nothing indexed yet: nothing to repair
     _repairs_requested[key] = now
     dispatch.index_rebuild_request()

@@ -26,7 +26,7 @@ from django.conf import settings
 
 from gallery.media import media_orphans_delete
 
-from . import dispatch, duplicates, embedding, pipeline, rebuild
+from . import dispatch, duplicates, encoder, pipeline, rebuild
 
 logger = logging.getLogger(__name__)
 
@@ -126,10 +126,10 @@ def _refuse_an_unusable_vector_store(**kwargs) -> None:
 
 @celeryd_init.connect
 def _record_concurrency(sender=None, conf=None, instance=None, options=None, **kwargs) -> None:
-    # Torch threads per process = cores / processes (see search.embedding.torch_threads).
+    # Torch threads per process = cores / processes (see search.encoder.threads).
     concurrency = (options or {}).get("concurrency") or getattr(conf, "worker_concurrency", None)
     if concurrency:
-        embedding.set_worker_processes(int(concurrency))
+        encoder.set_worker_processes(int(concurrency))
 
 
 @worker_ready.connect

@@ -13,7 +13,7 @@ from urllib.parse import quote
 import pytest
 from django.conf import settings as django_settings
 
-from search import embedding
+from search import encoder
 from tests.factories import indexed_library
 from tests.support import env
 from tests.support.broker import celery_broker, queue_purge
@@ -30,21 +30,35 @@ def require_service(available: bool, what: str) -> None:
     pytest.skip(f"{what} is not reachable on this machine (start it to run this test).")
 
 
+def _exported(path: Path, setting: str) -> Path:
+    """``path``, exported to ONNX the way the application exports a model at its first load
+    (search.encoder.cache, in a child process): once, cached beside the model, so that no test
+    pays for it and the ONNX runtime serves the tests as it serves the product."""
+    from search.encoder import cache
+
+    cache.export_in_subprocess(str(path), Path(django_settings.DATA_DIR) / "onnx-runtime", setting=setting)
+    return path
+
+
 @pytest.fixture(scope="session")
 def clip_model_dir() -> Path:
-    """A tiny CLIP (random seeded weights, real architecture), built once per test run."""
-    return build_clip_model(Path(django_settings.DATA_DIR) / "models" / "tiny-clip", size="tiny", seed=0)
+    """A tiny CLIP (random seeded weights, real architecture), built and exported once per test run."""
+    path = build_clip_model(Path(django_settings.DATA_DIR) / "models" / "tiny-clip", size="tiny", seed=0)
+    return _exported(path, "IMAGESEARCH_CLIP_MODEL")
 
 
 @pytest.fixture(scope="session")
 def text_model_dir() -> Path:
     """A tiny multilingual text encoder into the tiny CLIP's space (random seeded weights, the
-    published model's architecture), built once per test run."""
+    published model's architecture), built and exported once per test run."""
     from tests.support.text_model import build_text_model
 
-    return build_text_model(
+    path = build_text_model(
         Path(django_settings.DATA_DIR) / "models" / "tiny-text", dim=embedding_dim("tiny"), seed=0
     )
+    return _exported(path, "IMAGESEARCH_TEXT_MODEL")
+
+
 # --- The two vector stores ----------------------------------------------------------------------
 
 
@@ -320,9 +334,9 @@ def clip_model_missing(settings, tmp_path) -> Iterator[None]:
     """The configured model directory does not exist (a broken install). Request it after
     ``library``, which needs the model to embed."""
     settings.IMAGESEARCH_CLIP_MODEL = str(tmp_path / "no-such-model")
-    embedding.reset()
+    encoder.reset()
     yield
-    embedding.reset()
+    encoder.reset()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -4,7 +4,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = ["imagesearch/settings.py", "run", "search/embedding.py"]
+SOURCES = ["imagesearch/settings.py", "run", "search/encoder/__init__.py", "search/encoder/torch_runtime.py"]
 
 
 def _read_variables() -> set[str]:

@@ -22,7 +22,7 @@ import requests
 
 from api.tokens import api_token_create
 from gallery.models import Image
-from search import embedding, query_vectors
+from search import encoder, query_vectors
 from search.models import ImageVector
 from tests.support.constants import PREFORK_ONE
 from tests.support.images import image_bytes
@@ -48,7 +48,7 @@ def _exact_ranking(picture: bytes, ids: list[int]) -> list[int]:
     answers what the database holds)."""
     vector = query_vectors.query_vector_for_image(data=picture)
     rows = Image.objects.filter(pk__in=ids).values_list("pk", "hybrid_vector")
-    scores = {pk: float(embedding.from_bytes(blob) @ vector) for pk, blob in rows}
+    scores = {pk: float(encoder.from_bytes(blob) @ vector) for pk, blob in rows}
     return sorted(scores, key=lambda pk: (-scores[pk], pk))
 
 

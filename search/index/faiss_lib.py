@@ -33,7 +33,7 @@ def import_faiss() -> Any:
         with _faiss_lock:
             if _faiss_module is None:
                 # faiss brings its own OpenMP runtime: let its idle threads sleep rather than
-                # spin, as torch's do (search.embedding), so that a batch search or an IVF
+                # spin, as torch's do (search.encoder), so that a batch search or an IVF
                 # build never leaves threads spinning on the cores requests need.
                 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
                 import faiss as _f

@@ -27,6 +27,10 @@
     set("count-labels-outdated", s.labels_outdated);
     set("model", s.model);
     set("text-model", s.text_model);
+    set("encoder", s.encoder);
+    var int8 = document.getElementById("int8");
+    int8.hidden = !s.int8_reason;
+    int8.textContent = "int8: " + (s.int8_agreement == null ? "" : "agreement " + s.int8_agreement + ". ") + s.int8_reason;
     var modelError = document.getElementById("model-error");
     modelError.textContent = s.model_error;
     modelError.hidden = !s.model_error;

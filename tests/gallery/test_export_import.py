@@ -26,7 +26,7 @@ from django.core.management import CommandError, call_command
 from gallery.exports import MANIFEST_NAME, writing
 from gallery.models import Image, Label
 from gallery.services import images_create
-from search import embedding, pipeline, query_vectors, ranking, rebuild, vectorstore
+from search import encoder, pipeline, query_vectors, ranking, rebuild, vectorstore
 from search import index as search_index
 from search.models import ImageVector
 from tests.factories import upload
@@ -104,13 +104,13 @@ def _empty_installation(tmp_path: Path, settings, name: str = "restored") -> Non
 
 def _count_image_model_calls(monkeypatch) -> list[int]:
     calls: list[int] = []
-    original = embedding.encode_images
+    original = encoder.encode_images
 
     def counting(images, **kwargs):
         calls.append(len(images))
         return original(images, **kwargs)
 
-    monkeypatch.setattr(embedding, "encode_images", counting)
+    monkeypatch.setattr(encoder, "encode_images", counting)
     return calls
 
 
@@ -248,10 +248,10 @@ def test_the_manifest_lists_each_image_with_its_details(tmp_path, alice):
     assert entry["size"] == image.file.size and entry["name"] == "photo1.png"
     assert entry["uploaded_at"] == image.uploaded_at.isoformat()
     vector = entry["image_vector"]
-    assert vector["model"] == embedding.model_name() and vector["dimension"] == 64
+    assert vector["model"] == encoder.model_name() and vector["dimension"] == 64
     assert vector["encoding"] == "float32-le-base64"
     np.testing.assert_array_equal(
-        np.frombuffer(base64.b64decode(vector["data"]), "<f4"), embedding.from_bytes(image.image_vector)
+        np.frombuffer(base64.b64decode(vector["data"]), "<f4"), encoder.from_bytes(image.image_vector)
     )
     assert sum("image_vector" in e for e in manifest["images"]) == 1  # the others are not embedded yet
 
@@ -285,7 +285,7 @@ def test_vectors_of_another_model_or_dimension_are_ignored_and_counted(tmp_path,
         image_ids=list(Image.objects.exclude(pk=known).values_list("pk", flat=True))
     )
     assert (report.embedded, report.refreshed) == (2, 3) and sum(calls) == 2
-    model = embedding.model_name()
+    model = encoder.model_name()
     assert Image.objects.filter(embedding_model=model, status=Image.Status.READY).count() == 6
 
 

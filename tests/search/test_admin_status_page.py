@@ -119,3 +119,18 @@ def test_an_unknown_status_action_is_refused_and_changes_nothing(
     assert [str(m) for m in response.context["messages"]] == ["Unknown action."]
     assert sent == []
     assert (_rows(), IndexState.get().requested) == (before, requested)
+
+
+@pytest.mark.parametrize("runtime, provider", [("onnx", "CPUExecutionProvider"), ("torch", "cpu")])
+def test_the_status_page_names_the_runtime_and_where_it_runs(staff_client, settings, runtime, provider):
+    from search import encoder
+
+    settings.IMAGESEARCH_ENCODER = runtime
+    encoder.reset()
+    encoder.ensure_models()
+    data = staff_client.get(STATUS.replace("status/", "status.json")).json()
+    assert data["encoder"] == f"{runtime} on {provider}, fp32"
+    assert (data["int8_agreement"], data["int8_reason"]) == (None, "")  # int8 not asked for
+    html = staff_client.get(STATUS).content.decode()
+    assert f'<code id="encoder">{runtime} on {provider}, fp32</code>' in html
+    encoder.reset()

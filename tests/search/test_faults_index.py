@@ -24,7 +24,7 @@ import pytest
 from django.conf import settings
 
 from gallery.models import Image
-from search import embedding, pipeline, ranking, rebuild, status
+from search import encoder, pipeline, ranking, rebuild, status
 from search import index as search_index
 from search.models import IndexState
 from tests.conftest import web_server_env
@@ -41,7 +41,7 @@ STATUS = "/admin/search/indexstate/status/"
 
 def _reader() -> search_index.IndexReader:
     """This process's reader, as the search page uses it."""
-    return search_index.get_reader(settings.INDEX_DIR, expected_model=embedding.model_name())
+    return search_index.get_reader(settings.INDEX_DIR, expected_model=encoder.model_name())
 
 
 def _paths(generation: int) -> tuple[Path, Path]:
@@ -261,7 +261,7 @@ def test_a_writer_killed_mid_write_leaves_the_last_complete_generation_and_the_n
     directory = Path(settings.INDEX_DIR)
     complete = search_index.read_current_manifest(directory).generation + 1  # the writer's first
     writer = subprocess.Popen(
-        [sys.executable, "-c", _WRITER, str(directory), embedding.model_name(), stop],
+        [sys.executable, "-c", _WRITER, str(directory), encoder.model_name(), stop],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -335,7 +335,7 @@ def test_a_rebuild_failing_half_way_through_its_file_changes_nothing_served(libr
             "-c",
             _FAILING_WRITER,
             str(directory),
-            embedding.model_name(),
+            encoder.model_name(),
             str(tmp_path / "vectors.npy"),
         ],
         cwd=ROOT,
@@ -361,7 +361,7 @@ def test_a_stored_vector_of_another_size_makes_the_rebuild_refuse_and_the_old_ge
     # A row that claims the current model with a vector of another dimension (a model directory
     # replaced in place, a bad restore): one index cannot hold both sizes.
     Image.objects.filter(pk=ids[0]).update(
-        hybrid_vector=embedding.to_bytes(np.ones(32, np.float32) / 32**0.5)
+        hybrid_vector=encoder.to_bytes(np.ones(32, np.float32) / 32**0.5)
     )
     with pytest.raises(search_index.SearchIndexError, match="different sizes"):
         rebuild.index_rebuild()
@@ -381,7 +381,7 @@ def test_a_model_change_is_detected_and_embed_missing_reembeds_only_the_stale_ve
     library, staff_client, settings, monkeypatch
 ):
     ids = library["all"]
-    old_model = embedding.model_name()
+    old_model = encoder.model_name()
     new_model = build_clip_model(Path(settings.DATA_DIR) / "models" / "tiny-clip-seed1", size="tiny", seed=1)
 
     # The next run starts with another model.
@@ -394,9 +394,9 @@ def test_a_model_change_is_detected_and_embed_missing_reembeds_only_the_stale_ve
 
     # The reindex re-embeds exactly the stale rows (as the worker would, batch by batch).
     calls: list[int] = []
-    original = embedding.encode_images
+    original = encoder.encode_images
     monkeypatch.setattr(
-        embedding, "encode_images", lambda images, **kw: calls.append(len(images)) or original(images, **kw)
+        encoder, "encode_images", lambda images, **kw: calls.append(len(images)) or original(images, **kw)
     )
     assert pipeline.images_embed_missing()["reembed"] == len(ids)
     pipeline.images_embed(image_ids=ids[:2])

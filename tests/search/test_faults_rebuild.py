@@ -24,7 +24,7 @@ from django.db import transaction
 
 from gallery import services as gallery_services
 from gallery.models import Image
-from search import embedding, ranking, tasks
+from search import encoder, ranking, tasks
 from search import index as search_index
 from search.models import IndexState
 from tests.factories import create_indexed_images
@@ -73,7 +73,7 @@ def _rebuild_reports(*workers) -> list[dict]:
 
 
 def _indexed_ids() -> set[int]:
-    reader = search_index.IndexReader(settings.INDEX_DIR, expected_model=embedding.model_name())
+    reader = search_index.IndexReader(settings.INDEX_DIR, expected_model=encoder.model_name())
     reader.refresh()
     query = np.zeros(reader.manifest.dim, dtype=np.float32)
     query[0] = 1.0
@@ -83,7 +83,7 @@ def _indexed_ids() -> set[int]:
 
 def _assert_index_equals_the_database() -> None:
     manifest = search_index.read_current_manifest(settings.INDEX_DIR)
-    searchable = set(Image.objects.searchable(embedding.model_name()).values_list("pk", flat=True))
+    searchable = set(Image.objects.searchable(encoder.model_name()).values_list("pk", flat=True))
     assert manifest.count == len(searchable)
     assert _indexed_ids() == searchable
 
@@ -163,8 +163,8 @@ def test_delete_and_relabel_during_a_rebuild(private_redis, start_worker, client
         return updated > before and manifest.created_at > updated.timestamp()
 
     wait_for(new_hybrid_indexed, what="the relabelled image's new hybrid in an index generation")
-    hybrid = embedding.from_bytes(Image.objects.get(pk=relabelled).hybrid_vector)
-    search_index.get_reader(settings.INDEX_DIR, expected_model=embedding.model_name()).refresh()
+    hybrid = encoder.from_bytes(Image.objects.get(pk=relabelled).hybrid_vector)
+    search_index.get_reader(settings.INDEX_DIR, expected_model=encoder.model_name()).refresh()
     page = ranking.images_search(vector=hybrid, page_size=3)
     assert page.hits[0].image.pk == relabelled and page.hits[0].score == pytest.approx(1.0, abs=1e-4)
     assert gone not in {hit.image.pk for hit in page.hits}

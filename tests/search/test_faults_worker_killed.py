@@ -27,7 +27,7 @@ import pytest
 from django.conf import settings
 
 from gallery.models import Image
-from search import embedding
+from search import encoder
 from search import index as search_index
 from tests.factories import upload
 from tests.support.constants import PREFORK_ONE
@@ -76,9 +76,9 @@ def _embedded_counts(*logs: Path) -> list[int]:
 
 def _assert_all_ready_and_indexed_once(ids: list[int]) -> None:
     wait_until_indexed(ids)
-    reader = search_index.IndexReader(settings.INDEX_DIR, expected_model=embedding.model_name())
+    reader = search_index.IndexReader(settings.INDEX_DIR, expected_model=encoder.model_name())
     reader.refresh()
-    query = embedding.from_bytes(Image.objects.get(pk=ids[0]).hybrid_vector)
+    query = encoder.from_bytes(Image.objects.get(pk=ids[0]).hybrid_vector)
     _, found = reader.search(query, reader.manifest.count + 5)
     found = [int(i) for i in found[0] if i >= 0]
     assert len(found) == len(set(found))  # once each

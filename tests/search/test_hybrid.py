@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from search.embedding import combine, normalize
+from search.encoder import combine, normalize
 
 
 def test_hybrid_is_normalised_average_of_normalised_parts():

@@ -1,6 +1,6 @@
 """Renaming a label, deleting a label and changing IMAGESEARCH_IMAGE_WEIGHT, each through the
 admin as staff do it: the work is handed over after the commit, and the messages sent are then
-run here as the worker runs them. The stored hybrids equal the formula (search.embedding.combine)
+run here as the worker runs them. The stored hybrids equal the formula (search.encoder.combine)
 of the stored parts, the image model never runs again, and search follows."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from celery import current_app
 from django.conf import settings
 
 from gallery.models import Image, Label
-from search import dispatch, embedding, query_vectors, ranking, tasks
+from search import dispatch, encoder, query_vectors, ranking, tasks
 from search import index as search_index
 from tests.factories import create_indexed_images
 from tests.support.images import image_bytes
@@ -34,14 +34,14 @@ def _deliver(sent: list[tuple[str, dict]]) -> list[str]:
 
 
 def _hybrid(pk: int) -> np.ndarray:
-    return embedding.from_bytes(Image.objects.get(pk=pk).hybrid_vector)
+    return encoder.from_bytes(Image.objects.get(pk=pk).hybrid_vector)
 
 
 def _formula(pk: int, weight: float) -> np.ndarray:
     """The hybrid of the image's stored vector and its labels' stored vectors at ``weight``."""
     image = Image.objects.get(pk=pk)
-    labels = [embedding.from_bytes(label.vector) for label in image.labels.all()]
-    return embedding.combine(embedding.from_bytes(image.image_vector), labels, weight)
+    labels = [encoder.from_bytes(label.vector) for label in image.labels.all()]
+    return encoder.combine(encoder.from_bytes(image.image_vector), labels, weight)
 
 
 def _top(text: str, n: int) -> set[int]:
@@ -51,8 +51,8 @@ def _top(text: str, n: int) -> set[int]:
 
 def _forbid_the_image_model(monkeypatch):
     """Fail if the image model runs; returns it, for a query image later."""
-    model = embedding.encode_images
-    monkeypatch.setattr(embedding, "encode_images", lambda *a, **k: pytest.fail("the image model ran"))
+    model = encoder.encode_images
+    monkeypatch.setattr(encoder, "encode_images", lambda *a, **k: pytest.fail("the image model ran"))
     return model
 
 
@@ -72,9 +72,9 @@ def test_a_renamed_label_ranks_its_images_first_for_the_new_name(sent, staff_cli
     assert _deliver(sent) == [dispatch.REFRESH_TASK, dispatch.REBUILD_TASK, dispatch.DUPLICATES_TASK]
 
     label.refresh_from_db()
-    assert (label.name, label.vector_model) == ("giraffe", embedding.model_name())
+    assert (label.name, label.vector_model) == ("giraffe", encoder.model_name())
     np.testing.assert_allclose(
-        embedding.from_bytes(label.vector), embedding.encode_texts(["giraffe"])[0], atol=1e-6
+        encoder.from_bytes(label.vector), encoder.encode_texts(["giraffe"])[0], atol=1e-6
     )
     for pk in zebras:
         assert not np.allclose(_hybrid(pk), before[pk])
@@ -103,9 +103,9 @@ def test_a_deleted_label_leaves_its_images_their_other_labels_or_their_picture_a
     # library and in search, its hybrid is its image vector, and its picture finds it.
     left = Image.objects.get(pk=only)
     assert left.label_names == [] and left.status == Image.Status.READY
-    picture = embedding.from_bytes(left.image_vector)
+    picture = encoder.from_bytes(left.image_vector)
     np.testing.assert_allclose(_hybrid(only), picture / np.linalg.norm(picture), atol=1e-6)
-    monkeypatch.setattr(embedding, "encode_images", image_model)  # for the query image
+    monkeypatch.setattr(encoder, "encode_images", image_model)  # for the query image
     page = ranking.images_search(vector=query_vectors.query_vector_for_image(data=image_bytes(2)))
     assert page.hits[0].image.pk == only and page.hits[0].score == pytest.approx(1.0, abs=1e-4)
     assert other in {hit.image.pk for hit in page.hits}

@@ -7,7 +7,7 @@ import pytest
 
 from gallery import services as gallery_services
 from gallery.models import Image
-from search import embedding, errors, query_vectors, ranking
+from search import encoder, errors, query_vectors, ranking
 from tests.factories import create_indexed_images
 
 # Each test runs against both vector stores (tests/conftest.py, vector_store).
@@ -61,13 +61,13 @@ def test_date_order_reorders_only_the_best_matches(ids, monkeypatch):
 def test_browsing_needs_neither_the_model_nor_the_index(ids, settings, tmp_path):
     settings.INDEX_DIR = tmp_path / "no-index"
     settings.IMAGESEARCH_CLIP_MODEL = str(tmp_path / "no-model")
-    embedding.reset()
+    encoder.reset()
     try:
         page = ranking.images_browse(labels=["bicycle"], page_size=3)
         assert _ids(page) == sorted(ids[1::2], reverse=True)[:3]
         assert page.has_next
     finally:
-        embedding.reset()
+        encoder.reset()
 
 
 def test_words_and_image_query_is_the_normalised_weighted_sum():

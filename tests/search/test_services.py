@@ -7,7 +7,7 @@ import pytest
 
 from gallery import services as gallery_services
 from gallery.models import Image, Label
-from search import embedding, errors, pipeline, query_vectors, ranking, rebuild
+from search import encoder, errors, pipeline, query_vectors, ranking, rebuild
 from tests.factories import create_images, upload
 from tests.support.images import image_bytes
 
@@ -18,7 +18,7 @@ LABELS = ["sunset", "bicycle", "zebra"]
 
 
 def test_test_labels_are_far_apart_in_the_tiny_model():
-    vectors = embedding.encode_texts(LABELS)
+    vectors = encoder.encode_texts(LABELS)
     sims = vectors @ vectors.T
     off_diagonal = sims[~np.eye(len(LABELS), dtype=bool)]
     assert off_diagonal.max() < 0.9, sims
@@ -30,27 +30,27 @@ def test_embedding_marks_images_ready_with_both_vectors():
     assert report.embedded == 2
     for image in Image.objects.filter(pk__in=ids):
         assert image.status == Image.Status.READY
-        assert image.embedding_model == embedding.model_name()
-        vector = embedding.from_bytes(image.image_vector)
-        hybrid = embedding.from_bytes(image.hybrid_vector)
+        assert image.embedding_model == encoder.model_name()
+        vector = encoder.from_bytes(image.image_vector)
+        hybrid = encoder.from_bytes(image.hybrid_vector)
         assert vector.shape == hybrid.shape == (64,)
         assert np.linalg.norm(hybrid) == pytest.approx(1, abs=1e-5)
         label = image.labels.get()
-        expected = embedding.combine(vector, [embedding.from_bytes(label.vector)], 0.5)
+        expected = encoder.combine(vector, [encoder.from_bytes(label.vector)], 0.5)
         np.testing.assert_allclose(hybrid, expected, rtol=1e-5)
 
 
 def test_label_vectors_are_computed_once_per_label(monkeypatch):
     ids = create_images([(1, ["sunset"]), (2, ["sunset"]), (3, ["sunset", "zebra"])])
     calls: list[list[str]] = []
-    original = embedding.encode_texts
+    original = encoder.encode_texts
     monkeypatch.setattr(
-        embedding, "encode_texts", lambda texts, **kw: calls.append(list(texts)) or original(texts, **kw)
+        encoder, "encode_texts", lambda texts, **kw: calls.append(list(texts)) or original(texts, **kw)
     )
     pipeline.images_embed(image_ids=ids)
     pipeline.images_embed(image_ids=create_images([(4, ["zebra"])]))
     assert calls == [["sunset", "zebra"]]
-    assert Label.objects.filter(vector_model=embedding.model_name()).count() == 2
+    assert Label.objects.filter(vector_model=encoder.model_name()).count() == 2
 
 
 def test_embedding_twice_does_the_work_once(monkeypatch):
@@ -61,7 +61,7 @@ def test_embedding_twice_does_the_work_once(monkeypatch):
     def no_model(*args, **kwargs):
         raise AssertionError("the image model ran again")
 
-    monkeypatch.setattr(embedding, "encode_images", no_model)
+    monkeypatch.setattr(encoder, "encode_images", no_model)
     report = pipeline.images_embed(image_ids=ids)
     assert (report.embedded, report.refreshed) == (0, 1)
     assert Image.objects.get(pk=ids[0]).image_vector == before
@@ -71,14 +71,14 @@ def test_relabel_recomputes_hybrid_without_the_image_model(monkeypatch):
     [image_id] = create_images([(1, ["sunset"])])
     pipeline.images_embed(image_ids=[image_id])
     image = Image.objects.get(pk=image_id)
-    old_hybrid = embedding.from_bytes(image.hybrid_vector)
-    monkeypatch.setattr(embedding, "encode_images", lambda *a, **k: pytest.fail("image model ran"))
+    old_hybrid = encoder.from_bytes(image.hybrid_vector)
+    monkeypatch.setattr(encoder, "encode_images", lambda *a, **k: pytest.fail("image model ran"))
     gallery_services.image_relabel(image=image, names=["zebra"])
     pipeline.hybrids_refresh(image_ids=[image_id])
     image.refresh_from_db()
-    new_hybrid = embedding.from_bytes(image.hybrid_vector)
-    zebra = embedding.from_bytes(Label.objects.get(name="zebra").vector)
-    expected = embedding.combine(embedding.from_bytes(image.image_vector), [zebra], 0.5)
+    new_hybrid = encoder.from_bytes(image.hybrid_vector)
+    zebra = encoder.from_bytes(Label.objects.get(name="zebra").vector)
+    expected = encoder.combine(encoder.from_bytes(image.image_vector), [zebra], 0.5)
     np.testing.assert_allclose(new_hybrid, expected, rtol=1e-5)
     assert not np.allclose(new_hybrid, old_hybrid)
 
@@ -174,7 +174,7 @@ def test_model_that_cannot_load_marks_images_failed_with_the_reason(settings, tm
     try:
         pipeline.images_embed(image_ids=ids)
     finally:
-        embedding.reset()
+        encoder.reset()
     image = Image.objects.get(pk=ids[0])
     assert image.status == Image.Status.FAILED
     assert "no-such-model" in image.failure_reason

@@ -16,7 +16,7 @@ from django.utils import timezone
 from sentence_transformers import SentenceTransformer
 
 from gallery.models import Image, Label
-from search import embedding, pipeline, query_vectors, rebuild, status
+from search import encoder, pipeline, query_vectors, rebuild, status
 from tests.factories import create_images, create_indexed_images
 from tests.support.text_model import build_text_model
 
@@ -34,7 +34,7 @@ def use_text_model(settings, text_model_dir):
 
     def use(which: str) -> str:
         settings.IMAGESEARCH_TEXT_MODEL = str(text_model_dir) if which == "multilingual" else ""
-        return embedding.text_model_name()
+        return encoder.text_model_name()
 
     return use
 
@@ -42,7 +42,7 @@ def use_text_model(settings, text_model_dir):
 def _reference_vectors(model_dir, texts) -> np.ndarray:
     """The texts encoded by sentence-transformers directly, not through the application."""
     model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
-    return embedding.normalize(model.encode(list(texts), convert_to_numpy=True, show_progress_bar=False))
+    return encoder.normalize(model.encode(list(texts), convert_to_numpy=True, show_progress_bar=False))
 
 
 class _CallCounter:
@@ -50,8 +50,8 @@ class _CallCounter:
 
     def __init__(self, monkeypatch):
         self.calls = 0
-        clip = embedding.get_model()
-        for owner, name in ((embedding, "encode_images"), (clip, "encode")):
+        clip = encoder.get_model()
+        for owner, name in ((encoder, "encode_images"), (clip, "encode_images"), (clip, "encode_texts")):
             original = getattr(owner, name)
             monkeypatch.setattr(owner, name, self._counting(original))
 
@@ -72,7 +72,7 @@ def test_label_vectors_and_text_queries_come_from_the_text_model(
     labels = list(Label.objects.order_by("name"))
     assert {label.vector_model for label in labels} == {text_model}
     expected = _reference_vectors(text_model_dir, [label.name for label in labels])
-    stored = np.stack([embedding.from_bytes(label.vector) for label in labels])
+    stored = np.stack([encoder.from_bytes(label.vector) for label in labels])
     np.testing.assert_allclose(stored, expected, atol=1e-5)
     clip_text = _reference_vectors(clip_model_dir, [label.name for label in labels])
     assert not np.allclose(stored, clip_text, atol=1e-2)
@@ -82,8 +82,8 @@ def test_label_vectors_and_text_queries_come_from_the_text_model(
 
     # The image vector is the CLIP's, recorded with the image model's name.
     image = Image.objects.get(pk=image_id)
-    assert image.embedding_model == embedding.model_name() == str(clip_model_dir)
-    assert embedding.text_model_name() != embedding.model_name()
+    assert image.embedding_model == encoder.model_name() == str(clip_model_dir)
+    assert encoder.text_model_name() != encoder.model_name()
 
 
 def test_switching_the_text_model_rederives_hybrids_without_running_the_image_model(
@@ -128,9 +128,9 @@ def test_switching_the_text_model_rederives_hybrids_without_running_the_image_mo
     assert {label.vector_model for label in labels.values()} == {text_model}
     for image in Image.objects.filter(pk__in=ids).prefetch_related("labels"):
         assert image.image_vector == image_vectors[image.pk]  # untouched
-        parts = [embedding.from_bytes(labels[label.pk].vector) for label in image.labels.all()]
-        expected = embedding.combine(embedding.from_bytes(image.image_vector), parts, 0.5)
-        np.testing.assert_allclose(embedding.from_bytes(image.hybrid_vector), expected, atol=1e-6)
+        parts = [encoder.from_bytes(labels[label.pk].vector) for label in image.labels.all()]
+        expected = encoder.combine(encoder.from_bytes(image.image_vector), parts, 0.5)
+        np.testing.assert_allclose(encoder.from_bytes(image.hybrid_vector), expected, atol=1e-6)
         assert image.hybrid_vector != old_hybrids[image.pk]
     assert staff_client.get("/api/status").json()["labels_outdated"] == 0
     assert status.index_status()["behind"] is False
@@ -230,8 +230,8 @@ def test_a_text_longer_than_the_text_model_reads_is_cut_on_every_surface(
 def test_a_text_model_of_another_dimension_is_refused_naming_both(settings, tmp_path, client, clip_model_dir):
     wrong = build_text_model(tmp_path / "text-32", dim=32, seed=1)
     settings.IMAGESEARCH_TEXT_MODEL = str(wrong)
-    with pytest.raises(embedding.ModelUnavailable) as refused:
-        embedding.get_text_model()
+    with pytest.raises(encoder.ModelUnavailable) as refused:
+        encoder.get_text_model()
     message = str(refused.value)
     assert str(wrong) in message and str(clip_model_dir) in message
     assert "32-dimensional" in message and "64-dimensional" in message
@@ -243,4 +243,4 @@ def test_a_text_model_of_another_dimension_is_refused_naming_both(settings, tmp_
     assert image.status == Image.Status.FAILED and "32-dimensional" in image.failure_reason
     response = client.get("/api/search", {"text": "sunset"})
     assert response.status_code == 503 and "32-dimensional" in response.json()["error"]
-    embedding.reset()
+    encoder.reset()

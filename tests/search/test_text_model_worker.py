@@ -11,7 +11,7 @@ import pytest
 from django.utils import timezone
 
 from gallery.models import Image, Label
-from search import embedding
+from search import encoder
 from search.status import index_behind
 from tests.conftest import require_service
 from tests.factories import create_images, create_indexed_images
@@ -42,7 +42,7 @@ def test_a_worker_started_with_another_text_model_rederives_hybrids_without_the_
     def caught_up() -> bool:
         later = timezone.now() + timedelta(hours=1)
         return (
-            not Label.objects.vectors_outdated(embedding.text_model_name()).exists()
+            not Label.objects.vectors_outdated(encoder.text_model_name()).exists()
             and not Image.objects.ready().hybrids_stale(changed_before=later).exists()
             and not index_behind()
         )

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from gallery import services as gallery_services
 from gallery.models import Image, Label
-from search import embedding, pipeline, query_vectors, ranking, rebuild, status
+from search import encoder, pipeline, query_vectors, ranking, rebuild, status
 from search.models import ImageVector, IndexState
 from search.vectorstore import store
 from tests.factories import create_images
@@ -89,10 +89,10 @@ def test_a_search_is_one_query_that_filters_ranks_and_limits(settings):
 def rare_label_library(settings):
     """400 random vectors of the tiny model's dimension; 6 of them carry the label "rare"."""
     rng = np.random.default_rng(5)
-    vectors = _unit(rng, 400, embedding.dimension())
+    vectors = _unit(rng, 400, encoder.dimension())
     rare = {int(i): ["rare"] for i in rng.choice(400, 6, replace=False)}
-    ids = _synthetic_rows(vectors, model=embedding.model_name(), labels=rare)
-    query = _unit(rng, 1, embedding.dimension())[0]
+    ids = _synthetic_rows(vectors, model=encoder.model_name(), labels=rare)
+    query = _unit(rng, 1, encoder.dimension())[0]
     return {"ids": ids, "vectors": vectors, "rare": [ids[i] for i in rare], "query": query}
 
 
@@ -110,7 +110,7 @@ def _through_the_hnsw_index(settings) -> None:
 def _rare_query(lib, **kwargs):
     label_ids = [Label.objects.get(name="rare").pk]
     return store.nearest_query(
-        lib["query"], model=embedding.model_name(), needed=10, label_ids=label_ids, **kwargs
+        lib["query"], model=encoder.model_name(), needed=10, label_ids=label_ids, **kwargs
     )
 
 
@@ -124,7 +124,7 @@ def test_a_rare_label_fills_its_page_through_the_index_by_scanning_on(settings, 
     _through_the_hnsw_index(settings)
     with connection.cursor():
         store.search_settings()
-        assert store.index_name(embedding.dimension()) in _rare_query(lib).explain()
+        assert store.index_name(encoder.dimension()) in _rare_query(lib).explain()
         found = [row.image_id for row in store._run(_rare_query(lib))]
     assert found == _exact_order(lib)
 
@@ -149,7 +149,7 @@ def test_a_narrow_label_filter_is_scored_exactly_without_the_graph(settings, rar
     lib = rare_label_library
     with connection.cursor():
         store.search_settings()
-        assert store.index_name(embedding.dimension()) not in _rare_query(lib, exact=True).explain()
+        assert store.index_name(encoder.dimension()) not in _rare_query(lib, exact=True).explain()
     page = ranking.images_search(vector=lib["query"], labels=["rare"], page_size=10)
     assert _ids(page) == _exact_order(lib)
     scores = {pk: float(v @ lib["query"]) for pk, v in zip(lib["ids"], lib["vectors"], strict=True)}
@@ -174,7 +174,7 @@ def test_an_image_that_is_no_longer_ready_never_appears():
 
 def test_vectors_of_another_model_and_dimension_never_mix_and_get_an_index_of_their_own():
     rng = np.random.default_rng(1)
-    dim = embedding.dimension()
+    dim = encoder.dimension()
     other = _synthetic_rows(_unit(rng, 20, dim * 2), model="another-model")
     same_dim = _synthetic_rows(_unit(rng, 20, dim), model="a-third-model")
     ours = create_images([(1, ["zebra"]), (2, ["bicycle"])])

@@ -72,7 +72,7 @@ def test_gunicorn_loads_the_model_and_index_in_its_master_and_the_workers_answer
     finally:
         server.stop()
     log = (tmp_path / "gunicorn.log").read_text()
-    assert "libtorch" in master_maps  # the model was loaded before forking
+    assert "onnxruntime" in master_maps  # the model was loaded before forking
     assert ".faiss" in master_maps  # and the index mapped
     assert len(workers) == 2
     # The master loaded the generation once; no worker loaded it again.

@@ -6,10 +6,10 @@ run (or did). The calls still go through to the model."""
 import os
 
 from imagesearch.settings import *  # noqa: F403
-from search import embedding
+from search import encoder
 
 _CALLS_FILE = os.environ["IMAGESEARCH_TEST_IMAGE_MODEL_CALLS"]
-_load_probed = embedding._load_probed
+_load_probed = encoder._load_probed
 
 
 def _record(line: str) -> None:
@@ -20,15 +20,18 @@ def _record(line: str) -> None:
 def _load_probed_counting(name, setting):
     model, dim = _load_probed(name, setting)  # its probe is not a call of the application's
     if setting == "IMAGESEARCH_CLIP_MODEL":
-        encode = model.encode
-
-        def counted(inputs, *args, **kwargs):
-            _record(f"encode {len(inputs)}")
-            return encode(inputs, *args, **kwargs)
-
-        model.encode = counted
+        for method in ("encode_images", "encode_texts"):
+            model.__dict__[method] = _counted(getattr(model, method))
         _record("loaded")
     return model, dim
 
 
-embedding._load_probed = _load_probed_counting
+def _counted(encode):
+    def counted(inputs, *args, **kwargs):
+        _record(f"encode {len(inputs)}")
+        return encode(inputs, *args, **kwargs)
+
+    return counted
+
+
+encoder._load_probed = _load_probed_counting

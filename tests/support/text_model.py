@@ -2,7 +2,7 @@
 layout, made like ``sentence-transformers/clip-ViT-B-32-multilingual-v1``: a DistilBERT (the
 BERT family) whose token vectors are mean-pooled, then projected by a ``Dense`` layer (no bias,
 no activation) into the image space of a CLIP. The tests load it through the production path
-(``IMAGESEARCH_TEXT_MODEL`` -> ``search.embedding``), beside the tiny CLIP of
+(``IMAGESEARCH_TEXT_MODEL`` -> ``search.encoder``), beside the tiny CLIP of
 ``tests/support/clip_model.py``, whose dimension the projection matches by default.
 
 Its WordPiece vocabulary holds every letter of the scripts the tests type (Latin with accents,

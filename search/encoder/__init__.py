@@ -6,43 +6,70 @@ text queries, e.g. a multilingual text encoder trained into CLIP's space so that
 the user's own language. Both must make vectors of one dimension: a text model that does not is
 refused when it loads, with a reason (see docs/architecture.md, 'Invariants').
 
-Nothing heavy is imported at module import time: torch and sentence-transformers load on the
-first call that needs a model. Vectors leave this module as L2-normalised float32 numpy arrays.
+Each runs in the runtime ``IMAGESEARCH_ENCODER`` names, behind one interface
+(:class:`search.encoder.base.Encoder`): ``onnx`` (the default: ONNX Runtime over graphs exported
+once from the configured model, :mod:`search.encoder.export`) or ``torch`` (sentence-transformers
+on torch). No other module asks which one serves. With ONNX, this process imports neither torch
+nor transformers; the export runs in a child process.
+
+Nothing heavy is imported at module import time: the runtime loads on the first call that needs
+a model. Vectors leave this package as L2-normalised float32 numpy arrays.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 import unicodedata
 from collections import OrderedDict
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .base import Encoder, ModelUnavailable, normalize
+
 if TYPE_CHECKING:  # pragma: no cover
     from PIL.Image import Image as PILImage
 
+__all__ = [
+    "Encoder",
+    "ModelUnavailable",
+    "combine",
+    "describe",
+    "dimension",
+    "encode_images",
+    "encode_query_text",
+    "encode_texts",
+    "ensure_models",
+    "from_bytes",
+    "get_model",
+    "get_text_model",
+    "last_load_error",
+    "model_name",
+    "normalize",
+    "reset",
+    "runtime",
+    "set_worker_processes",
+    "text_model_name",
+    "threads",
+    "to_bytes",
+]
+
 logger = logging.getLogger(__name__)
 
-HUB_HOST = "huggingface.co"
-
-
-class ModelUnavailable(RuntimeError):
-    """The configured model cannot be loaded; the message says why, for a person."""
-
+RUNTIMES = ("onnx", "torch")
 
 _lock = threading.RLock()  # reentrant: loading the text model checks the image model's dimension
-_model: Any = None
-_model_name: str | None = None
+_model: Encoder | None = None
+_model_key: tuple[str, str] | None = None  # (runtime, image model) of _model
 _dimension: int | None = None
-_text_model: Any = None
-# (text model, image model it was checked against) of _text_model, or of a refused pair.
-_text_model_key: tuple[str, str] | None = None
-_text_refused: tuple[tuple[str, str], str] | None = None
+_text_model: Encoder | None = None
+# (runtime, text model, image model it was checked against) of _text_model, or of a refused pair.
+_text_model_key: tuple[str, str, str] | None = None
+_text_refused: tuple[tuple[str, str, str], str] | None = None
 # Why the last load of each model failed (None once it loads).
 _image_error: str | None = None
 _text_error: str | None = None
@@ -58,8 +85,9 @@ def set_worker_processes(count: int) -> None:
     _worker_processes = max(1, int(count))
 
 
-def torch_threads() -> int:
-    """Threads for torch in this process: the setting, or the cores shared among the processes.
+def threads() -> int:
+    """Threads for the model in this process: the setting, or the cores shared among the
+    processes (both runtimes).
 
     Oversubscribing cores is ruinous here: two 2-thread processes on 2 cores ran 28x slower
     than one, and 4 threads in one process 50x slower.
@@ -71,6 +99,13 @@ def torch_threads() -> int:
         return configured
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, (cores or 1) // _worker_processes)
+
+
+def runtime() -> str:
+    """The configured runtime: "onnx" or "torch" (``IMAGESEARCH_ENCODER``)."""
+    from django.conf import settings
+
+    return settings.IMAGESEARCH_ENCODER
 
 
 def model_name() -> str:
@@ -87,108 +122,85 @@ def text_model_name() -> str:
     return settings.IMAGESEARCH_TEXT_MODEL or model_name()
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    try:
-        with socket.create_connection((HUB_HOST, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def _load(name: str, setting: str = "IMAGESEARCH_CLIP_MODEL") -> Any:
+def export_root() -> Path:
+    """Where exports go when the model's own directory is not writable."""
     from django.conf import settings
 
-    local_dir = os.path.isdir(name)
-    if local_dir:
-        # A local model must never touch the network (and must not wait minutes for it).
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    # OpenMP threads that wait should sleep, not spin: when anything else wants the cores (the
-    # web server beside the worker, a second process, another tenant), spinning threads made a
-    # 2-thread forward pass 1.5-4x slower here (BENCHMARKS.md). Read once, when torch loads
-    # libgomp; an explicit setting wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    import torch
-    from sentence_transformers import SentenceTransformer
+    return Path(settings.DATA_DIR) / "onnx-runtime"
 
-    torch.set_num_threads(torch_threads())
-    device = settings.IMAGESEARCH_TORCH_DEVICE
-    _check_device(torch, device)
-    if local_dir:
-        return SentenceTransformer(name, device=device, local_files_only=True)
-    try:
-        return SentenceTransformer(name, device=device, local_files_only=True)
-    except Exception:  # noqa: BLE001 - not in the local cache: try the hub below
-        pass
-    if not _hub_reachable():
-        raise ModelUnavailable(
-            f"The model {name!r} is not in the local cache and the Hugging Face hub cannot be "
-            "reached. Download it on a machine with network access, or set "
-            f"{setting} to a local directory."
+
+def _load(name: str, setting: str) -> Encoder:
+    from django.conf import settings
+
+    if runtime() == "torch":
+        from .torch_runtime import TorchEncoder
+
+        return TorchEncoder(
+            name, device=settings.IMAGESEARCH_TORCH_DEVICE, threads=threads(), setting=setting
         )
-    return SentenceTransformer(name, device=device)
+    from . import cache, int8
+    from .onnx_runtime import OnnxEncoder
+
+    directory = cache.export_in_subprocess(name, export_root(), setting=setting)
+    wanted = settings.IMAGESEARCH_ENCODER_INT8 and int8.approved(
+        model_name(), text_model_name(), export_root()
+    )
+    precision = "int8" if wanted else "fp32"
+    return OnnxEncoder(directory, threads=threads(), precision=precision)
 
 
-def _check_device(torch: Any, device: str) -> None:
-    """Refuse, with a reason, a torch device this machine cannot use (instead of a crash inside
-    the first batch). Checked once, when the model loads."""
+def _load_probed(name: str, setting: str) -> tuple[Encoder, int]:
+    """Load a model and encode one text: (encoder, its dimension). Any failure is a
+    ModelUnavailable saying why, for a person."""
     try:
-        kind = torch.device(device).type
-    except (RuntimeError, ValueError) as exc:
-        raise ModelUnavailable(f"IMAGESEARCH_TORCH_DEVICE={device!r} is not a torch device: {exc}") from None
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise ModelUnavailable(
-            f"IMAGESEARCH_TORCH_DEVICE={device!r}, but torch {torch.__version__} sees no usable CUDA "
-            "device here (a CPU-only build, or no GPU); set it to 'cpu' or install a CUDA build."
-        )
-    if kind == "mps" and not torch.backends.mps.is_available():
-        raise ModelUnavailable(f"IMAGESEARCH_TORCH_DEVICE={device!r}, but Apple MPS is not available here.")
-
-
-def _load_probed(name: str, setting: str) -> tuple[Any, int]:
-    """Load a model and encode one text: (model, its dimension). Any failure is a ModelUnavailable
-    saying why, for a person."""
-    try:
-        model = _load(name, setting)
-        probe = model.encode(["a"], convert_to_numpy=True, show_progress_bar=False)
+        encoder = _load(name, setting)
+        probe = encoder.encode_texts(["a"], batch_size=1)
     except ModelUnavailable:
         raise
     except Exception as exc:  # noqa: BLE001 - any loader failure becomes a visible state
         logger.exception("loading model %s failed", name)
         raise ModelUnavailable(f"The model {name!r} could not be loaded: {exc}") from exc
-    return model, int(probe.shape[1])
+    return encoder, int(probe.shape[1])
 
 
-def get_model() -> Any:
-    """The process-wide SentenceTransformer of the image model, loaded on first use."""
-    global _model, _model_name, _dimension, _image_error
-    name = model_name()
-    if _model is not None and _model_name == name:
+def get_model() -> Encoder:
+    """The process-wide encoder of the image model, loaded on first use."""
+    global _model, _model_key, _dimension, _image_error
+    key = (runtime(), model_name())
+    if _model is not None and _model_key == key:
         return _model
     with _lock:
-        if _model is not None and _model_name == name:
+        if _model is not None and _model_key == key:
             return _model
         try:
-            model, dim = _load_probed(name, "IMAGESEARCH_CLIP_MODEL")
+            model, dim = _load_probed(key[1], "IMAGESEARCH_CLIP_MODEL")
         except ModelUnavailable as exc:
             _image_error = str(exc)
             raise
-        _model, _model_name, _dimension, _image_error = model, name, dim, None
+        _model, _model_key, _dimension, _image_error = model, key, dim, None
         _text_cache.clear()
-        logger.info("loaded model %s (dimension %d, %d torch threads)", name, _dimension, torch_threads())
+        logger.info(
+            "loaded model %s (dimension %d, %s %s %s, %d threads)",
+            key[1],
+            dim,
+            model.runtime,
+            model.precision,
+            model.provider,
+            threads(),
+        )
         return _model
 
 
-def get_text_model() -> Any:
-    """The process-wide SentenceTransformer of the text model (the image model's own object when
-    both are one), loaded on first use, after the image model: a text model whose vectors have
-    another dimension than the image model's is refused (ModelUnavailable naming both)."""
+def get_text_model() -> Encoder:
+    """The process-wide encoder of the text model (the image model's own when both are one),
+    loaded on first use, after the image model: a text model whose vectors have another
+    dimension than the image model's is refused (ModelUnavailable naming both)."""
     global _text_model, _text_model_key, _text_refused, _text_error
     name, image_name = text_model_name(), model_name()
     if name == image_name:
         _text_error = None  # the image model's own error, if any, says it all
         return get_model()
-    key = (name, image_name)
+    key = (runtime(), name, image_name)
     if _text_model is not None and _text_model_key == key:
         return _text_model
     with _lock:
@@ -215,7 +227,7 @@ def get_text_model() -> Any:
             logger.error("%s", _text_error)
             raise ModelUnavailable(_text_error)
         _text_model, _text_model_key, _text_error = model, key, None
-        logger.info("loaded text model %s (dimension %d)", name, dim)
+        logger.info("loaded text model %s (dimension %d, %s %s)", name, dim, model.runtime, model.provider)
         return _text_model
 
 
@@ -239,21 +251,35 @@ def last_load_error() -> str | None:
     return _image_error or _text_error
 
 
+def describe() -> dict[str, Any]:
+    """What serves in this process, for the status page: the runtime, where it runs
+    (provider or device), the precision, and, with int8 asked for, the agreement measured."""
+    from django.conf import settings
+
+    loaded = _model if _model is not None and _model_key == (runtime(), model_name()) else None
+    summary: dict[str, Any] = {
+        "runtime": runtime(),
+        "provider": loaded.provider if loaded else "",
+        "precision": loaded.precision if loaded else "",
+        "int8_requested": settings.IMAGESEARCH_ENCODER_INT8,
+        "int8_agreement": None,
+        "int8_reason": "",
+    }
+    if runtime() == "onnx" and settings.IMAGESEARCH_ENCODER_INT8:
+        from . import int8
+
+        summary.update(int8.summary(model_name(), text_model_name(), export_root()))
+    return summary
+
+
 def reset() -> None:
     """Forget the loaded models (tests, or after a model setting changed)."""
-    global _model, _model_name, _dimension, _text_model, _text_model_key, _text_refused
+    global _model, _model_key, _dimension, _text_model, _text_model_key, _text_refused
     global _image_error, _text_error
     with _lock:
-        _model = _model_name = _dimension = _image_error = None
+        _model = _model_key = _dimension = _image_error = None
         _text_model = _text_model_key = _text_refused = _text_error = None
         _text_cache.clear()
-
-
-def normalize(vectors: np.ndarray) -> np.ndarray:
-    """L2-normalise rows (a zero row stays zero)."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    return (vectors / np.where(norms == 0, 1, norms)).astype(np.float32)
 
 
 #: CLIP resizes an image's short side to its input size, then keeps the centred square. A
@@ -281,10 +307,7 @@ def encode_images(images: Sequence[PILImage], *, batch_size: int = 16) -> np.nda
         return np.zeros((0, dimension()), dtype=np.float32)
     model = get_model()
     images = [_centre_within_aspect(image) for image in images]
-    # No progress bar: sentence-transformers draws one per call at log level INFO (our default),
-    # onto the web and worker logs, for every query.
-    vectors = model.encode(images, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
-    return normalize(vectors)
+    return normalize(model.encode_images(images, batch_size=batch_size))
 
 
 def encode_texts(texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
@@ -296,8 +319,7 @@ def encode_texts(texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
     if not texts:
         return np.zeros((0, dimension()), dtype=np.float32)
     texts = [unicodedata.normalize("NFC", text) for text in texts]
-    vectors = model.encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
-    return normalize(vectors)
+    return normalize(model.encode_texts(texts, batch_size=batch_size))
 
 
 def encode_query_text(text: str) -> np.ndarray:
