@@ -95,9 +95,15 @@ BREAKS = [
     ("heavy", [("imagesearch.settings", "def later():\n    import faiss\n")]),
     ("heavy", [("search.ranking", "import sentence_transformers\n")]),
     # The ONNX path reaching torch directly, or through the torch runtime or the exporter.
-    ("onnx-without-torch", [("search.encoder.onnx_runtime", "def later():\n    from . import torch_runtime\n")]),
+    (
+        "onnx-without-torch",
+        [("search.encoder.onnx_runtime", "def later():\n    from . import torch_runtime\n")],
+    ),
     ("onnx-without-torch", [("search.encoder.preprocessing", "from search.encoder import torch_runtime\n")]),
-    ("onnx-without-torch", [("search.encoder.cache", "def later():\n    from search.encoder import export\n")]),
+    (
+        "onnx-without-torch",
+        [("search.encoder.cache", "def later():\n    from search.encoder import export\n")],
+    ),
     ("onnx-without-torch", [("search.encoder.int8", "from search.encoder.export import export_model\n")]),
 ]
 
