@@ -106,6 +106,7 @@ def _image_out(request: HttpRequest, image: Image, score: float | None = None) -
         "width": image.width,
         "height": image.height,
         "uploaded_at": image.uploaded_at,
+        "taken_at": image.taken.local() if image.taken else None,
         "status": image.status,
         "failure_reason": image.failure_reason,
     }

@@ -67,7 +67,9 @@ class SearchParams(Schema):
         "browse those images, newest first.",
     )
     sort: Literal["relevance", "date"] = Field(
-        "relevance", description="`relevance`: best first; `date`: the best matches, newest first."
+        "relevance",
+        description="`relevance`: best first; `date`: the best matches, newest first (by `taken_at`, "
+        "else `uploaded_at`).",
     )
 
 
@@ -86,6 +88,12 @@ class ImageOut(Schema):
     width: int
     height: int
     uploaded_at: datetime
+    taken_at: datetime | None = Field(
+        None,
+        description="When the photo was taken (EXIF DateTimeOriginal), in the camera's own time: with "
+        "its UTC offset when the camera recorded one, without one when it did not; null when the "
+        "file says nothing usable. `sort=date` orders by it, by `uploaded_at` where it is null.",
+    )
 
 
 class ImageDetailOut(ImageOut):

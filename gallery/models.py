@@ -6,13 +6,17 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import models
-from django.db.models.functions import Lower
+from django.db.models.functions import Coalesce, Lower
 
 from . import formats
+from .dates import TakenAt
 from .labels import MAX_LABEL_LENGTH, normalize_label_name
 
 # Names an original of a stored extension may carry as uploaded.
 _EXTENSION_ALIASES = {"jpg": {"jpg", "jpeg"}, "tiff": {"tif", "tiff"}, "heic": {"heic", "heif"}}
+
+# When a picture was made, as Newest orders them: taken, or else uploaded.
+SORTED_AT = Coalesce("taken_at", "uploaded_at")
 
 # Blobs that a page never shows: deferred wherever rows are read for display.
 VECTOR_FIELDS = ("image_vector", "hybrid_vector")
@@ -91,6 +95,10 @@ class ImageQuerySet(models.QuerySet["Image"]):
             | models.Q(hybrid_updated_at__lt=models.F("labels_changed_at"))
         )
 
+    def newest_first(self) -> ImageQuerySet:
+        """Newest first by the date taken, the upload time where there is none (Newest)."""
+        return self.order_by(SORTED_AT.desc(), "-pk")
+
     def without_vectors(self) -> ImageQuerySet:
         return self.defer(*VECTOR_FIELDS)
 
@@ -134,6 +142,13 @@ class Image(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
     uploaded_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # When the photo was taken (EXIF, gallery.dates): the instant in UTC, and the camera's offset
+    # in minutes east of UTC; with no offset known, taken_at is the camera's wall time read as
+    # UTC. taken_at_read: False until the original was read for it (rows older than the field,
+    # read once in the background).
+    taken_at = models.DateTimeField(null=True, blank=True)
+    taken_at_offset = models.SmallIntegerField(null=True, blank=True)
+    taken_at_read = models.BooleanField(default=True)
 
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
     failure_reason = models.TextField(blank=True)
@@ -160,9 +175,32 @@ class Image(models.Model):
 
     class Meta:
         ordering = ["-uploaded_at", "-id"]
+        indexes = [models.Index(SORTED_AT.desc(), models.F("id").desc(), name="gallery_image_newest")]
 
     def __str__(self) -> str:
         return self.original_name or f"image {self.pk}"
+
+    @property
+    def taken(self) -> TakenAt | None:
+        return None if self.taken_at is None else TakenAt(self.taken_at, self.taken_at_offset)
+
+    @property
+    def sorted_at(self) -> datetime:
+        """The time Newest orders by: taken, or else uploaded."""
+        return self.taken_at or self.uploaded_at
+
+    @property
+    def taken_at_text(self) -> str:
+        """"5 Jun 2021, 14:03 (UTC+02:00)" in the camera's own time; no zone when it gave none."""
+        taken = self.taken
+        if taken is None:
+            return ""
+        local = taken.local()
+        text = f"{local.day} {local:%b %Y, %H:%M}"
+        if taken.offset is None:
+            return text
+        sign, minutes = ("+" if taken.offset >= 0 else "-"), abs(taken.offset)
+        return f"{text} (UTC{sign}{minutes // 60:02d}:{minutes % 60:02d})"
 
     @property
     def display_url(self) -> str:

@@ -17,9 +17,12 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, OperationalError, transaction
 from django.utils import timezone
+from PIL import Image as PILImage
 
 from search import dispatch
 
+from . import formats
+from .dates import TakenAt, taken_at_read
 from .labels import InvalidLabels, clean_label_names
 from .models import Image, Label
 from .validation import InvalidImage, check_upload_size, validate_image_bytes
@@ -31,8 +34,8 @@ logger = logging.getLogger(__name__)
 class ImageUpload:
     """One file to add: its client-side name (for messages only), size, a reader, its labels.
 
-    An import from an export also carries the original upload time and uploader, and the image
-    vector with the model that made it (the pipeline then skips the image model). ``refused``
+    An import from an export also carries the original upload time, uploader and date taken, and
+    the image vector with the model that made it (the pipeline then skips the image model). ``refused``
     is set when the file was refused before reading (an archive entry named unsafely): it is
     reported with that reason and never read.
     """
@@ -46,6 +49,7 @@ class ImageUpload:
     image_vector: bytes | None = None
     embedding_model: str = ""
     refused: str | None = None
+    taken: TakenAt | None = None  # an export's date taken; else the file's EXIF is read
 
 
 @dataclass
@@ -149,8 +153,11 @@ def _image_create_one(*, upload: ImageUpload, user: AbstractBaseUser | None, res
         return
     thumbnail = validated.thumbnail_jpeg()
     display = validated.display_jpeg()
+    taken = upload.taken or validated.taken
     image = Image(
         sha256=validated.sha256,
+        taken_at=taken.at if taken else None,
+        taken_at_offset=taken.offset if taken else None,
         original_name=name[-255:],
         content_type=validated.content_type,
         uploaded_by=upload.uploader or user,
@@ -264,3 +271,36 @@ def images_delete(*, images: Iterable[Image]) -> int:
         transaction.on_commit(lambda: _delete_files(files))
         transaction.on_commit(dispatch.index_rebuild_request)
     return deleted
+
+
+def images_taken_at_backfill(*, limit: int = 10_000, batch: int = 200) -> tuple[int, bool]:
+    """Read the date taken from the stored originals of up to ``limit`` images not read yet
+    (uploaded before the library kept it), a batch of rows at a time. Returns how many were
+    read and whether any are left. Run twice (or on two workers at once): a row is read until
+    one run marks it read, both would store the same date, and a later run finds nothing."""
+    formats.decoders_register()
+    done = 0
+    while True:
+        if done >= limit:
+            return done, Image.objects.filter(taken_at_read=False).exists()
+        unread = Image.objects.filter(taken_at_read=False).order_by("pk").only("pk", "file")
+        rows = list(unread[: min(batch, limit - done)])
+        if not rows:
+            return done, False
+        for image in rows:
+            taken = _taken_at_stored(image)
+            Image.objects.filter(pk=image.pk, taken_at_read=False).update(
+                taken_at=taken.at if taken else None,
+                taken_at_offset=taken.offset if taken else None,
+                taken_at_read=True,
+            )
+            done += 1
+
+
+def _taken_at_stored(image: Image) -> TakenAt | None:
+    try:
+        with image.file.open("rb") as fh:
+            return taken_at_read(PILImage.open(fh, formats=formats.pillow_names()))
+    except Exception:  # noqa: BLE001 - a file gone or unreadable: marked read, with no date
+        logger.warning("could not read the date taken of image %s", image.pk, exc_info=True)
+        return None

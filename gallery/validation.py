@@ -17,6 +17,7 @@ from PIL import Image as PILImage
 from PIL import ImageOps, UnidentifiedImageError
 
 from . import formats
+from .dates import TakenAt, taken_at_read
 
 THUMBNAIL_SIZE = 512  # long side; also big enough (>= 224 short side for most photos) to embed
 DISPLAY_SIZE = 2560  # long side of the display copy of a format not every browser shows
@@ -67,6 +68,7 @@ class ValidatedImage:
     height: int
     rgb: PILImage.Image  # orientation applied, RGB
     browsers_show: bool  # False: the pages show :meth:`display_jpeg` instead of the original
+    taken: TakenAt | None = None  # when EXIF says the photo was taken (gallery.dates)
 
     def thumbnail_jpeg(self) -> bytes:
         return _jpeg(self.rgb, THUMBNAIL_SIZE, quality=85)
@@ -164,6 +166,7 @@ def validate_image_bytes(data: bytes, *, name: str = "") -> ValidatedImage:
                     f"{settings.IMAGESEARCH_MAX_FRAMES}."
                 )
             image.seek(0)
+            taken = taken_at_read(image)
             if fmt in ("JPEG", "MPO"):
                 image.draft(None, _draft_size(width, height))
             image.load()
@@ -196,6 +199,7 @@ def validate_image_bytes(data: bytes, *, name: str = "") -> ValidatedImage:
         height=height,
         rgb=rgb,
         browsers_show=accepted.browsers_show,
+        taken=taken,
     )
 
 

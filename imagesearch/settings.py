@@ -348,6 +348,7 @@ CELERY_BEAT_SCHEDULE = {
     "sweep": {"task": "search.tasks.sweep", "schedule": float(IMAGESEARCH_SWEEP_INTERVAL)},
     # Files a failed delete left behind (gallery.media): a walk of the media storage, so hourly.
     "sweep-media": {"task": "search.tasks.sweep_media", "schedule": 3600.0},
+    "backfill-taken-at": {"task": "search.tasks.backfill_taken_at", "schedule": 3600.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 

@@ -32,6 +32,7 @@ REFRESH_TASK = "search.tasks.refresh_hybrids"
 REBUILD_TASK = "search.tasks.rebuild_index"
 SWEEP_TASK = "search.tasks.sweep"
 DUPLICATES_TASK = "search.tasks.scan_duplicates"
+TAKEN_AT_TASK = "search.tasks.backfill_taken_at"
 
 HYBRIDS_PER_TASK = 500  # a refresh only reads stored vectors: cheap per image
 
@@ -88,6 +89,21 @@ def index_sweep_enqueue(*, at_start: bool = False) -> bool:
     """Run the periodic repair now (``at_start``: for a worker that starts, which picks up what
     waited for it and what a killed worker left)."""
     return _after_commit(lambda: _sweep_send(at_start))
+
+
+def taken_at_backfill_enqueue() -> bool:
+    """Have the worker read the date taken of images uploaded before the library kept it (a
+    worker's start and an hourly schedule send it; with nothing left it finds nothing)."""
+
+    def send() -> bool:
+        try:
+            _send(TAKEN_AT_TASK)
+        except Exception:  # noqa: BLE001 - the hourly schedule sends it again
+            logger.warning("could not enqueue the date-taken backfill", exc_info=True)
+            return False
+        return True
+
+    return _after_commit(send)
 
 
 def _count_request(model) -> None:

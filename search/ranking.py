@@ -72,7 +72,7 @@ def images_search(
     narrow filter is scored exactly from the rows' stored hybrids; a wide one over-fetches
     from the index in proportion to how few rows it keeps.
     ``sort``: ``"relevance"`` (best first) or ``"date"``: the ``DATE_SORT_POOL`` best
-    matches, newest upload first.
+    matches, newest first by the date taken (the upload time where there is none).
     """
     page_size = page_size or settings.IMAGESEARCH_PAGE_SIZE
     start = _check_paging(page, page_size, sort)
@@ -88,7 +88,7 @@ def images_search(
         )
         notices = status.search_notices() + ([FROM_ROWS_NOTICE] if from_rows else [])
     if sort == "date":
-        hits = sorted(hits[:DATE_SORT_POOL], key=lambda h: (h.image.uploaded_at, h.image.pk), reverse=True)
+        hits = sorted(hits[:DATE_SORT_POOL], key=lambda h: (h.image.sorted_at, h.image.pk), reverse=True)
     shown = hits[start : start + page_size]
     # Label names of the hits shown only, in one query: loading them for every over-fetched
     # row, or as Label objects, is a large share of a search's time.
@@ -164,7 +164,8 @@ FROM_ROWS_NOTICE = (
 
 
 def images_browse(*, labels: Sequence[str] = (), page: int = 1, page_size: int | None = None) -> ResultPage:
-    """Ready images carrying every one of ``labels`` (all images when none), newest first.
+    """Ready images carrying every one of ``labels`` (all images when none), newest first (by the
+    date taken, the upload time where there is none).
 
     No query vector: needs neither the model nor the index, so it works while they are down.
     """
@@ -173,7 +174,7 @@ def images_browse(*, labels: Sequence[str] = (), page: int = 1, page_size: int |
     label_ids = _label_ids(labels)
     hits: list[Hit] = []
     if label_ids is not None:
-        rows = _with_labels(Image.objects.ready().for_display(), label_ids).order_by("-uploaded_at", "-pk")
+        rows = _with_labels(Image.objects.ready().for_display(), label_ids).newest_first()
         hits = [Hit(image, None) for image in rows[start : start + page_size + 1]]
     manifest = search_index.read_current_manifest(status.index_dir())
     return ResultPage(

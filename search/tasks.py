@@ -25,6 +25,7 @@ from celery.signals import celeryd_init, worker_ready
 from django.conf import settings
 
 from gallery.media import media_orphans_delete
+from gallery.services import images_taken_at_backfill
 
 from . import dispatch, duplicates, encoder, pipeline, rebuild
 
@@ -115,6 +116,17 @@ def sweep_media() -> int:
     return media_orphans_delete()
 
 
+@shared_task
+def backfill_taken_at() -> int:
+    """Read the date taken of images uploaded before the library kept it, some thousands per
+    run, sending itself again while any are left. Run twice: rows read are marked, so the second
+    run reads the rest or nothing."""
+    done, more = images_taken_at_backfill()
+    if more:
+        dispatch.taken_at_backfill_enqueue()
+    return done
+
+
 @celeryd_init.connect
 def _refuse_an_unusable_vector_store(**kwargs) -> None:
     # A worker does not run Django's system checks: IMAGESEARCH_VECTOR_BACKEND=pgvector on a
@@ -136,3 +148,4 @@ def _record_concurrency(sender=None, conf=None, instance=None, options=None, **k
 def _sweep_at_start(sender=None, **kwargs) -> None:
     # Images uploaded while no worker (or no broker) was running get picked up right away.
     dispatch.index_sweep_enqueue(at_start=True)
+    dispatch.taken_at_backfill_enqueue()

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from django.utils import timezone
 
+from ..dates import TakenAt
 from ..labels import InvalidLabels, clean_label_names
 
 MANIFEST_NAME = "imagesearch-export.json"
@@ -66,6 +67,7 @@ class ExportEntry:
     uploaded_at: datetime | None
     uploaded_by: str | None
     vector: ExportVector | None
+    taken: TakenAt | None = None
 
 
 def manifest_parse(raw: bytes, *, extra_labels: Sequence[str] = ()) -> tuple[list[ExportEntry], list[str]]:
@@ -132,6 +134,7 @@ def _entry_parse(
     name = get("name", (str,), required=False)
     uploaded_at_text = get("uploaded_at", (str,), required=False)
     uploaded_by = get("uploaded_by", (str,), required=False)
+    taken_at_text = get("taken_at", (str,), required=False)
     raw_vector = get("image_vector", (dict,), required=False)
 
     if file is not None and (reason := export_path_problem(file)) is not None:
@@ -161,6 +164,12 @@ def _entry_parse(
         else:
             if timezone.is_naive(uploaded_at):
                 problems.append(f"{where}.uploaded_at: {uploaded_at_text!r} has no UTC offset.")
+    taken = None
+    if taken_at_text is not None:
+        try:  # no offset: the camera gave none (gallery.dates)
+            taken = TakenAt.from_local(datetime.fromisoformat(taken_at_text))
+        except ValueError:
+            problems.append(f"{where}.taken_at: {taken_at_text!r} is not an ISO 8601 date and time.")
     vector = _vector_parse(raw_vector, f"{where}.image_vector", problems) if raw_vector is not None else None
     if len(problems) > found:
         return None
@@ -173,6 +182,7 @@ def _entry_parse(
         uploaded_at=uploaded_at,
         uploaded_by=uploaded_by,
         vector=vector,
+        taken=taken,
     )
 
 

@@ -244,6 +244,7 @@ def export_uploads(export: LibraryExport) -> tuple[list[ImageUpload], VectorCoun
                 read=_reader(export, entry),
                 labels=entry.labels,
                 uploaded_at=entry.uploaded_at,
+                taken=entry.taken,
                 uploader=users.get(entry.uploaded_by or ""),
                 image_vector=vector.data if vector is not None else None,
                 embedding_model=vector.model if vector is not None else "",

@@ -259,6 +259,8 @@ def _image_export(
         "labels": image.label_names,
         "uploaded_at": image.uploaded_at.isoformat() if image.uploaded_at else None,
         "uploaded_by": image.uploaded_by.get_username() if image.uploaded_by else None,
+        # The camera's wall time, with its offset when it gave one (gallery.dates).
+        "taken_at": image.taken.local().isoformat() if image.taken else None,
     }
     if with_vectors and (vector := _vector_entry(image)) is not None:
         entry["image_vector"] = vector
