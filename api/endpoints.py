@@ -24,7 +24,7 @@ from search.errors import QueryError
 from search.status import status_summary
 
 from . import schemas as s
-from .auth import STAFF, caller_sees_unindexed, require_search_access
+from .auth import STAFF, caller_sees_unindexed, require_search_access, throttle_check
 
 api = NinjaAPI(
     title="Image search API",
@@ -56,7 +56,11 @@ def _error(request: HttpRequest, message: str, status: int, **extra) -> HttpResp
 
 @api.exception_handler(QueryError)
 def _query_error(request, exc: QueryError):
-    return _error(request, str(exc), exc.status_code)
+    response = _error(request, str(exc), exc.status_code)
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:  # 429 (this client's limit) or 503 (no model slot free)
+        response["Retry-After"] = str(retry_after)
+    return response
 
 
 @api.exception_handler(ValidationError)
@@ -114,6 +118,7 @@ def _image_out(request: HttpRequest, image: Image, score: float | None = None) -
 
 def _search(request: HttpRequest, params: s.SearchParams, image: UploadedFile | None) -> dict:
     require_search_access(request)
+    throttle_check(request, "image" if image is not None else "text")
     query = queries.search_query_build(
         text=params.text,
         image=image,
@@ -135,7 +140,7 @@ def _search(request: HttpRequest, params: s.SearchParams, image: UploadedFile | 
     }
 
 
-@api.get("/api/search", response={200: s.SearchOut, **errors(400, 401, 404, 503)}, tags=["search"])
+@api.get("/api/search", response={200: s.SearchOut, **errors(400, 401, 404, 429, 503)}, tags=["search"])
 def search_get(request: HttpRequest, params: Query[s.SearchParams]):
     """Search by words (`text`), by an indexed image (`image_id`: more like this), by an earlier
     uploaded image (`image_token`), or browse `labels`; filter by `labels`, `sort`, page with
@@ -143,7 +148,7 @@ def search_get(request: HttpRequest, params: Query[s.SearchParams]):
     return _search(request, params, None)
 
 
-@api.post("/api/search", response={200: s.SearchOut, **errors(400, 401, 404, 503)}, tags=["search"])
+@api.post("/api/search", response={200: s.SearchOut, **errors(400, 401, 404, 429, 503)}, tags=["search"])
 def search_post(request: HttpRequest, image: File[UploadedFile], params: Form[s.SearchParams]):
     """The same as `GET /api/search`, with an uploaded query `image` (multipart). With `text` too,
     the query is the weighted hybrid of both (`weight` is the image's share). The answer's
@@ -300,11 +305,14 @@ def _allow_any_origin(response: HttpResponse) -> None:
         response["Access-Control-Allow-Origin"] = "*"
 
 
-@api.post("/knn-service", response={200: list[s.KnnHit], **errors(400, 401, 503)}, tags=["clip-retrieval"])
+@api.post(
+    "/knn-service", response={200: list[s.KnnHit], **errors(400, 401, 429, 503)}, tags=["clip-retrieval"]
+)
 def knn_service(request: HttpRequest, body: s.KnnIn, response: HttpResponse):
     """clip-retrieval's `/knn-service`: `[{id, similarity, url, caption}]`, best first. The first
     `num_images` results carry `url` and `caption`; up to `num_result_ids` carry ids only."""
     require_search_access(request)
+    throttle_check(request, "knn")
     _allow_any_origin(response)
     clip_retrieval.check_index_name(body.indice_name)
     vector = clip_retrieval.knn_vector(

@@ -8,6 +8,7 @@ media files and index generations under one data directory.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -108,6 +109,8 @@ INSTALLED_APPS = [
     "django.contrib.postgres",
     "csp",  # its system checks catch settings left in django-csp's old format
     "ninja",  # serves the API docs page's scripts from static files, not a CDN
+    "axes",  # locks out an address after repeated failed sign-ins (the admin's login)
+    "django_ratelimit",  # its system checks: the rate-limit cache must be a usable one
     "gallery",
     "search",
     "api",
@@ -116,14 +119,22 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",  # before the size limit, so that its refusals carry it too
-    "imagesearch.middleware.RequestSizeLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # After authentication (the staff upload paths' larger limit is for staff only) and before
+    # any view or CsrfViewMiddleware.process_view, which reads the body (request.POST).
+    "imagesearch.middleware.RequestSizeLimitMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: it answers a locked-out sign-in
+]
+
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out address before any check
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "imagesearch.urls"
@@ -189,16 +200,22 @@ STORAGES = {
 }
 WHITENOISE_USE_FINDERS = True  # serve from static/ even before collectstatic has run
 
-# Query vectors of image searches (for paging) and upload batches. A file cache is shared by the
-# web processes of one machine; several machines share a Redis (IMAGESEARCH_CACHE_URL=redis://...).
+# Three caches, apart so that one cannot evict another: "default" (upload batches, which staff
+# follow for up to a day), "query_vectors" (the vectors of query images, for paging: anyone fills
+# it) and "ratelimit" (the per-client counters, search.throttle). A file cache is shared by the web
+# processes of one machine; several machines share a Redis (IMAGESEARCH_CACHE_URL=redis://...),
+# each alias under its own key prefix.
 IMAGESEARCH_CACHE_URL = envstr("IMAGESEARCH_CACHE_URL", "")
+_CACHE_ENTRIES = {"default": 5000, "query_vectors": 5000, "ratelimit": 20000}
 if IMAGESEARCH_CACHE_URL.startswith(("redis://", "rediss://", "unix://")):
     CACHES = {
-        "default": {
+        alias: {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": IMAGESEARCH_CACHE_URL,
             "TIMEOUT": 3600,
+            "KEY_PREFIX": "" if alias == "default" else alias,
         }
+        for alias in _CACHE_ENTRIES
     }
 elif IMAGESEARCH_CACHE_URL:
     raise ImproperlyConfigured(
@@ -206,12 +223,13 @@ elif IMAGESEARCH_CACHE_URL:
     )
 else:
     CACHES = {
-        "default": {
+        alias: {
             "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
-            "LOCATION": str(DATA_DIR / "cache"),
+            "LOCATION": str(DATA_DIR / "cache" if alias == "default" else DATA_DIR / f"cache-{alias}"),
             "TIMEOUT": 3600,
-            "OPTIONS": {"MAX_ENTRIES": 5000},
+            "OPTIONS": {"MAX_ENTRIES": entries},
         }
+        for alias, entries in _CACHE_ENTRIES.items()
     }
 
 LOGIN_URL = "admin:login"
@@ -221,9 +239,20 @@ MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 
 # --- Request limits ----------------------------------------------------------------------------
 
+# The client's address: from this request header when a trusted reverse proxy sets it (e.g.
+# X-Forwarded-For, whose last entry is the address the proxy saw, or X-Real-IP), else the
+# socket's. Set it only behind such a proxy: otherwise any client could claim any address.
+IMAGESEARCH_CLIENT_IP_HEADER = envstr("IMAGESEARCH_CLIENT_IP_HEADER", "")
+
 IMAGESEARCH_MAX_UPLOAD_BYTES = envint("IMAGESEARCH_MAX_UPLOAD_BYTES", 30 * 1024 * 1024, minimum=1)
 IMAGESEARCH_MAX_UPLOAD_FILES = envint("IMAGESEARCH_MAX_UPLOAD_FILES", 500, minimum=1)
+# The staff upload paths (the admin's upload page, POST /api/images) for staff only; every other
+# request body (search by image, /knn-service, sign-in) is held to the public limit. Both are
+# checked on Content-Length before anything reads the body (imagesearch.middleware).
 IMAGESEARCH_MAX_REQUEST_BYTES = envint("IMAGESEARCH_MAX_REQUEST_BYTES", 512 * 1024 * 1024, minimum=1024)
+IMAGESEARCH_MAX_PUBLIC_REQUEST_BYTES = envint(
+    "IMAGESEARCH_MAX_PUBLIC_REQUEST_BYTES", 10 * 1024 * 1024, minimum=1024
+)
 IMAGESEARCH_MAX_IMAGE_PIXELS = envint("IMAGESEARCH_MAX_IMAGE_PIXELS", 80_000_000, minimum=1)
 IMAGESEARCH_MAX_FRAMES = envint("IMAGESEARCH_MAX_FRAMES", 1000, minimum=1)
 # Query images (anyone may send them where search is public) are bounded far below the staff
@@ -236,6 +265,41 @@ DATA_UPLOAD_MAX_NUMBER_FILES = IMAGESEARCH_MAX_UPLOAD_FILES + 1  # the files plu
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024  # non-file fields only
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 FILE_UPLOAD_PERMISSIONS = 0o644
+
+# --- Sign-in lockout (django-axes) -------------------------------------------------------------
+
+# After this many failed sign-ins from one address, that address may not sign in for the
+# cool-off (minutes); a successful sign-in resets the count.
+AXES_FAILURE_LIMIT = envint("IMAGESEARCH_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = envint("IMAGESEARCH_LOGIN_COOLOFF_MINUTES", 15, minimum=1) / 60  # hours
+AXES_LOCKOUT_PARAMETERS = ["ip_address"]  # never by username alone: anyone could lock staff out
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "search.throttle.axes_client_ip"
+AXES_VERBOSE = False
+
+# --- Per-client rate limits (django-ratelimit; search.throttle) ----------------------------------
+
+# "N/s", "N/m", "N/h" or "N/d" per client: an address for anonymous callers, an account for
+# signed-in users and API tokens; "off" for none. Staff and token callers have their own limits.
+IMAGESEARCH_RATE_LIMIT_TEXT = envstr("IMAGESEARCH_RATE_LIMIT_TEXT", "60/m")
+IMAGESEARCH_RATE_LIMIT_IMAGE = envstr("IMAGESEARCH_RATE_LIMIT_IMAGE", "20/m")
+IMAGESEARCH_RATE_LIMIT_KNN = envstr("IMAGESEARCH_RATE_LIMIT_KNN", "60/m")
+IMAGESEARCH_RATE_LIMIT_STAFF_TEXT = envstr("IMAGESEARCH_RATE_LIMIT_STAFF_TEXT", "600/m")
+IMAGESEARCH_RATE_LIMIT_STAFF_IMAGE = envstr("IMAGESEARCH_RATE_LIMIT_STAFF_IMAGE", "200/m")
+IMAGESEARCH_RATE_LIMIT_STAFF_KNN = envstr("IMAGESEARCH_RATE_LIMIT_STAFF_KNN", "600/m")
+for _name in [n for n in list(globals()) if n.startswith("IMAGESEARCH_RATE_LIMIT_")]:
+    if globals()[_name] != "off" and not re.fullmatch(r"[1-9][0-9]*/[1-9]?[0-9]*[smhd]", globals()[_name]):
+        raise ImproperlyConfigured(f"{_name} must look like 60/m (or 10/s, 500/h, 1000/d, off)")
+RATELIMIT_USE_CACHE = "ratelimit"
+# A cache that cannot answer (Redis down) must not close search: the model slots still bound work.
+RATELIMIT_FAIL_OPEN = True
+# Without Redis the counters are in the file cache, shared by the web processes of one machine
+# but not incremented atomically (django-ratelimit's E003): two requests at the same instant may
+# count once. Close enough for a limit; IMAGESEARCH_CACHE_URL=redis://... counts exactly.
+# Django's own RedisCache (INCR, atomic) is not on django-ratelimit's list, hence its W001.
+SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001"] + (
+    [] if IMAGESEARCH_CACHE_URL else ["django_ratelimit.E003"]
+)
 
 # --- Search and embedding ---------------------------------------------------------------------
 
@@ -394,5 +458,5 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": envstr("IMAGESEARCH_LOG_LEVEL", "INFO")},
-    "loggers": {"django": {"level": "INFO"}, "PIL": {"level": "WARNING"}},
+    "loggers": {"django": {"level": "INFO"}, "PIL": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
 }

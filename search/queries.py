@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 
 import numpy as np
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import caches
 from django.core.files.uploadedfile import UploadedFile
 from django.db.models import Count, Q
 
@@ -115,12 +115,12 @@ def search_query_build(
 
 def remember_image(data: bytes, vector: np.ndarray) -> str:
     token = hashlib.sha256(data).hexdigest()[:32]
-    cache.set(f"qvec:{token}", np.asarray(vector, dtype="<f4").tobytes(), QUERY_VECTOR_TTL)
+    caches["query_vectors"].set(f"qvec:{token}", np.asarray(vector, dtype="<f4").tobytes(), QUERY_VECTOR_TTL)
     return token
 
 
 def recall_image(token: str) -> np.ndarray:
-    data = cache.get(f"qvec:{token}") if re.fullmatch(r"[0-9a-f]{32}", token) else None
+    data = caches["query_vectors"].get(f"qvec:{token}") if re.fullmatch(r"[0-9a-f]{32}", token) else None
     if data is None:
         raise QueryTargetMissing("That image search has expired; choose the image again.")
     return np.frombuffer(data, dtype="<f4")
@@ -256,17 +256,21 @@ def result_links(query: SearchQuery, result: ranking.ResultPage) -> dict[str, st
     }
 
 
-def start_page() -> dict[str, object]:
+def start_page(*, staff: bool = False) -> dict[str, object]:
     """What the search page shows before a query: the newest images and the labels in use,
-    or why there is nothing to search yet."""
+    or why there is nothing to search yet. Why a model could not load (its text may name paths
+    of this machine) is for ``staff``; others are told that it could not."""
     from . import encoder
 
+    model_error = encoder.last_load_error()
+    if model_error and not staff:
+        model_error = query_vectors.MODEL_UNAVAILABLE
     return {
         "recent": ranking.images_browse(page_size=12).hits,
         "labels": popular_labels(),
         "total": Image.objects.count(),
         "pending": Image.objects.pending().count(),
-        "model_error": encoder.last_load_error(),
+        "model_error": model_error,
     }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from gallery.models import Image
@@ -9,6 +11,14 @@ from gallery.validation import InvalidImage, query_image_decode
 
 from . import encoder
 from .errors import QueryError, QueryTargetMissing, SearchUnavailable
+
+logger = logging.getLogger(__name__)
+
+# What anyone is told when the model cannot load. The reason (which may name files and paths of
+# this machine) is for staff: the admin's Index status page, GET /api/status, the log.
+MODEL_UNAVAILABLE = (
+    "the search model could not be loaded; the administrators can see why on the Index status page."
+)
 
 # The text model reads a few dozen tokens (CLIP 77, the multilingual text model 128) and its
 # tokenizer cuts the rest; a longer text is cut before tokenising, so that it costs nothing.
@@ -33,8 +43,8 @@ def query_vector_for_text(*, text: str) -> np.ndarray:
         raise QueryError("Type a few words to search for, or choose an image.")
     try:
         return encoder.encode_query_text(cleaned)
-    except encoder.ModelUnavailable as exc:
-        raise SearchUnavailable(f"Search is unavailable: {exc}") from None
+    except encoder.ModelUnavailable:
+        raise _model_unavailable() from None
 
 
 def query_vector_for_image(*, data: bytes) -> np.ndarray:
@@ -46,8 +56,13 @@ def query_vector_for_image(*, data: bytes) -> np.ndarray:
         raise QueryError(f"That image cannot be used for search: {exc}") from None
     try:
         return encoder.encode_images([rgb])[0]
-    except encoder.ModelUnavailable as exc:
-        raise SearchUnavailable(f"Search is unavailable: {exc}") from None
+    except encoder.ModelUnavailable:
+        raise _model_unavailable() from None
+
+
+def _model_unavailable() -> SearchUnavailable:
+    logger.warning("a query found the model unavailable: %s", encoder.last_load_error())
+    return SearchUnavailable(f"Search is unavailable: {MODEL_UNAVAILABLE}")
 
 
 def query_vector_for_image_id(*, image_id: int) -> np.ndarray:

@@ -10,7 +10,7 @@ from django.views.decorators.http import require_http_methods, require_safe
 from gallery.models import Image
 from gallery.permissions import search_permitted, sees_unindexed_images
 
-from . import queries
+from . import queries, throttle
 from .errors import QueryError
 from .forms import SearchForm
 from .queries import SearchQuery
@@ -22,24 +22,29 @@ def search_page(request: HttpRequest) -> HttpResponse:
     """Words (GET), an image (POST, with or without words), "more like this", label chips."""
     form = SearchForm(request.POST if request.method == "POST" else request.GET, request.FILES or None)
     context: dict[str, object] = {"query": SearchQuery(), "page": None, "error": None}
-    status = 200
+    status, retry_after = 200, None
     if not form.is_valid():
         context["error"], status = form.error_text(), 400
     elif request.method == "POST" and not form.cleaned_data.get("image"):
         return redirect(reverse("search") + form.query().url())  # no new image: a shareable GET
     elif (query := form.query()).kind == "empty":
-        context["start"] = queries.start_page()
+        context["start"] = queries.start_page(staff=request.user.is_staff)
     else:
         context["query"] = query
         try:
+            throttle.check(request, "image" if query.image is not None else "text", user=request.user)
             result, query = queries.run(query, page=form.cleaned_data.get("page") or 1)
         except QueryError as exc:
             context["error"], status = str(exc), exc.status_code
+            retry_after = getattr(exc, "retry_after", None)
         else:
             chips = queries.label_chips(query, result.hits)
             links = queries.result_links(query, result)
             context.update(query=query, page=result, chips=chips, links=links)
-    return render(request, "search/search.html", context, status=status)
+    response = render(request, "search/search.html", context, status=status)
+    if retry_after is not None:  # 429 (this client's limit) or 503 (no model slot free)
+        response["Retry-After"] = str(retry_after)
+    return response
 
 
 @require_safe

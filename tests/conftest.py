@@ -342,4 +342,21 @@ def clip_model_missing(settings, tmp_path) -> Iterator[None]:
 @pytest.fixture(scope="session", autouse=True)
 def _remove_query_cache() -> Iterator[None]:
     yield
-    shutil.rmtree(Path(django_settings.DATA_DIR) / "cache", ignore_errors=True)
+    for name in ("cache", "cache-query_vectors", "cache-ratelimit"):
+        shutil.rmtree(Path(django_settings.DATA_DIR) / name, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _no_rate_limits(settings) -> None:
+    """Tests search as often as they need: the per-client rate limits (search.throttle) count only
+    in the tests that ask for them with the ``rate_limits`` fixture."""
+    settings.RATELIMIT_ENABLE = False
+
+
+@pytest.fixture
+def rate_limits(settings) -> None:
+    """The per-client rate limits on, with fresh counters."""
+    from django.core.cache import caches
+
+    settings.RATELIMIT_ENABLE = True
+    caches["ratelimit"].clear()

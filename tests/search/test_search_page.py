@@ -180,6 +180,19 @@ def test_an_unavailable_model_is_a_clear_503_and_browsing_still_works(client, li
     assert client.get("/", {"label": "zebra"}).status_code == 200
 
 
+def test_why_the_model_failed_is_shown_to_staff_only(client, staff_user, library, clip_model_missing):
+    path = "no-such-model"  # the model setting's directory: a path of this machine
+    answer = client.get("/", {"q": "zebra"})
+    assert answer.status_code == 503 and path.encode() not in answer.content
+    assert b"the administrators can see why" in answer.content
+    api = client.get("/api/search", {"text": "zebra"})
+    assert api.status_code == 503 and path not in api.json()["error"]
+    start = client.get("/")
+    assert b"unavailable right now" in start.content and path.encode() not in start.content
+    client.force_login(staff_user)
+    assert path.encode() in client.get("/").content  # staff see the reason
+
+
 @pytest.mark.parametrize(
     "params",
     [{"page": "x"}, {"q": "a", "sort": "random"}, {"q": "a", "w": "2"}, {"qimg": "../etc"}, {"like": "-1"}],

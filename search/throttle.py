@@ -1,0 +1,97 @@
+"""Who a client is, and how often it may search: per-client rate limits (django-ratelimit),
+counted apart for text queries, image queries and clip-retrieval's ``/knn-service``.
+
+A client is its account when it is signed in or sends an API token, else its address: the
+socket's, or the one a trusted reverse proxy puts in ``IMAGESEARCH_CLIENT_IP_HEADER``. IPv6
+addresses count per /64 (one household or server holds a whole /64). Staff and token callers
+have their own, higher limits (``IMAGESEARCH_RATE_LIMIT_STAFF_*``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from django.conf import settings
+from django.http import HttpRequest
+from django_ratelimit.core import get_usage
+
+from .errors import QueryError
+
+KINDS = ("text", "image", "knn")
+_WHAT = {"text": "searches", "image": "image searches", "knn": "/knn-service calls"}
+_PERIODS = {"s": "second", "m": "minute", "h": "hour", "d": "day"}
+
+
+class RateLimited(QueryError):
+    """This client asked more often than its limit; ``retry_after`` is in seconds."""
+
+    status_code = 429
+
+    def __init__(self, message: str, *, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def client_ip_of(request: HttpRequest) -> str:
+    """The client's address: the trusted proxy header's (its last entry: the address the
+    proxy itself saw) when configured and well-formed, else the socket's."""
+    header = settings.IMAGESEARCH_CLIENT_IP_HEADER
+    if header:
+        candidate = request.headers.get(header, "").split(",")[-1].strip()
+        try:
+            return str(ipaddress.ip_address(candidate))
+        except ValueError:
+            pass  # not through the proxy (or a broken header): the socket's address it is
+    return request.META.get("REMOTE_ADDR", "")
+
+
+def axes_client_ip(request: HttpRequest) -> str | None:
+    """django-axes's AXES_CLIENT_IP_CALLABLE: the same address, None where there is none (a
+    request made in code, such as a test's force_login), which axes stores as such."""
+    return client_ip_of(request) or None
+
+
+def _client_key(request: HttpRequest, user) -> str:
+    if user is not None and user.is_authenticated:
+        return f"user:{user.pk}"
+    address = client_ip_of(request) or "unknown"
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return f"ip:{address}"
+    if ip.version == 6:
+        return f"ip:{ipaddress.ip_network(f'{ip}/64', strict=False)}"
+    return f"ip:{ip}"
+
+
+def rate_for(kind: str, *, trusted: bool) -> str | None:
+    """The configured limit of ``kind`` (None: no limit)."""
+    name = f"IMAGESEARCH_RATE_LIMIT_{'STAFF_' if trusted else ''}{kind.upper()}"
+    rate = getattr(settings, name)
+    return None if rate == "off" else rate
+
+
+def check(request: HttpRequest, kind: str, *, user=None, token: bool = False) -> None:
+    """Count one ``kind`` request of this client; :class:`RateLimited` when it is over its
+    limit. ``user`` is the caller (the session's or the API token's), ``token`` whether it came
+    with an API token: staff and token callers count against the staff limits."""
+    trusted = token or (user is not None and user.is_authenticated and user.is_staff)
+    rate = rate_for(kind, trusted=trusted)
+    if rate is None:
+        return
+    key = _client_key(request, user)
+    usage = get_usage(
+        request, group=f"search-{kind}", key=lambda group, request: key, rate=rate, increment=True
+    )
+    if usage is None or not usage["should_limit"]:
+        return
+    count, period = rate.split("/")
+    unit = _PERIODS[period[-1]]
+    per = f"{period[:-1]} {unit}s" if period[:-1] not in ("", "1") else unit
+    retry_after = max(1, int(usage["time_left"]))
+    who = "this account" if key.startswith("user:") else "your address"
+    raise RateLimited(
+        f"Too many {_WHAT[kind]} from {who}: at most {count} per {per}. "
+        f"Try again in {retry_after} second{'s' if retry_after != 1 else ''}.",
+        retry_after=retry_after,
+    )

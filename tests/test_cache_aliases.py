@@ -1,0 +1,29 @@
+"""Query-image vectors (anyone may add them) and upload batches (staff follow them) live in
+caches of their own: a flood of image searches never evicts a batch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gallery.batches import batch_remember, batch_status
+from search.queries import recall_image, remember_image
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_flood_of_query_images_leaves_upload_batches_alone(settings, tmp_path):
+    settings.CACHES = {
+        alias: {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(tmp_path / alias),
+            # Full means emptied: whatever shares a full cache is evicted, deterministically.
+            "OPTIONS": {"MAX_ENTRIES": 10, "CULL_FREQUENCY": 0},
+        }
+        for alias in ("default", "query_vectors", "ratelimit")
+    }
+    token = batch_remember(image_ids=[])
+    vector = np.ones(8, dtype=np.float32)
+    tokens = [remember_image(f"query image {i}".encode(), vector) for i in range(40)]
+    assert batch_status(token=token) is not None
+    assert np.array_equal(recall_image(tokens[-1]), vector)
