@@ -46,6 +46,7 @@ def images_embed(*, image_ids: Sequence[int]) -> EmbedReport:
     pending rows are claimed first, and the claim renewed batch by batch (see search.claims): an
     image that another live run holds is skipped, so no image goes through the model twice.
     """
+    int8_measure_if_due()
     report = EmbedReport()
     owner = claims.claim_owner()
     now = timezone.now()
@@ -61,6 +62,49 @@ def images_embed(*, image_ids: Sequence[int]) -> EmbedReport:
     if report.embedded or report.refreshed:
         dispatch.index_rebuild_request()
     return report
+
+
+#: The int8 measurement waits for a library of at least this many ready images and label texts,
+#: and samples at most the larger figures (a few seconds of the worker's time, once per model).
+INT8_MIN_IMAGES, INT8_MAX_IMAGES = 50, 300
+INT8_MIN_QUERIES, INT8_MAX_QUERIES = 5, 200
+
+
+def int8_measure_if_due() -> dict[str, Any] | None:
+    """With ``IMAGESEARCH_ENCODER_INT8`` (ONNX runtime): measure, once per model, whether int8
+    gives fp32's top 10 on this library (search.encoder.int8), before the worker's next batch;
+    the figure and the decision are kept beside the export, and this process reloads the models
+    so that the decision serves from its next batch. None when it is not due: int8 not asked
+    for, already measured, or a library too small to say (fewer than INT8_MIN_IMAGES ready
+    images or INT8_MIN_QUERIES label texts; fp32 serves meanwhile)."""
+    from search.encoder import int8
+
+    if encoder.runtime() != "onnx" or not settings.IMAGESEARCH_ENCODER_INT8:
+        return None
+    image_model, text_model, root = encoder.model_name(), encoder.text_model_name(), encoder.export_root()
+    encoder.ensure_models()  # both exported
+    if int8.decision(image_model, text_model, root) is not None:
+        return None
+    ready = Image.objects.ready().filter(embedding_model=image_model).order_by("pk")
+    count = ready.count()
+    texts = list(Label.objects.order_by("name").values_list("name", flat=True).distinct()[:INT8_MAX_QUERIES])
+    if count < INT8_MIN_IMAGES or len(texts) < INT8_MIN_QUERIES:
+        return None
+    step = max(1, count // INT8_MAX_IMAGES)  # spread over the library, the same sample every time
+    chosen = list(ready.values_list("pk", flat=True))[::step][:INT8_MAX_IMAGES]
+    sample = Image.objects.filter(pk__in=chosen).order_by("pk")
+    pictures = []
+    for image in sample:
+        try:
+            pictures.append(_open_for_embedding(image))
+        except (OSError, InvalidImage, ValueError):
+            continue  # a missing or unreadable file: the sample is the others
+    result = int8.measure(
+        image_model, text_model, root, queries=texts, images=pictures, threads=encoder.threads()
+    )
+    logger.info("int8 measured: %s", result["reason"])
+    encoder.reset()  # the next load serves what was decided
+    return result
 
 
 def _embed_held(image_ids: Sequence[int], *, owner: str, report: EmbedReport) -> None:
@@ -190,9 +234,7 @@ def label_vectors_ensure(*, labels: Iterable[Label], deriving: Collection[int] =
                 )
                 label.vector, label.vector_model = encoder.to_bytes(vector), model
             if replaced:
-                _hybrids_stale_send(
-                    Image.objects.filter(labels__in=replaced).exclude(pk__in=list(deriving))
-                )
+                _hybrids_stale_send(Image.objects.filter(labels__in=replaced).exclude(pk__in=list(deriving)))
     return {label.pk: encoder.from_bytes(label.vector) for label in labels}
 
 

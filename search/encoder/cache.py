@@ -175,10 +175,14 @@ def int8_graph(export_dir: Path, tower: str) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     staging = export_dir / f".{tower}.int8.{os.getpid()}.onnx"
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantiser logs advice on the root logger, once per graph
     try:
         quantize_dynamic(str(export_dir / f"{tower}.onnx"), str(staging), weight_type=QuantType.QInt8)
         os.chmod(staging, 0o644)
         os.replace(staging, target)
     finally:
+        root.setLevel(level)
         staging.unlink(missing_ok=True)
     return target
