@@ -53,6 +53,9 @@ def when_ready(server) -> None:
 
 
 def post_fork(server, worker) -> None:
+    from search import slots
+
+    slots.set_web_processes(server.cfg.workers)  # the cores are shared among them
     if "torch" in sys.modules:  # loaded in the master with one thread: this worker's own count
         from search import encoder
 

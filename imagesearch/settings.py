@@ -266,6 +266,12 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024  # non-file fields only
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 FILE_UPLOAD_PERMISSIONS = 0o644
 
+# Model work at once per web process (query encodes and query-image decodes, search.slots); 0:
+# the cores divided among the web processes. A query that finds none free within the wait
+# (seconds) is refused at once: a 503 with Retry-After.
+IMAGESEARCH_MODEL_SLOTS = envint("IMAGESEARCH_MODEL_SLOTS", 0, minimum=0, maximum=256)
+IMAGESEARCH_MODEL_SLOT_WAIT = envfloat("IMAGESEARCH_MODEL_SLOT_WAIT", 2.0, minimum=0.0, maximum=60.0)
+
 # --- Sign-in lockout (django-axes) -------------------------------------------------------------
 
 # After this many failed sign-ins from one address, that address may not sign in for the

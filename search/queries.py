@@ -113,8 +113,13 @@ def search_query_build(
     )
 
 
+def image_token(data: bytes) -> str:
+    """The token a query image's vector is remembered under (its content's hash)."""
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
 def remember_image(data: bytes, vector: np.ndarray) -> str:
-    token = hashlib.sha256(data).hexdigest()[:32]
+    token = image_token(data)
     caches["query_vectors"].set(f"qvec:{token}", np.asarray(vector, dtype="<f4").tobytes(), QUERY_VECTOR_TTL)
     return token
 
@@ -133,8 +138,13 @@ def query_vector(query: SearchQuery) -> tuple[np.ndarray, SearchQuery]:
         return query_vectors.query_vector_for_image_id(image_id=query.like), query
     image_vector = None
     if query.image is not None:
-        image_vector = query_vectors.query_vector_for_image(data=query.image)
-        query = replace(query, image=None, image_token=remember_image(query.image, image_vector))
+        token = image_token(query.image)
+        try:  # the same picture again (the search box resends it): no decode, no model slot
+            image_vector = recall_image(token)
+        except QueryTargetMissing:
+            image_vector = query_vectors.query_vector_for_image(data=query.image)
+            remember_image(query.image, image_vector)
+        query = replace(query, image=None, image_token=token)
     elif query.image_token:
         image_vector = recall_image(query.image_token)
     if image_vector is None:

@@ -9,7 +9,7 @@ import numpy as np
 from gallery.models import Image
 from gallery.validation import InvalidImage, query_image_decode
 
-from . import encoder
+from . import encoder, slots
 from .errors import QueryError, QueryTargetMissing, SearchUnavailable
 
 logger = logging.getLogger(__name__)
@@ -42,22 +42,28 @@ def query_vector_for_text(*, text: str) -> np.ndarray:
     if not cleaned:
         raise QueryError("Type a few words to search for, or choose an image.")
     try:
-        return encoder.encode_query_text(cleaned)
+        cached = encoder.cached_query_text(cleaned)
+        if cached is not None:
+            return cached  # no model work: no slot
+        with slots.model_slot():
+            return encoder.encode_query_text(cleaned)
     except encoder.ModelUnavailable:
         raise _model_unavailable() from None
 
 
 def query_vector_for_image(*, data: bytes) -> np.ndarray:
     """A query image's vector; the image is bounded in bytes, format and pixels before it is
-    decoded, and decoded no larger than the model needs (gallery.validation.query_image_decode)."""
-    try:
-        rgb = query_image_decode(data)
-    except InvalidImage as exc:
-        raise QueryError(f"That image cannot be used for search: {exc}") from None
-    try:
-        return encoder.encode_images([rgb])[0]
-    except encoder.ModelUnavailable:
-        raise _model_unavailable() from None
+    decoded, and decoded no larger than the model needs (gallery.validation.query_image_decode).
+    The decode and the encode hold one model slot (search.slots)."""
+    with slots.model_slot():
+        try:
+            rgb = query_image_decode(data)
+        except InvalidImage as exc:
+            raise QueryError(f"That image cannot be used for search: {exc}") from None
+        try:
+            return encoder.encode_images([rgb])[0]
+        except encoder.ModelUnavailable:
+            raise _model_unavailable() from None
 
 
 def _model_unavailable() -> SearchUnavailable:

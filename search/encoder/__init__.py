@@ -41,6 +41,7 @@ __all__ = [
     "describe",
     "dimension",
     "encode_images",
+    "cached_query_text",
     "encode_query_text",
     "encode_texts",
     "ensure_models",
@@ -320,6 +321,16 @@ def encode_texts(texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
         return np.zeros((0, dimension()), dtype=np.float32)
     texts = [unicodedata.normalize("NFC", text) for text in texts]
     return normalize(model.encode_texts(texts, batch_size=batch_size))
+
+
+def cached_query_text(text: str) -> np.ndarray | None:
+    """The vector :func:`encode_query_text` keeps for ``text``, or None: no model work either way
+    (the query path asks first, and takes a model slot only when it must encode)."""
+    get_text_model()  # loaded (or refused) before the cache answers
+    cached = _text_cache.get((text_model_name(), text))
+    if cached is not None:
+        _text_cache.move_to_end((text_model_name(), text))
+    return cached
 
 
 def encode_query_text(text: str) -> np.ndarray:
