@@ -5,7 +5,9 @@ then: ingest (real upload, real worker); the near-duplicate threshold on generat
 their copies; and for each library size, grows the library with synthetic rows, rebuilds the
 index from the database, measures queries and (at 10k and 100k) the near-duplicate scan; at the
 middle size the web server's throughput, at the largest the approximate index, the memory of
-several web processes and a generation switch under load. Prints every figure with its target, writes
+several web processes and a generation switch under load; at the smallest size the encoder's
+runtimes against each other (ONNX Runtime and torch, interleaved, with the same top 10).
+Prints every figure with its target, writes
 ``benchmarks/results/latest.json`` and ``benchmarks/results/latency_vs_size.png``.
 """
 
@@ -53,6 +55,7 @@ LEAN = {
 }
 QUICK = {
     "sizes": [10_000, 100_000],
+    "encoder_queries": 30,
     "ingest_images": 48,
     "query_requests": {10_000: 80, 100_000: 80},
     "throughput_size": 100_000,
@@ -118,6 +121,7 @@ def run(quick: bool, lean: bool = False) -> dict[str, Any]:
         ann,
         duplicate_threshold,
         duplicates,
+        encoder_compare,
         flat_threshold,
         ingest,
         query,
@@ -163,6 +167,10 @@ def run(quick: bool, lean: bool = False) -> dict[str, Any]:
             _log(f"rebuild {section['rebuild']['seconds']} s; text search requests ...")
             section["query"] = query.run(size, requests=plan["query_requests"][size])
             _log(f"query ratio {section['query']['ratio']}, p50 {section['query']['request']['p50_ms']} ms")
+            if size == plan["sizes"][0]:
+                _log("encoder: ONNX Runtime against torch, interleaved, same top 10 ...")
+                results["encoder"] = encoder_compare.run(queries=plan.get("encoder_queries", 60))
+                _log(f"text encode onnx / torch {results['encoder']['text_ratio']}")
             if size in plan["duplicates_sizes"]:
                 _log("near-duplicate scan against the kNN search alone ...")
                 scan = section["duplicates"] = duplicates.run(size, rounds=plan["duplicates_rounds"])

@@ -69,6 +69,12 @@ def configure(*, fresh: bool = True) -> dict[str, str]:
         # What the product sets before it loads torch or faiss (search.encoder, search.index).
         # This process imports them itself, for the baselines, so it sets it first.
         "OMP_WAIT_POLICY": "PASSIVE",
+        # The figures are one client's (or a load generator's) on loopback: per-client rate limits
+        # would turn them into 429s.
+        **{
+            f"IMAGESEARCH_RATE_LIMIT_{kind}": "off"
+            for kind in ("TEXT", "IMAGE", "KNN", "STAFF_TEXT", "STAFF_IMAGE", "STAFF_KNN")
+        },
     }
     if _port_open("127.0.0.1", 6379) and "IMAGESEARCH_BENCH_EMBEDDED_BROKER" not in os.environ:
         env["CELERY_BROKER_URL"] = REDIS_URL

@@ -68,9 +68,7 @@ def measure(sizes: tuple[int, ...] = SIZES, *, dim: int = 512, queries: int = 15
                 reader.close()
             finally:
                 shutil.rmtree(workdir, ignore_errors=True)
-    out["threshold"] = threshold(
-        {int(n): s["p50_ms"] for n, s in out["sizes"].items()}, out["budget_ms"]
-    )
+    out["threshold"] = threshold({int(n): s["p50_ms"] for n, s in out["sizes"].items()}, out["budget_ms"])
     return out
 
 

@@ -7,10 +7,14 @@ and files written by ``images_create``, ids enqueued on Redis, a real Celery wor
 decodes, embeds, stores vectors and coalesces index rebuilds, until every image of the upload
 is searchable (ready, and the current index generation holds it).
 
-Baseline, in the same run: the same model, in a fresh process set up like the worker (same
-environment, same torch threads), encoding already-decoded images of the size the worker feeds
-it, at the same batch size, measured right before and right after the upload (median batch
-time of each, averaged). ratio = (images / end-to-end seconds) / (images / model seconds).
+Baselines, in the same run: the same model, in a fresh process set up like the worker (same
+environment, same threads), encoding already-decoded images of the size the worker feeds it, at
+the same batch size, once in the runtime the worker serves and once in torch (today's encoder
+before issue 20). The upload is cut into rounds; both baselines are measured before each round's
+upload and once after the last (their medians count): the machine's drift within the run
+weighs on the baselines and on the end to end alike. ratio = (images / end-to-end seconds) /
+(images / model seconds) against the served runtime's median; ``ratio_vs_torch`` the same
+against torch's.
 
 The images are photo-like JPEGs of 2048x1536 (3 MP, quality 90), generated once and cached.
 """
@@ -103,51 +107,62 @@ def _upload(client: Any, paths: list[Path], labels: str) -> list[int]:
     return data["added"]
 
 
-def _model_throughput(folder: Path, *, batch: int, rounds: int) -> dict[str, Any]:
+def _model_throughput(folder: Path, *, batch: int, rounds: int, runtime: str | None = None) -> dict[str, Any]:
     """The model alone, in a fresh process set up like the worker (see model_forward)."""
     import json
 
     args = ["-m", "benchmarks.model_forward", str(folder), "--batch", str(batch), "--rounds", str(rounds)]
+    if runtime:
+        args += ["--runtime", runtime]
     # The model's own threads, as ./run's worker has them (IMAGESEARCH_TORCH_THREADS=0: automatic).
     return json.loads(env.python_last_line(args, what="model_forward", IMAGESEARCH_TORCH_THREADS="0"))
 
 
-def run(*, images: int, staff_client: Any, batch: int) -> dict[str, Any]:
-    out: dict[str, Any] = {"images": images, "batch": batch}
+def run(*, images: int, staff_client: Any, batch: int, rounds: int = 2) -> dict[str, Any]:
+    from search import encoder
+
+    out: dict[str, Any] = {"images": images, "batch": batch, "rounds": rounds, "runtime": encoder.runtime()}
     paths = _images(images + batch)
     out["image_size"] = list(IMAGE_SIZE)
     out["mean_file_kb"] = round(float(np.mean([p.stat().st_size for p in paths])) / 1024, 1)
     log = env.RESULTS_DIR / "ingest-worker.log"
     log.unlink(missing_ok=True)
     worker = _worker(log).start()
+    served: list[dict[str, Any]] = []
+    torch_runs: list[dict[str, Any]] = []
+    seconds = upload_s = 0.0
+    per_round = max(1, images // rounds)
     try:
         with noise(out):
             # Warm the worker (model loaded, first generation written), as in a running system.
             warm = _upload(staff_client, paths[images:], "warm up")
             _wait_searchable(warm, timeout=300)
-            before = _model_throughput(paths[0].parent, batch=batch, rounds=3)
-
-            body_paths = paths[:images]
-            started = time.perf_counter()
-            ids = _upload(staff_client, body_paths, "bulk, benchmark")
-            uploaded = time.perf_counter()
-            done = _wait_searchable(ids, timeout=1800)
-
-            after = _model_throughput(paths[0].parent, batch=batch, rounds=3)
+            for start in range(0, images, per_round):
+                served.append(_model_throughput(paths[0].parent, batch=batch, rounds=3))
+                torch_runs.append(_model_throughput(paths[0].parent, batch=batch, rounds=3, runtime="torch"))
+                started = time.perf_counter()
+                ids = _upload(staff_client, paths[start : start + per_round], "bulk, benchmark")
+                upload_s += time.perf_counter() - started
+                seconds += _wait_searchable(ids, timeout=1800) - started
+            served.append(_model_throughput(paths[0].parent, batch=batch, rounds=3))
+            torch_runs.append(_model_throughput(paths[0].parent, batch=batch, rounds=3, runtime="torch"))
     finally:
         worker.stop()
-    seconds = done - started
-    model_rate = (before["images_per_s_median"] + after["images_per_s_median"]) / 2
+    model_rate = float(np.median([m["images_per_s_median"] for m in served]))
+    torch_rate = float(np.median([m["images_per_s_median"] for m in torch_runs]))
     out.update(
         {
-            "upload_request_s": round(uploaded - started, 2),
+            "upload_request_s": round(upload_s, 2),
             "end_to_end_s": round(seconds, 2),
             "end_to_end_images_per_s": round(images / seconds, 2),
-            "model_before": before,
-            "model_after": after,
+            "model_runs": served,
+            "torch_runs": torch_runs,
             "model_images_per_s": round(model_rate, 2),
-            "worker_torch_threads": before["torch_threads"],
+            "torch_images_per_s": round(torch_rate, 2),
+            "model_runtime": served[0]["runtime"],
+            "worker_torch_threads": served[0]["torch_threads"],
             "ratio": round((images / seconds) / model_rate, 3),
+            "ratio_vs_torch": round((images / seconds) / torch_rate, 3),
             "worker_log": str(log.relative_to(env.ROOT)),
         }
     )

@@ -147,6 +147,125 @@ def _auto_figures(results: dict[str, Any], sizes: list[int]) -> list[dict[str, A
     return out
 
 
+def _encoder_figures(results: dict[str, Any], sizes: list[int]) -> list[dict[str, Any]]:
+    """Issue 20: the ONNX Runtime encoder against torch, each in the same run."""
+    out: list[dict[str, Any]] = []
+    e = results.get("encoder")
+    if e:
+        t = e["text_1_thread"]
+        out.append(
+            _figure(
+                "20 encoder",
+                "text encode p50, one thread: onnx / torch fp32",
+                e["text_ratio"],
+                "<=",
+                0.55,
+                note=f"{t['onnx']['p50_ms']} ms vs {t['torch']['p50_ms']} ms; "
+                f"int8 {t['onnx_int8']['p50_ms']} ms ({e['text_ratio_int8']}x, not served)",
+            )
+        )
+        out.append(
+            _figure(
+                "20 encoder",
+                "queries with torch's top 10 (onnx fp32)",
+                e["same_top10_share"],
+                "==",
+                1.0,
+                note=f"{e['queries']} texts; lowest cosine to torch's vector {e['min_cosine']}",
+            )
+        )
+        i = e["images_16_worker_threads"]
+        out.append(
+            _figure(
+                "20 encoder",
+                f"16 images at {e['cores']} threads: onnx / torch fp32",
+                e["images_ratio"],
+                note=f"{i['onnx']} ms vs {i['torch']} ms; int8 {i['onnx_int8']} ms",
+            )
+        )
+    ingest = results.get("ingest")
+    if ingest and "ratio_vs_torch" in ingest:
+        out.append(
+            _figure(
+                "20 encoder",
+                "ingest end to end / torch model alone (today's encoder)",
+                ingest["ratio_vs_torch"],
+                ">=",
+                1.15,
+                note=f"{ingest['end_to_end_images_per_s']} vs {ingest['torch_images_per_s']} images/s, "
+                f"baselines in {ingest['rounds'] + 1} interleaved rounds",
+            )
+        )
+        out.append(
+            _figure(
+                "20 encoder",
+                f"ingest end to end / the served encoder alone ({ingest['model_runtime']})",
+                ingest["ratio"],
+                ">=",
+                0.9,
+                note=f"{ingest['end_to_end_images_per_s']} vs {ingest['model_images_per_s']} images/s",
+            )
+        )
+    for size in sizes:
+        q = _get(results, "sizes", str(size), "query")
+        if q and size in (10_000, 100_000):
+            out.append(
+                _figure(
+                    "20 encoder",
+                    f"text search request p50 / (encode + fastest scan) at {size:,}",
+                    q["ratio"],
+                    "<=",
+                    1.25,
+                    note=f"{q['request']['p50_ms']} ms vs {q['baseline_p50_ms']} ms",
+                )
+            )
+        own = _get(q or {}, "repeat", "p50_ms")
+        if own is not None and size == 10_000:
+            out.append(
+                _figure(
+                    "20 encoder", "request's own work p50 at 10,000 (vector cached)", own, "<=", 8, unit="ms"
+                )
+            )
+    m = _get(results, "sizes", "100000", "memory")
+    if m:
+        out.append(
+            _figure(
+                "20 encoder",
+                "Pss per added web process at 100,000",
+                m["growth_per_worker_mib"],
+                "<=",
+                60,
+                unit="MiB",
+            )
+        )
+    r = _get(results, "sizes", "100000", "restart")
+    if r:
+        out.append(
+            _figure(
+                "20 encoder",
+                "restart to the first answered search / the encoder's own load, at 100,000",
+                r["ratio"],
+                "<=",
+                1.2,
+                note=f"{r['web_first_search_p50_s']} s vs {r['model_load_p50_s']} s",
+            )
+        )
+    for size in sizes:
+        t = _get(results, "sizes", str(size), "throughput")
+        if t:
+            out.append(
+                _figure(
+                    "20 encoder",
+                    f"throughput at concurrency 16 / (cores / (encode + search)) at {size:,}",
+                    t["ratio"],
+                    ">=",
+                    0.8,
+                    note=f"{t['requests_per_s']} requests/s",
+                )
+            )
+    return out
+
+
 def figures(results: dict[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     sizes = sorted(int(s) for s in results.get("sizes", {}))
@@ -199,6 +318,7 @@ def figures(results: dict[str, Any]) -> list[dict[str, Any]]:
             )
 
     out.extend(_auto_figures(results, sizes))
+    out.extend(_encoder_figures(results, sizes))
 
     for size in sizes:
         for kind in ("ivf", "hnsw"):
