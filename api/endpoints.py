@@ -182,8 +182,9 @@ def image_get(request: HttpRequest, image_id: ImageId):
     tags=["images"],
     description=(
         "Upload images (`files`, one or many) and/or a zip `archive`, with `labels` (comma-separated) "
-        "for all, or labels from the zip's folder names (`labels_from_dirs`). Validated as on the "
-        f"admin upload page; accepted: {formats.description()}. 201 when some were added, 200 when "
+        "for all, or labels from the zip's folder names (`labels_from_dirs`); with `unlabelled`, images "
+        "that get no label are stored without one (the library suggests labels for them). Validated "
+        f"as on the admin upload page; accepted: {formats.description()}. 201 when some were added, 200 when "
         "all were duplicates, 400 when nothing could be added."
     ),
 )
@@ -191,6 +192,7 @@ def images_upload(
     request: HttpRequest,
     labels: Form[str] = "",
     labels_from_dirs: Form[bool] = False,
+    unlabelled: Form[bool] = False,
     files: File[list[UploadedFile]] = None,
     archive: File[UploadedFile] = None,
 ):

@@ -45,6 +45,11 @@ class BulkUploadForm(forms.Form):
         required=False,
         label="Label zip entries with their folder name",
     )
+    unlabelled = forms.BooleanField(
+        required=False,
+        label="Images without labels are welcome",
+        help_text="Store images that get no label here; the library suggests labels for them to review.",
+    )
 
     def clean_files(self):
         files = self.cleaned_data["files"]
@@ -66,10 +71,12 @@ class BulkUploadForm(forms.Form):
         if (
             "labels" in cleaned
             and not cleaned["labels"]
+            and not cleaned.get("unlabelled")
             and not (cleaned.get("archive") and cleaned.get("labels_from_dirs"))
         ):
             raise forms.ValidationError(
-                "Give at least one label, or upload a zip and take labels from its folder names."
+                "Give at least one label, take labels from a zip's folder names, or tick"
+                " \"Images without labels are welcome\"."
             )
         return cleaned
 

@@ -36,7 +36,9 @@ def _folder_label(parts: Sequence[str]) -> list[str]:
     return [parts[-2]] if len(parts) >= 2 else []
 
 
-def uploads_from_zip(source, *, labels: Sequence[str], labels_from_dirs: bool) -> Iterator[ImageUpload]:
+def uploads_from_zip(
+    source, *, labels: Sequence[str], labels_from_dirs: bool, unlabelled: bool = False
+) -> Iterator[ImageUpload]:
     """Entries of a zip archive (a path or a file object). Checks the archive's declared sizes
     before reading anything, so a zip bomb is refused instead of unpacked."""
     try:
@@ -78,7 +80,11 @@ def uploads_from_zip(source, *, labels: Sequence[str], labels_from_dirs: bool) -
         parts = PurePosixPath(info.filename.replace("\\", "/")).parts
         item_labels = list(labels) + (_folder_label(parts) if labels_from_dirs else [])
         yield ImageUpload(
-            name=parts[-1] if parts else "entry", size=info.file_size, read=reader(info), labels=item_labels
+            name=parts[-1] if parts else "entry",
+            size=info.file_size,
+            read=reader(info),
+            labels=item_labels,
+            unlabelled=unlabelled,
         )
 
 
@@ -120,11 +126,15 @@ def uploads_from_directory(
             )
 
 
-def uploads_from_files(files, *, labels: Sequence[str]) -> Iterator[ImageUpload]:
+def uploads_from_files(files, *, labels: Sequence[str], unlabelled: bool = False) -> Iterator[ImageUpload]:
     """Browser uploads (Django ``UploadedFile`` objects)."""
     for f in files:
         yield ImageUpload(
-            name=os.path.basename(f.name or "upload"), size=f.size, read=f.read, labels=list(labels)
+            name=os.path.basename(f.name or "upload"),
+            size=f.size,
+            read=f.read,
+            labels=list(labels),
+            unlabelled=unlabelled,
         )
 
 
@@ -132,10 +142,14 @@ def uploads_from_form(cleaned_data: dict) -> list[ImageUpload]:
     """The uploads of a valid :class:`gallery.forms.BulkUploadForm` (the admin page and the
     API send the same fields): the files, then the archive's entries. Raises InvalidArchive."""
     labels = cleaned_data["labels"]
-    uploads = list(uploads_from_files(cleaned_data["files"], labels=labels))
+    unlabelled = cleaned_data.get("unlabelled", False)
+    uploads = list(uploads_from_files(cleaned_data["files"], labels=labels, unlabelled=unlabelled))
     archive = cleaned_data.get("archive")
     if archive:
         uploads += uploads_from_zip(
-            archive, labels=labels, labels_from_dirs=cleaned_data.get("labels_from_dirs", False)
+            archive,
+            labels=labels,
+            labels_from_dirs=cleaned_data.get("labels_from_dirs", False),
+            unlabelled=unlabelled,
         )
     return uploads

@@ -50,6 +50,7 @@ class ImageUpload:
     embedding_model: str = ""
     refused: str | None = None
     taken: TakenAt | None = None  # an export's date taken; else the file's EXIF is read
+    unlabelled: bool = False  # stored without labels when it has none (the library suggests some)
 
 
 @dataclass
@@ -141,7 +142,7 @@ def _image_create_one(*, upload: ImageUpload, user: AbstractBaseUser | None, res
     try:
         check_upload_size(upload.size)  # by the declared size, before reading the file
         label_names = clean_label_names(upload.labels)
-        if not label_names:
+        if not label_names and not upload.unlabelled:
             raise InvalidLabels("give at least one label.")
         validated = validate_image_bytes(upload.read())
     except (InvalidImage, InvalidLabels) as exc:

@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from gallery.models import Image
 
-from .models import DuplicateScan, IndexState
+from .models import DuplicateScan, IndexState, LabellingPass
 
 logger = logging.getLogger(__name__)
 
@@ -33,12 +33,17 @@ REBUILD_TASK = "search.tasks.rebuild_index"
 SWEEP_TASK = "search.tasks.sweep"
 DUPLICATES_TASK = "search.tasks.scan_duplicates"
 TAKEN_AT_TASK = "search.tasks.backfill_taken_at"
+LABELLING_TASK = "search.tasks.suggest_labels"
 
 HYBRIDS_PER_TASK = 500  # a refresh only reads stored vectors: cheap per image
 
 #: A rebuild waits at least this many times the last rebuild's duration (see _rebuild_countdown).
 REBUILD_SPACING = 2.0
 REBUILD_MAX_COUNTDOWN = 100.0
+#: A labelling pass waits ten times the last pass's duration (capped): during a long ingest the
+#: worker then spends at most a tenth of its time labelling, so ingest slows by under 10 %.
+LABELLING_SPACING = 10.0
+LABELLING_MAX_COUNTDOWN = 900.0
 
 
 def embedding_enqueue(*, image_ids: Iterable[int]) -> bool:
@@ -83,6 +88,19 @@ def duplicates_scan_schedule() -> bool:
     """Queue a scan for the requests already counted, unless one is waiting (it will see
     them). True when one was queued (or will be, at commit)."""
     return _after_commit(_duplicates_send)
+
+
+def labelling_request() -> None:
+    """Ask for a labelling pass (search.labelling: suggestions and likely mislabels), after
+    embedding and after label changes. Coalesced as scans are: at most one pass waits in the
+    queue, spaced by twice the last pass's duration."""
+    _count_request(LabellingPass)
+    labelling_schedule()
+
+
+def labelling_schedule() -> bool:
+    """Queue a pass for the requests already counted, unless one is waiting (it will see them)."""
+    return _after_commit(_labelling_send)
 
 
 def index_sweep_enqueue(*, at_start: bool = False) -> bool:
@@ -192,6 +210,23 @@ def _duplicates_send() -> bool:
         claim={"scan_queued": True, "queued_at": now, "due_at": now + timedelta(seconds=countdown)},
         release={"scan_queued": False},
         failure="could not enqueue a near-duplicate scan; the next request asks again",
+    )
+
+
+def _labelling_send() -> bool:
+    last = LabellingPass.objects.filter(pk=1).values_list("seconds", flat=True).first() or 0.0
+    spaced = max(settings.IMAGESEARCH_REBUILD_DELAY, LABELLING_SPACING * last)
+    countdown = min(LABELLING_MAX_COUNTDOWN, spaced)
+    now = timezone.now()
+    lost = now - timedelta(seconds=settings.IMAGESEARCH_CLAIM_TIMEOUT)
+    return _claimed_send(
+        LabellingPass,
+        Q(queued=False) | Q(due_at__lt=lost),
+        LABELLING_TASK,
+        countdown,
+        claim={"queued": True, "queued_at": now, "due_at": now + timedelta(seconds=countdown)},
+        release={"queued": False},
+        failure="could not enqueue a labelling pass; the next request asks again",
     )
 
 

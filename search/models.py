@@ -158,3 +158,78 @@ class ImageVector(models.Model):
 
     def __str__(self) -> str:
         return f"vector of image {self.image_id}"
+
+
+class LabellingPass(_SingleRow):
+    """A single row (pk=1): the labelling pass's requests and its last result (search.labelling).
+
+    Requests coalesce as the near-duplicate scan's do: ``requested`` counts them (after embedding
+    and after label changes), ``queued`` is claimed with a conditional UPDATE so that at most one
+    pass waits in the queue, and ``done_request`` is the value of ``requested`` the last pass saw.
+    """
+
+    requested = models.PositiveBigIntegerField(default=0)
+    done_request = models.PositiveBigIntegerField(default=0)
+    queued = models.BooleanField(default=False)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    due_at = models.DateTimeField(null=True, blank=True)
+    running_since = models.DateTimeField(null=True, blank=True)
+    # The last finished pass.
+    finished_at = models.DateTimeField(null=True, blank=True)
+    seconds = models.FloatField(null=True, blank=True)
+    images = models.PositiveIntegerField(default=0)
+    labels = models.PositiveIntegerField(default=0)
+    suggestions = models.PositiveIntegerField(default=0)
+    mislabels = models.PositiveIntegerField(default=0)
+    # Why it suggested nothing (too few labelled images to calibrate on), or its last error.
+    note = models.TextField(blank=True)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        verbose_name = "label suggestions"
+        verbose_name_plural = "label suggestions"
+
+    def __str__(self) -> str:
+        return "labelling pass"
+
+
+class LabelSuggestion(models.Model):
+    """A label the library has, proposed for an image that does not carry it, with the calibrated
+    chance that it is right. A rejected one is kept (``rejected``), so that no later pass proposes
+    it for that image again; the others are replaced by every pass."""
+
+    image = models.ForeignKey("gallery.Image", on_delete=models.CASCADE, related_name="label_suggestions")
+    label = models.ForeignKey("gallery.Label", on_delete=models.CASCADE, related_name="+")
+    confidence = models.FloatField()
+    rejected = models.BooleanField(default=False)
+    computed_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-confidence", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["image", "label"], name="search_label_suggestion_once"),
+        ]
+        indexes = [models.Index(fields=["rejected", "-confidence"], name="search_suggestion_open")]
+
+    def __str__(self) -> str:
+        return f"{self.label_id} for image {self.image_id} ({self.confidence:.2f})"
+
+
+class Mislabel(models.Model):
+    """A labelled image far from its label's other images (by that label's own spread), with the
+    label that fits it better, as the last labelling pass found it."""
+
+    image = models.ForeignKey("gallery.Image", on_delete=models.CASCADE, related_name="+")
+    label = models.ForeignKey("gallery.Label", on_delete=models.CASCADE, related_name="+")
+    better = models.ForeignKey("gallery.Label", on_delete=models.CASCADE, related_name="+")
+    # How many of its label's spreads below the label's median picture similarity it lies.
+    spreads = models.FloatField()
+    better_confidence = models.FloatField()
+    computed_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-spreads", "id"]
+        constraints = [models.UniqueConstraint(fields=["image", "label"], name="search_mislabel_once")]
+
+    def __str__(self) -> str:
+        return f"image {self.image_id}: {self.label_id} -> {self.better_id}"

@@ -28,6 +28,7 @@ from gallery.media import media_orphans_delete
 from gallery.services import images_taken_at_backfill
 
 from . import dispatch, duplicates, encoder, pipeline, rebuild
+from .labelling.passes import labelling_pass
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +71,10 @@ def embed_images(self, image_ids: list[int]) -> dict[str, int]:
     with _sole_run(self.request.id) as sole:
         if not sole:
             return {"embedded": 0, "refreshed": 0, "failed": 0, "skipped": len(image_ids)}
-        return vars(pipeline.images_embed(image_ids=image_ids))
+        report = pipeline.images_embed(image_ids=image_ids)
+        if report.embedded or report.refreshed:
+            dispatch.labelling_request()  # new vectors: new suggestions, after the burst
+        return vars(report)
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True)
@@ -80,7 +84,10 @@ def refresh_hybrids(self, image_ids: list[int]) -> int:
     with _sole_run(self.request.id) as sole:
         if not sole:
             return 0
-        return pipeline.hybrids_refresh(image_ids=image_ids)
+        refreshed = pipeline.hybrids_refresh(image_ids=image_ids)
+        if refreshed:
+            dispatch.labelling_request()  # labels changed: every label's calibration may move
+        return refreshed
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
@@ -100,6 +107,13 @@ def scan_duplicates() -> dict[str, object]:
     other backs off, and a scan of an unchanged library does nothing; the stored groups always
     equal a scan of the rows."""
     return vars(duplicates.duplicates_scan())
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def suggest_labels() -> dict[str, object]:
+    """Suggest labels and list likely mislabels (search.labelling). Run twice (or concurrently):
+    one runs, the other backs off; the stored rows always equal a pass over the rows."""
+    return vars(labelling_pass())
 
 
 @shared_task

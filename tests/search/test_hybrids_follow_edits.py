@@ -69,7 +69,12 @@ def test_a_renamed_label_ranks_its_images_first_for_the_new_name(sent, staff_cli
     response = staff_client.post(f"/admin/gallery/label/{label.pk}/change/", {"name": "giraffe"})
     assert response.status_code == 302, response.content[:2000]
     # The rebuild asks for a near-duplicate scan in turn (the index changed).
-    assert _deliver(sent) == [dispatch.REFRESH_TASK, dispatch.REBUILD_TASK, dispatch.DUPLICATES_TASK]
+    assert _deliver(sent) == [
+        dispatch.REFRESH_TASK,
+        dispatch.REBUILD_TASK,
+        dispatch.LABELLING_TASK,
+        dispatch.DUPLICATES_TASK,
+    ]
 
     label.refresh_from_db()
     assert (label.name, label.vector_model) == ("giraffe", encoder.model_name())
@@ -92,7 +97,12 @@ def test_a_deleted_label_leaves_its_images_their_other_labels_or_their_picture_a
 
     response = staff_client.post(f"/admin/gallery/label/{label.pk}/delete/", {"post": "yes"})
     assert response.status_code == 302, response.content[:2000]
-    assert _deliver(sent) == [dispatch.REFRESH_TASK, dispatch.REBUILD_TASK, dispatch.DUPLICATES_TASK]
+    assert _deliver(sent) == [
+        dispatch.REFRESH_TASK,
+        dispatch.REBUILD_TASK,
+        dispatch.LABELLING_TASK,
+        dispatch.DUPLICATES_TASK,
+    ]
 
     assert not Label.objects.filter(name="zebra").exists()
     assert Image.objects.get(pk=both).label_names == ["sunset"]
@@ -122,7 +132,12 @@ def test_a_new_image_weight_gives_every_stored_hybrid_the_formula_at_that_weight
     settings.IMAGESEARCH_IMAGE_WEIGHT = 0.8
     response = staff_client.post("/admin/search/indexstate/status/", {"action": "embed_missing"})
     assert response.status_code == 302
-    assert _deliver(sent) == [dispatch.REFRESH_TASK, dispatch.REBUILD_TASK, dispatch.DUPLICATES_TASK]
+    assert _deliver(sent) == [
+        dispatch.REFRESH_TASK,
+        dispatch.REBUILD_TASK,
+        dispatch.LABELLING_TASK,
+        dispatch.DUPLICATES_TASK,
+    ]
 
     for pk in ids:
         np.testing.assert_allclose(_hybrid(pk), _formula(pk, 0.8), atol=1e-6)

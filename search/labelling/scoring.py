@@ -1,0 +1,290 @@
+"""How well each label fits each image, as a calibrated probability; and which labelled images sit
+far from their own label's other images. Arrays in, arrays out: no database.
+
+Two features for an image ``i`` and a label ``l``, each taken relative to what is typical for
+``l`` (the median over the images that carry it), so that a label whose images are all alike and
+a label whose images vary are judged each by its own spread:
+
+* ``text``: the cosine of the image vector and the label's text vector (CLIP's zero-shot score
+  against the library's own vocabulary);
+* ``picture``: the cosine of the image vector and the mean of the image vectors of the label's
+  images (leave-one-out for an image that carries it, so that its own vector never vouches for it).
+
+A logistic model on the two features is fitted on the images that already carry labels: each of
+their labels is a positive, and the labels they do not carry that would have been suggested (the
+best-scored by the raw features) are negatives. Its output is therefore calibrated as the chance
+that a suggestion of that rank and score is a label staff gave; it learns from the library how far
+the text vectors can be trusted (with a model whose text and image towers disagree, the picture
+feature carries the weight).
+
+A likely mislabel is a labelled image whose picture feature for its own label lies more than
+``MISLABEL_SPREADS`` robust spreads (1.4826 x the median absolute deviation of that label's images)
+below the label's median, while another label fits it better.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+CANDIDATES = 5  # labels considered per image: the best by raw score
+MIN_MEMBERS_FOR_OWN_MEDIAN = 3  # fewer: a label's typical score is the library-wide one
+MIN_MEMBERS_FOR_SPREAD = 5  # a label's spread (for mislabels) needs this many images
+MIN_SPREAD = 0.01  # a label of near-identical images: no cut-off tighter than this
+MISLABEL_SPREADS = 3.0
+MIN_TRAINING = 5  # positives and negatives each, or the model is not fitted
+MAX_TRAINING_PAIRS = 200_000
+CHUNK = 4096
+
+
+@dataclass(frozen=True)
+class LabelStats:
+    """What each label looks like, from the images that carry it (``L`` labels, dimension ``d``)."""
+
+    text: np.ndarray  # (L, d) text vectors
+    sums: np.ndarray  # (L, d) sum of the members' image vectors
+    counts: np.ndarray  # (L,) members
+    text_median: np.ndarray  # (L,) typical text feature of a member
+    picture_median: np.ndarray  # (L,) typical (leave-one-out) picture feature of a member
+    picture_spread: np.ndarray  # (L,) 1.4826 x MAD of the members' picture features; NaN: too few
+
+
+@dataclass(frozen=True)
+class Calibration:
+    weights: np.ndarray  # (2,) for (text, picture), relative to each label's median
+    bias: float
+    positives: int
+    negatives: int
+
+    def probability(self, text: np.ndarray, picture: np.ndarray) -> np.ndarray:
+        return _sigmoid(self.weights[0] * text + self.weights[1] * picture + self.bias)
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    image: int  # row index into the image arrays
+    label: int  # row index into the label arrays
+    confidence: float
+
+
+@dataclass(frozen=True)
+class Mislabel:
+    image: int
+    label: int  # the label it carries
+    better: int  # the label that fits it better
+    spreads: float  # how many of its label's spreads below the label's median it lies
+    better_confidence: float
+
+
+def label_stats(vectors: np.ndarray, text: np.ndarray, members: np.ndarray) -> LabelStats:
+    """``vectors``: (N, d) image vectors; ``text``: (L, d) label text vectors; ``members``: (M, 2)
+    pairs (image row, label row)."""
+    n_labels = len(text)
+    sums = np.zeros_like(text, dtype=np.float64)
+    np.add.at(sums, members[:, 1], vectors[members[:, 0]])
+    counts = np.bincount(members[:, 1], minlength=n_labels)
+    stats = LabelStats(
+        text=text,
+        sums=sums.astype(np.float32),
+        counts=counts,
+        text_median=np.zeros(n_labels, np.float32),
+        picture_median=np.zeros(n_labels, np.float32),
+        picture_spread=np.full(n_labels, np.nan, np.float32),
+    )
+    text_f, picture_f = member_features(vectors, stats, members)
+    text_median, picture_median, spread = stats.text_median, stats.picture_median, stats.picture_spread
+    usable = np.isfinite(picture_f)
+    global_text = float(np.median(text_f)) if len(text_f) else 0.0
+    global_picture = float(np.median(picture_f[usable])) if usable.any() else 0.0
+    order = np.argsort(members[:, 1], kind="stable")
+    bounds = np.searchsorted(members[order, 1], np.arange(n_labels + 1))
+    for label in range(n_labels):
+        rows = order[bounds[label] : bounds[label + 1]]
+        own_text, own_picture = text_f[rows], picture_f[rows]
+        own_picture = own_picture[np.isfinite(own_picture)]
+        text_median[label] = np.median(own_text) if len(rows) >= MIN_MEMBERS_FOR_OWN_MEDIAN else global_text
+        picture_median[label] = (
+            np.median(own_picture) if len(own_picture) >= MIN_MEMBERS_FOR_OWN_MEDIAN else global_picture
+        )
+        if len(own_picture) >= MIN_MEMBERS_FOR_SPREAD:
+            mad = float(np.median(np.abs(own_picture - np.median(own_picture))))
+            spread[label] = max(1.4826 * mad, MIN_SPREAD)
+    return stats
+
+
+def member_features(
+    vectors: np.ndarray, stats: LabelStats, members: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Raw (text, leave-one-out picture) features of each (image, label it carries) pair; the
+    picture feature is NaN where the image is its label's only one."""
+    v = vectors[members[:, 0]]
+    text = np.einsum("ij,ij->i", v, stats.text[members[:, 1]])
+    dots = np.einsum("ij,ij->i", v, stats.sums[members[:, 1]])
+    sums_sq = np.einsum("ij,ij->i", stats.sums[members[:, 1]], stats.sums[members[:, 1]])
+    rest_sq = sums_sq - 2 * dots + np.einsum("ij,ij->i", v, v)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        picture = (dots - np.einsum("ij,ij->i", v, v)) / np.sqrt(rest_sq)
+    picture[(stats.counts[members[:, 1]] < 2) | (rest_sq <= 1e-9)] = np.nan
+    return text.astype(np.float32), picture.astype(np.float32)
+
+
+def _relative(stats: LabelStats, text: np.ndarray, dots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Features of images against every label, for labels the images do not carry."""
+    norms = np.sqrt(np.maximum(np.einsum("ij,ij->i", stats.sums, stats.sums), 1e-12))
+    return text - stats.text_median, dots / norms - stats.picture_median
+
+
+def _chunks(vectors: np.ndarray, stats: LabelStats):
+    for start in range(0, len(vectors), CHUNK):
+        block = vectors[start : start + CHUNK]
+        yield start, *_relative(stats, block @ stats.text.T, block @ stats.sums.T)
+
+
+def calibrate(
+    vectors: np.ndarray, stats: LabelStats, members: np.ndarray, labelled: np.ndarray
+) -> Calibration | None:
+    """Fit the logistic model on the labelled images (``labelled``: their rows); None when there
+    are too few positives or negatives to fit it."""
+    text_f, picture_f = member_features(vectors, stats, members)
+    keep = np.isfinite(picture_f)
+    pos = np.stack(
+        [
+            text_f[keep] - stats.text_median[members[keep, 1]],
+            picture_f[keep] - stats.picture_median[members[keep, 1]],
+        ],
+        axis=1,
+    )
+    carried = _carried_mask_factory(members)
+    negatives: list[np.ndarray] = []
+    labelled_set = np.zeros(len(vectors), bool)
+    labelled_set[labelled] = True
+    for start, text, picture in _chunks(vectors, stats):
+        rows = np.arange(start, start + len(text))
+        mask = labelled_set[rows]
+        if not mask.any():
+            continue
+        rows, text, picture = rows[mask], text[mask], picture[mask]
+        raw = text + picture
+        raw[carried(rows, raw.shape[1])] = -np.inf
+        k = min(CANDIDATES, raw.shape[1])
+        top = np.argpartition(-raw, k - 1, axis=1)[:, :k]
+        r = np.arange(len(rows))[:, None]
+        ok = np.isfinite(raw[r, top])
+        negatives.append(np.stack([text[r, top][ok], picture[r, top][ok]], axis=1))
+    neg = np.concatenate(negatives) if negatives else np.zeros((0, 2), np.float32)
+    if len(pos) < MIN_TRAINING or len(neg) < MIN_TRAINING:
+        return None
+    rng = np.random.default_rng(0)
+    if len(pos) > MAX_TRAINING_PAIRS // 2:
+        pos = pos[rng.choice(len(pos), MAX_TRAINING_PAIRS // 2, replace=False)]
+    if len(neg) > MAX_TRAINING_PAIRS // 2:
+        neg = neg[rng.choice(len(neg), MAX_TRAINING_PAIRS // 2, replace=False)]
+    x = np.concatenate([pos, neg]).astype(np.float64)
+    y = np.concatenate([np.ones(len(pos)), np.zeros(len(neg))])
+    weights, bias = _logistic_fit(x, y)
+    return Calibration(weights=weights, bias=bias, positives=len(pos), negatives=len(neg))
+
+
+def _carried_mask_factory(members: np.ndarray):
+    """A function: image rows -> (rows, L) boolean mask of the labels each carries."""
+    order = np.argsort(members[:, 0], kind="stable")
+    sorted_images = members[order, 0]
+
+    def carried(rows: np.ndarray, n_labels: int) -> np.ndarray:
+        mask = np.zeros((len(rows), n_labels), bool)
+        lo = np.searchsorted(sorted_images, rows, side="left")
+        hi = np.searchsorted(sorted_images, rows, side="right")
+        for i, (a, b) in enumerate(zip(lo, hi, strict=True)):
+            mask[i, members[order[a:b], 1]] = True
+        return mask
+
+    return carried
+
+
+def _logistic_fit(
+    x: np.ndarray, y: np.ndarray, *, l2: float = 1e-3, steps: int = 25
+) -> tuple[np.ndarray, float]:
+    """Newton's method on the L2-regularised log-loss (three parameters: it converges in a few
+    steps); classes weighted equally, so that the many negatives do not drown the positives."""
+    design = np.concatenate([x, np.ones((len(x), 1))], axis=1)
+    balance = np.where(y == 1, 0.5 / max(y.sum(), 1), 0.5 / max((1 - y).sum(), 1))
+    theta = np.zeros(design.shape[1])
+    penalty = np.diag([l2, l2, 0.0])
+    for _ in range(steps):
+        p = _sigmoid(design @ theta)
+        gradient = design.T @ (balance * (p - y)) + penalty @ theta
+        hessian = (design * (balance * p * (1 - p))[:, None]).T @ design + penalty + 1e-9 * np.eye(3)
+        step = np.linalg.solve(hessian, gradient)
+        theta -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    # Balanced classes shift the bias: put back the real share of positives among candidates.
+    prior = y.mean()
+    theta[2] += np.log(prior / (1 - prior)) if 0 < prior < 1 else 0.0
+    return theta[:2].astype(np.float32), float(theta[2])
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))
+
+
+def suggestions(
+    vectors: np.ndarray,
+    stats: LabelStats,
+    members: np.ndarray,
+    calibration: Calibration,
+    *,
+    refused: np.ndarray,
+    per_image: int,
+    min_confidence: float,
+) -> list[Suggestion]:
+    """Up to ``per_image`` labels per image that it does not carry, and that staff did not refuse
+    for it (``refused``: (R, 2) pairs), with their confidence, best first."""
+    carried = _carried_mask_factory(np.concatenate([members, refused]) if len(refused) else members)
+    found: list[Suggestion] = []
+    n_labels = len(stats.text)
+    for start, text, picture in _chunks(vectors, stats):
+        rows = np.arange(start, start + len(text))
+        p = calibration.probability(text, picture)
+        p[carried(rows, n_labels)] = -1.0
+        k = min(per_image, n_labels)
+        top = np.argpartition(-p, k - 1, axis=1)[:, :k]
+        for r, labels in enumerate(top):
+            for label in sorted(labels, key=lambda c: -p[r, c]):
+                if p[r, label] >= min_confidence:
+                    found.append(Suggestion(int(rows[r]), int(label), float(p[r, label])))
+    return found
+
+
+def mislabels(
+    vectors: np.ndarray, stats: LabelStats, members: np.ndarray, calibration: Calibration
+) -> list[Mislabel]:
+    """The (image, label it carries) pairs far below that label's typical picture feature (by the
+    label's own spread) for which another label has a higher confidence."""
+    _, picture_f = member_features(vectors, stats, members)
+    labels = members[:, 1]
+    spreads = (stats.picture_median[labels] - picture_f) / stats.picture_spread[labels]
+    far = np.flatnonzero(np.isfinite(spreads) & (spreads > MISLABEL_SPREADS))
+    if not len(far):
+        return []
+    text_f, _ = member_features(vectors, stats, members[far])
+    own = calibration.probability(
+        text_f - stats.text_median[labels[far]], picture_f[far] - stats.picture_median[labels[far]]
+    )
+    v = vectors[members[far, 0]]
+    text, picture = _relative(stats, v @ stats.text.T, v @ stats.sums.T)
+    p = calibration.probability(text, picture)
+    carried = _carried_mask_factory(members)(members[far, 0], len(stats.text))
+    p[carried] = -1.0
+    best = p.argmax(axis=1)
+    found = []
+    for row, pair in enumerate(far):
+        if p[row, best[row]] > own[row]:
+            image, label = members[pair]
+            found.append(
+                Mislabel(
+                    int(image), int(label), int(best[row]), float(spreads[pair]), float(p[row, best[row]])
+                )
+            )
+    return found
