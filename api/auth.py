@@ -8,7 +8,6 @@ from ninja.errors import AuthenticationError
 from ninja.security import HttpBearer, SessionAuthIsStaff
 
 from gallery.permissions import search_allowed, sees_unindexed_images
-from search import throttle
 
 from .tokens import api_token_user
 
@@ -43,10 +42,3 @@ def require_search_access(request: HttpRequest) -> None:
     """The search pages' rule (gallery.permissions), answered with a 401 instead of a redirect."""
     if not search_allowed(caller(request)):
         raise AuthenticationError(401, "Sign in or send an API token to search this library.")
-
-
-def throttle_check(request: HttpRequest, kind: str) -> None:
-    """Count this request against its caller's rate limit of ``kind`` (search.throttle): an API
-    token's user and staff sessions have the staff limits."""
-    user = caller(request)
-    throttle.check(request, kind, user=user, token=user is not None and not request.user.is_authenticated)

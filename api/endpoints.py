@@ -24,7 +24,7 @@ from search.errors import QueryError
 from search.status import status_summary
 
 from . import schemas as s
-from .auth import STAFF, caller_sees_unindexed, require_search_access, throttle_check
+from .auth import STAFF, caller_sees_unindexed, require_search_access
 
 api = NinjaAPI(
     title="Image search API",
@@ -58,7 +58,7 @@ def _error(request: HttpRequest, message: str, status: int, **extra) -> HttpResp
 def _query_error(request, exc: QueryError):
     response = _error(request, str(exc), exc.status_code)
     retry_after = getattr(exc, "retry_after", None)
-    if retry_after is not None:  # 429 (this client's limit) or 503 (no model slot free)
+    if retry_after is not None:  # 503: no model slot free (429s come from the middleware)
         response["Retry-After"] = str(retry_after)
     return response
 
@@ -118,7 +118,6 @@ def _image_out(request: HttpRequest, image: Image, score: float | None = None) -
 
 def _search(request: HttpRequest, params: s.SearchParams, image: UploadedFile | None) -> dict:
     require_search_access(request)
-    throttle_check(request, "image" if image is not None else "text")
     query = queries.search_query_build(
         text=params.text,
         image=image,
@@ -314,7 +313,6 @@ def knn_service(request: HttpRequest, body: s.KnnIn, response: HttpResponse):
     """clip-retrieval's `/knn-service`: `[{id, similarity, url, caption}]`, best first. The first
     `num_images` results carry `url` and `caption`; up to `num_result_ids` carry ids only."""
     require_search_access(request)
-    throttle_check(request, "knn")
     _allow_any_origin(response)
     clip_retrieval.check_index_name(body.indice_name)
     vector = clip_retrieval.knn_vector(

@@ -13,10 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
 from django.urls import reverse
 
 from api.auth import caller
+from search import throttle
 
 
 def _upload_paths() -> frozenset[str]:
@@ -59,3 +61,31 @@ class RequestSizeLimitMiddleware:
             return False
         user = caller(request)  # the session's user, or the one an API token acts for
         return user is not None and user.is_active and user.is_staff
+
+
+class RateLimitMiddleware:
+    """Per-client rate limits of the search endpoints (search.throttle), counted here, before
+    CSRF, forms, queries or templates: a flood of refused requests costs one cache read each.
+    The answer is a 429 with Retry-After and the sentence: a page for the search page, JSON
+    (``{"error": ...}``, as every API error) for ``/api/search`` and ``/knn-service``."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        kind = throttle.request_kind(request)
+        if kind is None or not settings.RATELIMIT_ENABLE:
+            return self.get_response(request)
+        user = caller(request)
+        try:
+            throttle.check(
+                request, kind, user=user, token=user is not None and not request.user.is_authenticated
+            )
+        except throttle.RateLimited as exc:
+            if request.path == "/":
+                response = render(request, "429.html", {"error": str(exc)}, status=429)
+            else:
+                response = JsonResponse({"error": str(exc)}, status=429)
+            response["Retry-After"] = str(exc.retry_after)
+            return response
+        return self.get_response(request)

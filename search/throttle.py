@@ -71,27 +71,65 @@ def rate_for(kind: str, *, trusted: bool) -> str | None:
     return None if rate == "off" else rate
 
 
-def check(request: HttpRequest, kind: str, *, user=None, token: bool = False) -> None:
-    """Count one ``kind`` request of this client; :class:`RateLimited` when it is over its
-    limit. ``user`` is the caller (the session's or the API token's), ``token`` whether it came
-    with an API token: staff and token callers count against the staff limits."""
+def _limited(request: HttpRequest, kind: str, *, user, token: bool) -> None:
     trusted = token or (user is not None and user.is_authenticated and user.is_staff)
     rate = rate_for(kind, trusted=trusted)
     if rate is None:
         return
     key = _client_key(request, user)
-    usage = get_usage(
-        request, group=f"search-{kind}", key=lambda group, request: key, rate=rate, increment=True
-    )
-    if usage is None or not usage["should_limit"]:
+
+    def usage(increment: bool):
+        return get_usage(
+            request, group=f"search-{kind}", key=lambda group, request: key, rate=rate, increment=increment
+        )
+
+    # Look first: a client over its limit costs one cache read per request, never a write. Then
+    # count, and refuse what the count (atomic) puts over the limit: two requests that looked
+    # at the same instant cannot both pass the last place.
+    current = usage(False)
+    if current is None:  # the cache could not answer: open (RATELIMIT_FAIL_OPEN)
         return
-    count, period = rate.split("/")
+    if current["count"] < current["limit"]:
+        current = usage(True)
+        if current is None or not current["should_limit"]:
+            return
+    number, period = rate.split("/")
     unit = _PERIODS[period[-1]]
     per = f"{period[:-1]} {unit}s" if period[:-1] not in ("", "1") else unit
-    retry_after = max(1, int(usage["time_left"]))
+    retry_after = max(1, int(current["time_left"]))
     who = "this account" if key.startswith("user:") else "your address"
     raise RateLimited(
-        f"Too many {_WHAT[kind]} from {who}: at most {count} per {per}. "
+        f"Too many {_WHAT[kind]} from {who}: at most {number} per {per}. "
         f"Try again in {retry_after} second{'s' if retry_after != 1 else ''}.",
         retry_after=retry_after,
     )
+
+
+def check(request: HttpRequest, kind: str, *, user=None, token: bool = False) -> None:
+    """Count one ``kind`` request of this client; :class:`RateLimited` when it is over its
+    limit (a refused request is not counted). ``user`` is the caller (the session's or the API
+    token's), ``token`` whether it came with an API token: staff and token callers count against
+    the staff limits."""
+    _limited(request, kind, user=user, token=token)
+
+
+def request_kind(request: HttpRequest) -> str | None:
+    """Which limit a request to the search endpoints counts against, read from its path, method
+    and query string (nothing of the body): None for anything else. A POST to the search page or
+    ``/api/search`` is an image search (a POST without one is only redirected, cheaply)."""
+    path, method = request.path, request.method
+    if path == "/knn-service":
+        return "knn" if method == "POST" else None
+    if path in ("/", "/api/search"):
+        if method == "POST":
+            return "image"
+        params = request.GET
+        return (
+            "text"
+            if any(
+                params.get(name)
+                for name in ("q", "text", "like", "image_id", "qimg", "image_token", "label", "labels")
+            )
+            else None
+        )
+    return None

@@ -10,7 +10,7 @@ from django.views.decorators.http import require_http_methods, require_safe
 from gallery.models import Image
 from gallery.permissions import search_permitted, sees_unindexed_images
 
-from . import queries, throttle
+from . import queries
 from .errors import QueryError
 from .forms import SearchForm
 from .queries import SearchQuery
@@ -32,7 +32,6 @@ def search_page(request: HttpRequest) -> HttpResponse:
     else:
         context["query"] = query
         try:
-            throttle.check(request, "image" if query.image is not None else "text", user=request.user)
             result, query = queries.run(query, page=form.cleaned_data.get("page") or 1)
         except QueryError as exc:
             context["error"], status = str(exc), exc.status_code
@@ -42,7 +41,7 @@ def search_page(request: HttpRequest) -> HttpResponse:
             links = queries.result_links(query, result)
             context.update(query=query, page=result, chips=chips, links=links)
     response = render(request, "search/search.html", context, status=status)
-    if retry_after is not None:  # 429 (this client's limit) or 503 (no model slot free)
+    if retry_after is not None:  # 503: no model slot free
         response["Retry-After"] = str(retry_after)
     return response
 

@@ -95,3 +95,9 @@ def test_staff_sessions_and_api_tokens_have_their_own_higher_limits(limits, staf
 def test_off_means_no_limit(limits, client):
     limits.IMAGESEARCH_RATE_LIMIT_TEXT = "off"
     assert set(_searches(client, 8)) == {200}
+
+
+def test_a_client_over_its_limit_is_refused_before_the_view_reads_its_query(limits, client):
+    assert _searches(client, 4)[-1] == 429
+    malformed = client.get("/", {"q": "sunset", "page": "two"})  # the view would answer a 400
+    assert malformed.status_code == 429
