@@ -21,6 +21,7 @@ from gallery.models import Image
 from gallery.uploads import images_upload as gallery_images_upload
 from search import clip_retrieval, duplicates, queries
 from search.errors import QueryError
+from search.labelling import review
 from search.status import status_summary
 
 from . import schemas as s
@@ -43,6 +44,7 @@ api = NinjaAPI(
 
 ImageId = Annotated[int, Path(ge=1, le=2**62, description="The image's id.")]
 BatchToken = Annotated[str, Path(max_length=64, description="`batch` of an upload's answer.")]
+SuggestionId = Annotated[int, Path(ge=1, le=2**62, description="The suggestion's id.")]
 
 
 def errors(*codes: int) -> dict[int, type[s.ErrorOut]]:
@@ -290,6 +292,113 @@ def duplicates_list(request: HttpRequest, params: Query[s.DuplicatesParams]):
         "offset": params.offset,
         "has_more": len(rows) > params.limit,
     }
+
+
+@api.get(
+    "/api/suggestions",
+    auth=STAFF,
+    response={200: s.SuggestionsOut, **errors(400, 401, 403)},
+    tags=["labelling"],
+)
+def suggestions_list(request: HttpRequest, params: Query[s.SuggestionsParams]):
+    """Images with suggested labels, as the worker's last labelling pass found them (images with
+    no label first, then by their best suggestion's confidence); the admin's *Label suggestions*."""
+    _require_perm(request, "gallery.view_image")
+    window = params.offset + params.limit + 1
+    images = list(review.review_images(min_confidence=params.min_confidence)[params.offset : window])
+    shown = images[: params.limit]
+    found = review.suggestions_for(shown, min_confidence=params.min_confidence)
+    return {
+        "labelling": review.pass_summary(),
+        "images": [
+            {
+                "image": _image_out(request, image),
+                "suggestions": [
+                    {"id": x.pk, "label": x.label.name, "confidence": x.confidence}
+                    for x in found.get(image.pk, [])
+                ],
+            }
+            for image in shown
+        ],
+        "offset": params.offset,
+        "has_more": len(images) > params.limit,
+    }
+
+
+@api.post(
+    "/api/suggestions/{suggestion_id}/accept",
+    auth=STAFF,
+    response={200: s.ImageDetailOut, **errors(400, 401, 403, 404)},
+    tags=["labelling"],
+)
+def suggestion_accept(request: HttpRequest, suggestion_id: SuggestionId):
+    """Add the suggested label to its image, through the relabel service (its hybrid is recomputed
+    from stored vectors in the background). 404 when it is no longer open."""
+    _require_perm(request, "gallery.change_image")
+    image = _reviewed(lambda: review.suggestion_accept(suggestion_id=suggestion_id))
+    return _image_out(request, queries.image_for(image.pk, include_unindexed=True))
+
+
+@api.post(
+    "/api/suggestions/{suggestion_id}/reject",
+    auth=STAFF,
+    response={204: None, **errors(400, 401, 403, 404)},
+    tags=["labelling"],
+)
+def suggestion_reject(request: HttpRequest, suggestion_id: SuggestionId):
+    """Reject a suggestion: no later pass proposes that label for that image again."""
+    _require_perm(request, "gallery.change_image")
+    _reviewed(lambda: review.suggestion_reject(suggestion_id=suggestion_id))
+    return Status(204, None)
+
+
+@api.post(
+    "/api/suggestions/accept",
+    auth=STAFF,
+    response={200: s.AcceptedOut, **errors(400, 401, 403)},
+    tags=["labelling"],
+)
+def suggestions_accept_above(request: HttpRequest, body: s.AcceptAboveIn):
+    """Accept every open suggestion at or above `min_confidence` (one relabel per image)."""
+    _require_perm(request, "gallery.change_image")
+    done = review.suggestions_accept_above(min_confidence=body.min_confidence)
+    return {"images": done.images, "labels": done.labels}
+
+
+@api.get(
+    "/api/mislabels",
+    auth=STAFF,
+    response={200: s.MislabelsOut, **errors(400, 401, 403)},
+    tags=["labelling"],
+)
+def mislabels_list(request: HttpRequest, params: Query[s.DuplicatesParams]):
+    """Labelled images far from their label's other images (by that label's own spread), each
+    with the label that fits better, as the last labelling pass found them."""
+    _require_perm(request, "gallery.view_image")
+    rows = list(review.mislabels_listed()[params.offset : params.offset + params.limit + 1])
+    return {
+        "labelling": review.pass_summary(),
+        "mislabels": [
+            {
+                "id": m.pk,
+                "image": _image_out(request, m.image),
+                "label": m.label.name,
+                "better": m.better.name,
+                "spreads": m.spreads,
+                "better_confidence": m.better_confidence,
+            }
+            for m in rows[: params.limit]
+        ],
+        "offset": params.offset,
+        "has_more": len(rows) > params.limit,
+    }
+
+
+def _reviewed(apply):
+    try:
+        return apply()
+    except review.ReviewError as exc:
+        raise HttpError(404, str(exc)) from None
 
 
 def _require_perm(request: HttpRequest, perm: str) -> None:

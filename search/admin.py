@@ -1,6 +1,7 @@
 """Admin: the index status page and its actions (embed missing, retry, re-embed, rebuild), the
-near-duplicates page (keep one image of a group, delete the others), and the image list's
-"re-embed" action."""
+near-duplicates page (keep one image of a group, delete the others), the label suggestions and
+likely mislabels to review, and on the image list and page: "re-embed" and the image's
+suggestions."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from gallery import admin as gallery_admin
 from gallery.models import Image
 
 from . import dispatch, duplicates, pipeline, status, vectorstore
-from .models import DuplicateScan, IndexState
+from .labelling import review
+from .models import DuplicateScan, IndexState, LabellingPass
 
 
 @admin.register(IndexState)
@@ -191,7 +193,6 @@ def _group_shown(group) -> dict:
     }
 
 
-
 # Re-embedding is search's work, so search adds its action to gallery's image list: gallery
 # reaches search only through search.dispatch (see docs/architecture.md).
 admin.site.unregister(Image)
@@ -200,8 +201,128 @@ admin.site.unregister(Image)
 @admin.register(Image)
 class ImageAdmin(gallery_admin.ImageAdmin):
     actions = ["reembed_selected", *gallery_admin.ImageAdmin.actions]
+    change_form_template = "admin/search/image_change_form.html"
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        # The image's suggestions, under its form; accepted or rejected on the review page's URL.
+        extra = dict(extra_context or {})
+        if object_id.isdigit():
+            suggestions = review.suggestions_open().filter(image_id=int(object_id)).select_related("label")
+            extra["label_suggestions"] = list(suggestions.order_by("-confidence", "pk"))
+            extra["may_review"] = request.user.has_perm("gallery.change_image")
+        return super().change_view(request, object_id, form_url, extra_context=extra)
 
     @admin.action(description="Re-embed selected images", permissions=["change"])
     def reembed_selected(self, request: HttpRequest, queryset: QuerySet[Image]) -> None:
         count = pipeline.images_reembed(image_ids=list(queryset.values_list("pk", flat=True)))
         self.message_user(request, f"{count} image(s) queued for embedding.", messages.SUCCESS)
+
+
+@admin.register(LabellingPass)
+class LabelSuggestionsAdmin(admin.ModelAdmin):
+    """Shows up in the admin index as "Label suggestions": the review list (images with
+    suggestions, unlabelled ones first) and the likely mislabels. The worker finds them
+    (search.labelling); these pages only read and apply staff's choices."""
+
+    IMAGES_PER_PAGE = 20
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("review/", view(self.review_view), name="search_suggestions"),
+            path("mislabels/", view(self.mislabels_view), name="search_mislabels"),
+            *super().get_urls(),
+        ]
+
+    def changelist_view(self, request: HttpRequest, extra_context=None) -> HttpResponse:
+        return HttpResponseRedirect(reverse("admin:search_suggestions"))
+
+    def review_view(self, request: HttpRequest) -> HttpResponse:
+        if not request.user.has_perm("gallery.view_image"):
+            raise PermissionDenied
+        if request.method == "POST":
+            return self._review_choice(request, request.POST)
+        images = Paginator(review.review_images(), self.IMAGES_PER_PAGE).get_page(request.GET.get("page"))
+        found = review.suggestions_for(list(images))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Label suggestions",
+            "summary": review.pass_summary(),
+            "images": images,
+            "shown": [(image, found.get(image.pk, [])) for image in images],
+            "may_change": request.user.has_perm("gallery.change_image"),
+            "mislabels": review.mislabels_listed().count(),
+        }
+        return render(request, "admin/search/suggestions.html", context)
+
+    def mislabels_view(self, request: HttpRequest) -> HttpResponse:
+        if not request.user.has_perm("gallery.view_image"):
+            raise PermissionDenied
+        if request.method == "POST":
+            return self._review_choice(request, request.POST, back=reverse("admin:search_mislabels"))
+        rows = Paginator(review.mislabels_listed(), self.IMAGES_PER_PAGE).get_page(request.GET.get("page"))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Likely mislabels",
+            "summary": review.pass_summary(),
+            "rows": rows,
+            "may_change": request.user.has_perm("gallery.change_image"),
+        }
+        return render(request, "admin/search/mislabels.html", context)
+
+    def _review_choice(self, request: HttpRequest, data, *, back: str | None = None) -> HttpResponse:
+        if not request.user.has_perm("gallery.change_image"):
+            raise PermissionDenied
+        back = _safe_next(request, data.get("next")) or back or reverse("admin:search_suggestions")
+        action = data.get("action", "")
+        try:
+            if action == "accept":
+                image = review.suggestion_accept(suggestion_id=_int(data.get("suggestion")))
+                message = f"Label added to image {image.pk}; its search vector is being updated."
+            elif action == "reject":
+                review.suggestion_reject(suggestion_id=_int(data.get("suggestion")))
+                message = "Suggestion rejected: it will not be proposed for this image again."
+            elif action == "accept_above":
+                message = review.suggestions_accept_above(
+                    min_confidence=_confidence(data.get("confidence"))
+                ).message()
+            elif action == "relabel":
+                image = review.mislabel_relabel(mislabel_id=_int(data.get("mislabel")))
+                message = f"Image {image.pk} relabelled: {', '.join(image.label_names)}."
+            else:
+                raise review.ReviewError("Unknown action.")
+        except review.ReviewError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+        else:
+            self.message_user(request, message, messages.SUCCESS)
+        return HttpResponseRedirect(back)
+
+
+def _int(value) -> int:
+    if not str(value or "").isdigit():
+        raise review.ReviewError("That choice could not be read; reload the page.")
+    return int(value)
+
+
+def _confidence(value) -> float:
+    try:
+        confidence = float(str(value or "").replace(",", "."))
+    except ValueError:
+        raise review.ReviewError("Give the confidence as a number from 0 to 1, e.g. 0.9.") from None
+    if not 0.0 <= confidence <= 1.0:
+        raise review.ReviewError("The confidence is a number from 0 to 1.")
+    return confidence
+
+
+def _safe_next(request: HttpRequest, target) -> str | None:
+    from django.utils.http import url_has_allowed_host_and_scheme
+
+    if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
+        return str(target)
+    return None

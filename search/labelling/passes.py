@@ -25,7 +25,7 @@ from . import scoring
 logger = logging.getLogger(__name__)
 
 SUGGESTIONS_PER_IMAGE = 3
-MIN_CONFIDENCE = 0.05  # below this a suggestion is noise, not worth a reviewer's look
+MIN_CONFIDENCE = 0.1  # below this a suggestion is noise, not worth a reviewer's look
 NOT_CALIBRATED = (
     "Too few labelled images to calibrate on (at least {n} labels given and {n} that were not):"
     " nothing is suggested yet."

@@ -203,10 +203,14 @@ def _carried_mask_factory(members: np.ndarray):
 
 
 def _logistic_fit(
-    x: np.ndarray, y: np.ndarray, *, l2: float = 1e-3, steps: int = 25
+    x: np.ndarray, y: np.ndarray, *, l2: float = 1e-2, steps: int = 25
 ) -> tuple[np.ndarray, float]:
     """Newton's method on the L2-regularised log-loss (three parameters: it converges in a few
     steps); classes weighted equally, so that the many negatives do not drown the positives."""
+    # Standardised features, so that the penalty means the same whatever the spread of cosines
+    # (a random-weight model's differences are hundredths; a trained CLIP's tenths).
+    mean, scale = x.mean(axis=0), np.maximum(x.std(axis=0), 1e-6)
+    x = (x - mean) / scale
     design = np.concatenate([x, np.ones((len(x), 1))], axis=1)
     balance = np.where(y == 1, 0.5 / max(y.sum(), 1), 0.5 / max((1 - y).sum(), 1))
     theta = np.zeros(design.shape[1])
@@ -222,7 +226,8 @@ def _logistic_fit(
     # Balanced classes shift the bias: put back the real share of positives among candidates.
     prior = y.mean()
     theta[2] += np.log(prior / (1 - prior)) if 0 < prior < 1 else 0.0
-    return theta[:2].astype(np.float32), float(theta[2])
+    weights = theta[:2] / scale
+    return weights.astype(np.float32), float(theta[2] - (weights * mean).sum())
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
