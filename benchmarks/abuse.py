@@ -301,6 +301,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="shorter phases (development)")
     parser.add_argument("--model", choices=["full", "tiny"], default="full")
+    parser.add_argument("--only-flood", action="store_true", help="phase 1 alone (development)")
     args = parser.parse_args()
     queries = 15 if args.quick else 40
     image_seconds = 8.0 if args.quick else 20.0
@@ -389,6 +390,9 @@ def main() -> int:
         }
         _log(f"   {report['flood']}")
 
+        if args.only_flood:
+            print(json.dumps(report, indent=2))
+            return 0
         time.sleep(5.0)
         _log(f"2. crafted images: 8 clients for {image_seconds:.0f} s")
         report["crafted_images"] = crafted_images(

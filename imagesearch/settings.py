@@ -274,7 +274,7 @@ FILE_UPLOAD_PERMISSIONS = 0o644
 # the cores divided among the web processes. A query that finds none free within the wait
 # (seconds) is refused at once: a 503 with Retry-After.
 IMAGESEARCH_MODEL_SLOTS = envint("IMAGESEARCH_MODEL_SLOTS", 0, minimum=0, maximum=256)
-IMAGESEARCH_MODEL_SLOT_WAIT = envfloat("IMAGESEARCH_MODEL_SLOT_WAIT", 2.0, minimum=0.0, maximum=60.0)
+IMAGESEARCH_MODEL_SLOT_WAIT = envfloat("IMAGESEARCH_MODEL_SLOT_WAIT", 5.0, minimum=0.0, maximum=60.0)
 
 # --- Sign-in lockout (django-axes) -------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from django.db.models import QuerySet
 
 from gallery.models import Image, Label
 
-from . import encoder, status, vectorstore
+from . import encoder, slots, status, vectorstore
 from . import index as search_index
 from .errors import QueryError, SearchUnavailable
 
@@ -27,6 +27,14 @@ DATE_SORT_POOL = 200  # "newest first" reorders this many best matches
 # hybrids directly (exact, one query); a wider filter over-fetches from the index instead.
 EXACT_FILTER_LIMIT = 5000
 _ROW_CHUNK = 2000  # ids re-read from the database per query
+# Rows scored per read by the exact scans (_nearest_among): the memory of one scan stays about
+# this many hybrids, whatever the number of rows scanned.
+SCAN_CHUNK = 10_000
+# A label filter wider than EXACT_FILTER_LIMIT asks the index; when the index's first answer is
+# short of the page (the filter's images lie far from the query), a filter up to this many rows
+# is scanned exactly, once, instead of widening the index request towards the whole index and
+# re-reading its ids 2,000 at a time.
+EXACT_SCAN_FALLBACK_LIMIT = 50_000
 
 
 @dataclass
@@ -137,7 +145,10 @@ def _nearest_from_faiss(
         hits: list[Hit] = []
     elif from_rows:
         candidates = _with_labels(searchable, label_ids) if label_ids else searchable
-        hits = _nearest_among(candidates, vector, needed=needed, exclude_id=exclude_id)
+        # Every row is read and scored: model-sized work, so it holds a model slot (a flood of
+        # such queries is refused at once, not run side by side).
+        with slots.model_slot():
+            hits = _nearest_among(candidates, vector, needed=needed, exclude_id=exclude_id)
     elif not label_ids:
         hits = _nearest_from_index(reader, vector, needed=needed, exclude_id=exclude_id)
     else:
@@ -153,7 +164,10 @@ def _nearest_from_faiss(
                 exclude_id=exclude_id,
                 label_ids=label_ids,
                 kept_fraction=count / max(1, manifest.count),
+                widen=count > EXACT_SCAN_FALLBACK_LIMIT,
             )
+            if len(hits) < needed and count <= EXACT_SCAN_FALLBACK_LIMIT:
+                hits = _nearest_among(candidates, vector, needed=needed, exclude_id=exclude_id)
     return hits, (reader.manifest.generation if reader.manifest else None), from_rows
 
 
@@ -241,7 +255,10 @@ def _nearest_from_index(
     exclude_id: int | None,
     label_ids: Sequence[int] = (),
     kept_fraction: float = 1.0,
+    widen: bool = True,
 ) -> list[Hit]:
+    """The index's nearest ids, re-read; asked again for four times as many while the page is
+    not full (``widen``), up to the whole index."""
     total = reader.manifest.count if reader.manifest else 0
     k = min(total, int(needed / max(kept_fraction, 1e-6)) * 2 + 16)
     hits: list[Hit] = []
@@ -251,7 +268,7 @@ def _nearest_from_index(
             (int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0 and i != exclude_id
         ]
         hits = _rows_in_rank_order(pairs, needed=needed, label_ids=label_ids)
-        if len(hits) >= needed or k >= total:
+        if len(hits) >= needed or k >= total or not widen:
             break
         k = min(total, k * 4)
     return hits
@@ -260,19 +277,41 @@ def _nearest_from_index(
 def _nearest_among(
     candidates: QuerySet[Image], vector: np.ndarray, *, needed: int, exclude_id: int | None
 ) -> list[Hit]:
-    """Score a few rows exactly from their stored hybrids (the vectors the index is built from)."""
-    rows = list(candidates.exclude(pk=exclude_id or 0).order_by().values_list("pk", "hybrid_vector"))
-    if not rows:
-        return []
-    try:
-        matrix = np.frombuffer(b"".join(bytes(blob) for _, blob in rows), dtype="<f4").reshape(len(rows), -1)
-    except ValueError:
-        raise SearchUnavailable("Stored vectors have different sizes; the images are being re-embedded.")
-    if matrix.shape[1] != vector.shape[1]:
-        raise SearchUnavailable("The index was built with another model; it is being rebuilt.")
-    scores = matrix @ vector[0]
-    order = np.argsort(-scores, kind="stable")[:needed]
-    return _rows_in_rank_order([(int(rows[i][0]), float(scores[i])) for i in order], needed=needed)
+    """Score rows exactly from their stored hybrids (the vectors the index is built from), read
+    and scored ``SCAN_CHUNK`` rows at a time, keeping the best ``needed``: the memory of a scan
+    stays one chunk, however many rows it reads."""
+    rows = candidates.exclude(pk=exclude_id or 0).order_by().values_list("pk", "hybrid_vector")
+    best_ids = np.empty(0, dtype=np.int64)
+    best_scores = np.empty(0, dtype=np.float32)
+    chunk: list[tuple[int, bytes]] = []
+
+    def score(chunk: list[tuple[int, bytes]]) -> None:
+        nonlocal best_ids, best_scores
+        try:
+            matrix = np.frombuffer(b"".join(bytes(blob) for _, blob in chunk), dtype="<f4")
+            matrix = matrix.reshape(len(chunk), -1)
+        except ValueError:
+            raise SearchUnavailable("Stored vectors have different sizes; the images are being re-embedded.")
+        if matrix.shape[1] != vector.shape[1]:
+            raise SearchUnavailable("The index was built with another model; it is being rebuilt.")
+        ids = np.fromiter((pk for pk, _ in chunk), dtype=np.int64, count=len(chunk))
+        best_ids = np.concatenate([best_ids, ids])
+        best_scores = np.concatenate([best_scores, matrix @ vector[0]])
+        if len(best_ids) > needed:
+            keep = np.argpartition(-best_scores, needed - 1)[:needed]
+            best_ids, best_scores = best_ids[keep], best_scores[keep]
+
+    for row in rows.iterator(chunk_size=SCAN_CHUNK):
+        chunk.append(row)
+        if len(chunk) >= SCAN_CHUNK:
+            score(chunk)
+            chunk = []
+    if chunk:
+        score(chunk)
+    # Best first; equal scores by id, as a stable sort of the rows in id order gave them.
+    order = np.lexsort((best_ids, -best_scores))
+    pairs = [(int(best_ids[i]), float(best_scores[i])) for i in order]
+    return _rows_in_rank_order(pairs, needed=needed)
 
 
 def _no_index_message() -> str:

@@ -10,6 +10,9 @@ have their own, higher limits (``IMAGESEARCH_RATE_LIMIT_STAFF_*``).
 from __future__ import annotations
 
 import ipaddress
+import math
+import threading
+import time
 
 from django.conf import settings
 from django.http import HttpRequest
@@ -20,6 +23,13 @@ from .errors import QueryError
 KINDS = ("text", "image", "knn")
 _WHAT = {"text": "searches", "image": "image searches", "knn": "/knn-service calls"}
 _PERIODS = {"s": "second", "m": "minute", "h": "hour", "d": "day"}
+
+
+# A client refused in this process stays refused until its window ends (a fixed window's count
+# never goes down): remembered here, its next requests are refused without a cache read.
+_refused: dict[tuple[str, str], tuple[float, str]] = {}
+_refused_lock = threading.Lock()
+_REFUSED_MAX = 10_000  # clients remembered per process; the oldest are forgotten first
 
 
 class RateLimited(QueryError):
@@ -77,6 +87,13 @@ def _limited(request: HttpRequest, kind: str, *, user, token: bool) -> None:
     if rate is None:
         return
     key = _client_key(request, user)
+    remembered = _refused.get((kind, key))
+    if remembered is not None:
+        left = remembered[0] - time.monotonic()
+        if left > 0:
+            raise _refusal(remembered[1], math.ceil(left))
+        with _refused_lock:
+            _refused.pop((kind, key), None)
 
     def usage(increment: bool):
         return get_usage(
@@ -98,11 +115,25 @@ def _limited(request: HttpRequest, kind: str, *, user, token: bool) -> None:
     per = f"{period[:-1]} {unit}s" if period[:-1] not in ("", "1") else unit
     retry_after = max(1, int(current["time_left"]))
     who = "this account" if key.startswith("user:") else "your address"
-    raise RateLimited(
-        f"Too many {_WHAT[kind]} from {who}: at most {number} per {per}. "
-        f"Try again in {retry_after} second{'s' if retry_after != 1 else ''}.",
+    head = f"Too many {_WHAT[kind]} from {who}: at most {number} per {per}."
+    with _refused_lock:
+        if len(_refused) >= _REFUSED_MAX:
+            _refused.pop(next(iter(_refused)))
+        _refused[(kind, key)] = (time.monotonic() + retry_after, head)
+    raise _refusal(head, retry_after)
+
+
+def _refusal(head: str, retry_after: int) -> RateLimited:
+    return RateLimited(
+        f"{head} Try again in {retry_after} second{'s' if retry_after != 1 else ''}.",
         retry_after=retry_after,
     )
+
+
+def forget_refusals() -> None:
+    """Forget the refusals this process remembers (tests, after the limits changed)."""
+    with _refused_lock:
+        _refused.clear()
 
 
 def check(request: HttpRequest, kind: str, *, user=None, token: bool = False) -> None:

@@ -358,5 +358,8 @@ def rate_limits(settings) -> None:
     """The per-client rate limits on, with fresh counters."""
     from django.core.cache import caches
 
+    from search import throttle
+
     settings.RATELIMIT_ENABLE = True
     caches["ratelimit"].clear()
+    throttle.forget_refusals()
