@@ -42,6 +42,9 @@ def uploads_from_zip(
     """Entries of a zip archive (a path or a file object). Checks the archive's declared sizes
     before reading anything, so a zip bomb is refused instead of unpacked."""
     try:
+        declared = _declared_entries(source)
+        if declared is not None and declared > MAX_ARCHIVE_ENTRIES:
+            raise InvalidArchive(f"The archive holds {declared} files; the limit is {MAX_ARCHIVE_ENTRIES}.")
         archive = zipfile.ZipFile(source)
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise InvalidArchive(f"The archive cannot be read: {exc}") from None
@@ -86,6 +89,22 @@ def uploads_from_zip(
             labels=item_labels,
             unlabelled=unlabelled,
         )
+
+
+def _declared_entries(source) -> int | None:
+    """The entry count the archive's end record declares, read before ZipFile() parses the
+    whole central directory into objects (millions of entries fit in an upload's body); None
+    when there is no end record (ZipFile then refuses the file)."""
+    fp = open(source, "rb") if isinstance(source, (str, os.PathLike)) else source  # noqa: SIM115
+    try:
+        position = fp.tell()
+        # zipfile's own reader of the end record (zip64 included), public in all but name.
+        record = zipfile._EndRecData(fp)  # noqa: SLF001
+        fp.seek(position)
+    finally:
+        if fp is not source:
+            fp.close()
+    return None if record is None else int(record[zipfile._ECD_ENTRIES_TOTAL])  # noqa: SLF001
 
 
 def _entry_problem(info: zipfile.ZipInfo, same_name: int) -> str | None:

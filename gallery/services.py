@@ -213,6 +213,11 @@ def image_relabel(*, image: Image, names: Iterable[str]) -> Image:
     if not cleaned:
         raise InvalidLabels("An image needs at least one label.")
     with transaction.atomic():
+        # The image's row is locked first: two relabels of one image at once run one after the
+        # other, so the labels end as the last one set them. Without it, on PostgreSQL both read
+        # the old set and each adds its own: the image ends with both (SQLite's IMMEDIATE
+        # transactions serialise them anyway).
+        Image.objects.select_for_update().filter(pk=image.pk).exists()
         image.labels.set(labels_get_or_create(names=cleaned))
         image_ids = [image.pk]
         _labels_changed(image_ids)
@@ -226,14 +231,19 @@ def label_rename(*, label: Label, name: str) -> Label:
     if not cleaned:
         raise InvalidLabels("A label needs a name.")
     new_name = cleaned[0]
-    clash = Label.objects.named(new_name).exclude(pk=label.pk).exists()
-    if clash:
-        raise InvalidLabels(f"A label named {new_name!r} already exists.")
+    clash = InvalidLabels(f"A label named {new_name!r} already exists.")
+    if Label.objects.named(new_name).exclude(pk=label.pk).exists():
+        raise clash
     with transaction.atomic():
         label.name = new_name
         label.vector = None
         label.vector_model = ""
-        label.save(update_fields=["name", "vector", "vector_model"])
+        try:
+            with transaction.atomic():  # a savepoint: the rename's own failure leaves the rest usable
+                label.save(update_fields=["name", "vector", "vector_model"])
+        except IntegrityError:
+            # Another rename or upload took the name between the check above and this save.
+            raise clash from None
         image_ids = list(label.images.values_list("pk", flat=True))
         _labels_changed(image_ids)
         if image_ids:

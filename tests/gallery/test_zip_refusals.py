@@ -114,3 +114,18 @@ def test_an_archive_of_only_refused_entries_adds_nothing_and_says_why(staff_clie
     assert response.status_code == 400
     assert f"../../escape.png: {CLIMBS}" in response.json()["error"]
     assert Image.objects.count() == 0 and _media_files() == []
+
+
+def test_an_archive_declaring_too_many_entries_is_refused_before_its_directory_is_parsed(tmp_path):
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("one.png", image_bytes(1))
+    data = bytearray(out.getvalue())
+    end = data.rindex(b"PK\x05\x06")
+    data[end + 8 : end + 12] = (30_000).to_bytes(2, "little") * 2  # entries on disk, entries total
+    path = tmp_path / "many.zip"
+    path.write_bytes(bytes(data))
+    err = io.StringIO()
+    with pytest.raises(Exception, match="holds 30000 files; the limit is 20000"):
+        call_command("import_images", str(path), "--label", "x", stdout=io.StringIO(), stderr=err)
+    assert Image.objects.count() == 0
