@@ -14,6 +14,8 @@ import threading
 
 # The application (Django, the model, the index) is imported in the master, then forked.
 preload_app = True
+# gunicorn's threaded worker (./run's --threads), which parks a rate-limited client's connection.
+worker_class = "imagesearch.gunicorn_worker.ParkingThreadWorker"
 
 
 def when_ready(server) -> None:

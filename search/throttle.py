@@ -30,6 +30,8 @@ _PERIODS = {"s": "second", "m": "minute", "h": "hour", "d": "day"}
 _refused: dict[tuple[str, str], tuple[float, str]] = {}
 _refused_lock = threading.Lock()
 _REFUSED_MAX = 10_000  # clients remembered per process; the oldest are forgotten first
+# The Retry-After of this thread's last refusal, for the web server (imagesearch.gunicorn_worker).
+_this_thread = threading.local()
 
 
 class RateLimited(QueryError):
@@ -124,10 +126,19 @@ def _limited(request: HttpRequest, kind: str, *, user, token: bool) -> None:
 
 
 def _refusal(head: str, retry_after: int) -> RateLimited:
+    _this_thread.retry_after = retry_after
     return RateLimited(
         f"{head} Try again in {retry_after} second{'s' if retry_after != 1 else ''}.",
         retry_after=retry_after,
     )
+
+
+def refusal_taken() -> int | None:
+    """The Retry-After of a refusal this thread made since the last call, or None (the web
+    server asks after each request: imagesearch.gunicorn_worker)."""
+    retry_after = getattr(_this_thread, "retry_after", None)
+    _this_thread.retry_after = None
+    return retry_after
 
 
 def forget_refusals() -> None:

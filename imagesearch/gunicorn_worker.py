@@ -1,0 +1,44 @@
+"""gunicorn's threaded worker, parking the keep-alive connection of a client it has just
+refused for its rate limit (a 429 from search.throttle).
+
+A refused request is cheap, but a client that sends the next one the moment the answer arrives
+(a flood on many connections) still keeps the cores busy with refusals, and everyone else's
+searches wait behind them. The connection of a refused request is therefore handed back to the
+poller only after ``PARK_SECONDS``: no thread waits meanwhile, and each such connection gets at
+most one answer per ``PARK_SECONDS``. Any other answer goes back at once, as in gunicorn's own
+worker. (A client opening a new connection for every request is not slowed here; a reverse
+proxy's per-address connection limit is the place for that: README, "Behind a proxy".)
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from gunicorn.workers.gthread import ThreadWorker
+
+from search import throttle
+
+PARK_SECONDS = 1.0
+
+
+class ParkingThreadWorker(ThreadWorker):
+    def handle(self, conn):
+        """Serve one request (a worker thread), noting whether it was a rate-limit refusal."""
+        throttle.refusal_taken()  # nothing left over from this thread's last request
+        keepalive = super().handle(conn)
+        retry_after = throttle.refusal_taken()
+        if keepalive is True and retry_after:
+            conn.imagesearch_parked_until = time.monotonic() + min(float(retry_after), PARK_SECONDS)
+        return keepalive
+
+    def finish_request(self, conn, fs):
+        """Back to the poller (the main thread): a refused client's connection after its pause."""
+        delay = getattr(conn, "imagesearch_parked_until", 0.0) - time.monotonic()
+        if delay > 0 and self.alive and not fs.cancelled() and fs.exception() is None:
+            conn.imagesearch_parked_until = 0.0
+            timer = threading.Timer(delay, self.method_queue.defer, args=(super().finish_request, conn, fs))
+            timer.daemon = True
+            timer.start()
+            return
+        super().finish_request(conn, fs)
