@@ -19,9 +19,10 @@ from gallery.forms import BulkUploadForm
 from gallery.labels import InvalidLabels
 from gallery.models import Image
 from gallery.uploads import images_upload as gallery_images_upload
-from search import clip_retrieval, duplicates, queries
+from search.duplicates import scan as duplicates
 from search.errors import QueryError
 from search.labelling import review
+from search.query import clip_retrieval, queries
 from search.status import status_summary
 
 from . import schemas as s

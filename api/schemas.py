@@ -10,8 +10,8 @@ from pydantic import BeforeValidator, StrictBool, StrictFloat, StrictStr
 from pydantic.json_schema import SkipJsonSchema
 
 from gallery.labels import MAX_LABEL_LENGTH
-from search.queries import DEFAULT_IMAGE_WEIGHT, MAX_FILTER_LABELS, MAX_QUERY_TEXT_LENGTH
-from search.ranking import MAX_RESULTS
+from search.query.queries import DEFAULT_IMAGE_WEIGHT, MAX_FILTER_LABELS, MAX_QUERY_TEXT_LENGTH
+from search.query.ranking import MAX_RESULTS
 
 
 def _a_number(value: object) -> object:

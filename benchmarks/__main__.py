@@ -225,13 +225,14 @@ def _save_partial(results: dict[str, Any]) -> None:
 
 
 def _library_vectors():
-    from search import encoder, rebuild
+    from search import encoder
+    from search.ingest import rebuild
 
     return rebuild.index_vectors_read(model=encoder.model_name())
 
 
 def _ivf_lists(n: int) -> int:
-    from search.index import kinds
+    from search.stores.faiss import kinds
 
     return kinds.ivf_lists(n)
 

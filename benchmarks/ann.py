@@ -1,6 +1,6 @@
 """Target 3: the opt-in approximate index against the exact flat one, at a library size.
 
-Both are built by the product (``search.index.write_generation``) from the library's vectors
+Both are built by the product (``search.stores.faiss.write_generation``) from the library's vectors
 (clustered, see :mod:`benchmarks.library`) and served by the product's ``IndexReader``
 (memory-mapped). For each kind: build seconds (train + add + write + checksum), file size, the
 process's memory before and after loading it (private, and mapped from the file), recall@10
@@ -34,7 +34,7 @@ def compare(
 ) -> dict[str, Any]:
     import faiss
 
-    from search import index as search_index
+    from search.stores import faiss as search_index
 
     model = "benchmark"
     out: dict[str, Any] = {"kind": kind, "size": len(ids)}
@@ -110,7 +110,7 @@ def _self() -> int:
 
 
 def _search_parameter(kind: str) -> dict[str, int]:
-    from search.index import kinds
+    from search.stores.faiss import kinds
 
     if kind == "ivf":
         return {"nprobe": kinds.IVF_NPROBE}

@@ -1,13 +1,13 @@
 """Target 6: the near-duplicate scan's cost at a library size, against the flat kNN search alone.
 
-The product path: ``search.duplicates.duplicates_scan(force=True)``, as the worker runs it (read
+The product path: ``search.duplicates.scan.duplicates_scan(force=True)``, as the worker runs it (read
 every ready row's image vector from the database, exact k-nearest-neighbour search of every
 image in batches with faiss, keep the pairs at or above the threshold, group them, write the
 groups in one transaction, progress after every batch). Baseline, in the same run and
 interleaved with it: the exact k-nearest-neighbour search alone (a faiss ``IndexFlatIP`` over the
 same vectors, already in memory, every vector a query, the same k and batch), the floor any
 exact scan pays. ratio = scan seconds / baseline seconds. From ``APPROXIMATE_FROM`` images on the
-scan searches an IVF index instead (``search.index.neighbours``); the pairs the exact search
+scan searches an IVF index instead (``search.stores.faiss.neighbours``); the pairs the exact search
 finds at or above the threshold are then the reference for the scan's recall.
 
 The library's rows are :mod:`benchmarks.library`'s, whose image vectors are their hybrids; one
@@ -105,8 +105,10 @@ def _found_pairs(ids: np.ndarray) -> set[tuple[int, int]]:
 def run(size: int, *, rounds: int = 1) -> dict[str, Any]:
     from django.conf import settings
 
-    from search import duplicates, encoder, rebuild
-    from search.index import neighbours
+    from search import encoder
+    from search.duplicates import scan as duplicates
+    from search.ingest import rebuild
+    from search.stores.faiss import neighbours
 
     out: dict[str, Any] = {"size": size, "k": duplicates.NEIGHBOURS, "batch": neighbours.NEIGHBOUR_BATCH}
     with noise(out):

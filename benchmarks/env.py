@@ -66,7 +66,7 @@ def configure(*, fresh: bool = True) -> dict[str, str]:
         "IMAGESEARCH_LOG_LEVEL": "WARNING",
         "CELERY_TASK_DEFAULT_QUEUE": queue,
         "PYTHONPATH": str(ROOT),
-        # What the product sets before it loads torch or faiss (search.encoder, search.index).
+        # What the product sets before it loads torch or faiss (search.encoder, search.stores.faiss).
         # This process imports them itself, for the baselines, so it sets it first.
         "OMP_WAIT_POLICY": "PASSIVE",
         # The figures are one client's (or a load generator's) on loopback: per-client rate limits

@@ -41,7 +41,7 @@ def _unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
 
 
 def measure(sizes: tuple[int, ...] = SIZES, *, dim: int = 512, queries: int = 150) -> dict[str, Any]:
-    from search import index as search_index
+    from search.stores import faiss as search_index
 
     out: dict[str, Any] = {"budget_ms": BUDGET_MS, "k": K, "dim": dim, "sizes": {}}
     rng = np.random.default_rng(7)

@@ -244,7 +244,7 @@ def _library_state(ids: set[int]) -> dict[str, object]:
     from django.conf import settings
 
     from gallery.models import Image
-    from search import index as search_index
+    from search.stores import faiss as search_index
 
     statuses: dict[str, int] = {}
     ready: set[int] = set()

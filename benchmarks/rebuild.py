@@ -1,6 +1,6 @@
 """Target 4: rebuilding the index from the database, switching generations, sharing memory.
 
-* ``rebuild``: ``search.rebuild.index_rebuild()`` at a library size (read the ready rows' vectors from
+* ``rebuild``: ``search.ingest.rebuild.index_rebuild()`` at a library size (read the ready rows' vectors from
   the database, build, write the generation atomically, checksum), with the database file warm
   in the page cache and, at the largest size, cold (its pages dropped with
   ``posix_fadvise(DONTNEED)`` first: only that file's, nothing else on the machine).
@@ -45,9 +45,9 @@ def _database_files() -> list[str]:
 
 
 def rebuild(size: int, *, cold: bool) -> dict[str, Any]:
-    from search import index as search_index
-    from search import rebuild as search_rebuild
     from search import status
+    from search.ingest import rebuild as search_rebuild
+    from search.stores import faiss as search_index
 
     out: dict[str, Any] = {"size": size}
     with noise(out):
@@ -74,9 +74,9 @@ def rebuild(size: int, *, cold: bool) -> dict[str, Any]:
 
 
 def memory(size: int, *, worker_counts: tuple[int, ...]) -> dict[str, Any]:
-    from search import index as search_index
     from search import status
-    from search.index import flat_scan
+    from search.stores import faiss as search_index
+    from search.stores.faiss import flat_scan
 
     search_index.reset_readers()  # this process's mapping would take a share of the Pss
     manifest = search_index.read_current_manifest(status.index_dir())
@@ -84,7 +84,7 @@ def memory(size: int, *, worker_counts: tuple[int, ...]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "size": size,
         "index_mib": round(index_mib, 1),
-        # Small flat indexes are scanned from a private copy per process (search.index.flat_scan).
+        # Small flat indexes are scanned from a private copy per process (search.stores.faiss.flat_scan).
         "shared": manifest.kind != "flat" or manifest.size_bytes > flat_scan.PRIVATE_COPY_MAX_BYTES,
         "by_workers": [],
     }
@@ -140,9 +140,9 @@ def _loads_of(log: str, generation: int) -> list[float]:
 
 
 def switch(size: int, *, workers: int, before_s: float) -> dict[str, Any]:
-    from search import index as search_index
-    from search import rebuild as search_rebuild
     from search import status
+    from search.ingest import rebuild as search_rebuild
+    from search.stores import faiss as search_index
 
     out: dict[str, Any] = {"size": size, "workers": workers, "concurrency": 4}
     log = env.RESULTS_DIR / "gunicorn-switch.log"

@@ -156,7 +156,7 @@ class Image(models.Model):
     # When the image was last handed to the broker; NULL while it never was (broker down).
     queued_at = models.DateTimeField(null=True, blank=True)
     # The run embedding it now ("host:pid:nonce") and when it claimed the row or last renewed
-    # the claim; empty while no run holds it (see ImageQuerySet.claim and search.claims).
+    # the claim; empty while no run holds it (see ImageQuerySet.claim and search.ingest.claims).
     claimed_by = models.CharField(max_length=200, blank=True, default="")
     claimed_at = models.DateTimeField(null=True, blank=True)
     # When its labels last changed (relabel, a label renamed or deleted): a hybrid older than this
@@ -191,7 +191,7 @@ class Image(models.Model):
 
     @property
     def taken_at_text(self) -> str:
-        """"5 Jun 2021, 14:03 (UTC+02:00)" in the camera's own time; no zone when it gave none."""
+        """ "5 Jun 2021, 14:03 (UTC+02:00)" in the camera's own time; no zone when it gave none."""
         taken = self.taken
         if taken is None:
             return ""

@@ -70,7 +70,7 @@ def on_starting(server) -> None:
     import django
 
     django.setup()
-    from search.vectorstore import checks
+    from search.stores.pgvector import checks
 
     checks.refuse_unless_usable()
 

@@ -346,21 +346,21 @@ IMAGESEARCH_CLAIM_TIMEOUT = envint("IMAGESEARCH_CLAIM_TIMEOUT", 30, minimum=1)
 IMAGESEARCH_SWEEP_INTERVAL = envint("IMAGESEARCH_SWEEP_INTERVAL", 15, minimum=1)
 # "auto" (the default): the exact flat index up to IMAGESEARCH_AUTO_FLAT_MAX_VECTORS vectors, an
 # IVF index tuned for recall@10 >= 0.95 above. "flat", "ivf", "hnsw": that kind whatever the size
-# (search.index.KINDS; recall and speed are measured in BENCHMARKS.md).
+# (search.stores.faiss.KINDS; recall and speed are measured in BENCHMARKS.md).
 IMAGESEARCH_INDEX_KIND = envstr("IMAGESEARCH_INDEX_KIND", "auto").lower()
 if IMAGESEARCH_INDEX_KIND not in ("auto", "flat", "ivf", "hnsw"):
     raise ImproperlyConfigured(
         f"IMAGESEARCH_INDEX_KIND must be auto, flat, ivf or hnsw, not {IMAGESEARCH_INDEX_KIND!r}"
     )
 # Where one exact scan of a query reaches ~10 ms on the 2-core development machine
-# (benchmarks/flat_threshold.py); search.index.AUTO_FLAT_MAX_VECTORS is the same number.
+# (benchmarks/flat_threshold.py); search.stores.faiss.AUTO_FLAT_MAX_VECTORS is the same number.
 IMAGESEARCH_AUTO_FLAT_MAX_VECTORS = envint("IMAGESEARCH_AUTO_FLAT_MAX_VECTORS", 25_000, minimum=0)
-# Two images are near-duplicates at or above this cosine of their image vectors (search.duplicates;
+# Two images are near-duplicates at or above this cosine of their image vectors (search.duplicates.scan;
 # the default and what it rests on: BENCHMARKS.md, "Near-duplicates").
 IMAGESEARCH_DUPLICATE_THRESHOLD = envfloat("IMAGESEARCH_DUPLICATE_THRESHOLD", 0.95, minimum=0.5, maximum=1.0)
 
 # "faiss": index generations in the data directory (one machine). "pgvector": the vectors live in
-# PostgreSQL beside the rows (search.vectorstore), so web and worker machines share one database.
+# PostgreSQL beside the rows (search.stores.pgvector), so web and worker machines share one database.
 IMAGESEARCH_VECTOR_BACKEND = envstr("IMAGESEARCH_VECTOR_BACKEND", "faiss").lower()
 if IMAGESEARCH_VECTOR_BACKEND not in ("faiss", "pgvector"):
     raise ImproperlyConfigured(
@@ -371,7 +371,7 @@ if IMAGESEARCH_VECTOR_BACKEND not in ("faiss", "pgvector"):
 IMAGESEARCH_PGVECTOR_EF_SEARCH = envint("IMAGESEARCH_PGVECTOR_EF_SEARCH", 400, minimum=1, maximum=1000)
 if DATABASES["default"]["ENGINE"].endswith("postgresql"):
     # pgvector's search settings from the connection's start (placeholders until the extension
-    # loads), so that a search needs no extra round trips (search.vectorstore.store.nearest).
+    # loads), so that a search needs no extra round trips (search.stores.pgvector.store.nearest).
     _options = DATABASES["default"].setdefault("OPTIONS", {})
     _options["options"] = " ".join(
         part

@@ -17,9 +17,12 @@ from django.urls import path, reverse
 from gallery import admin as gallery_admin
 from gallery.models import Image
 
-from . import dispatch, duplicates, pipeline, status, vectorstore
+from . import dispatch, status
+from .duplicates import scan as duplicates
+from .ingest import pipeline
 from .labelling import review
 from .models import DuplicateScan, IndexState, LabellingPass
+from .stores import pgvector as vectorstore
 
 
 @admin.register(IndexState)
@@ -88,7 +91,7 @@ class IndexStatusAdmin(admin.ModelAdmin):
 @admin.register(DuplicateScan)
 class DuplicatesAdmin(admin.ModelAdmin):
     """Shows up in the admin index as "Near-duplicates"; its list page is the groups page. The
-    groups are found by the worker (search.duplicates); this page only reads and resolves them."""
+    groups are found by the worker (search.duplicates.scan); this page only reads and resolves them."""
 
     GROUPS_PER_PAGE = 20
 

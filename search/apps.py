@@ -8,7 +8,7 @@ class SearchConfig(AppConfig):
     verbose_name = "Search"
 
     def ready(self) -> None:
-        from .vectorstore import checks as vector_checks
+        from .stores.pgvector import checks as vector_checks
 
         checks.register(vector_checks.vector_store_check)
         post_migrate.connect(_vector_table_after_migrate, sender=self)
@@ -19,9 +19,9 @@ def _vector_table_after_migrate(sender, using: str = "default", **kwargs) -> Non
     was installed (that migration leaves it out then); a later ``migrate`` completes the set-up."""
     from django.db import connections
 
-    from . import vectorstore
     from .models import ImageVector
-    from .vectorstore import database
+    from .stores import pgvector as vectorstore
+    from .stores.pgvector import database
 
     connection = connections[using]
     if not vectorstore.enabled() or connection.vendor != "postgresql" or database.table_exists(connection):

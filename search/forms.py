@@ -7,8 +7,8 @@ from django import forms
 from gallery.labels import MAX_LABEL_LENGTH, normalize_label_name
 from gallery.validation import InvalidImage, check_query_image_size
 
-from .queries import MAX_FILTER_LABELS, MAX_QUERY_TEXT_LENGTH, SearchQuery, search_query_build
-from .ranking import SORTS
+from .query.queries import MAX_FILTER_LABELS, MAX_QUERY_TEXT_LENGTH, SearchQuery, search_query_build
+from .query.ranking import SORTS
 
 
 class LabelListField(forms.Field):

@@ -1,5 +1,5 @@
 """Bookkeeping for the index (rebuild requests, so that bursts coalesce into one rebuild), the
-near-duplicate groups the worker finds (search.duplicates), and the vectors pgvector searches when
+near-duplicate groups the worker finds (search.duplicates.scan), and the vectors pgvector searches when
 it is the vector store."""
 
 from __future__ import annotations
@@ -129,9 +129,11 @@ class DuplicateMember(models.Model):
 
     def __str__(self) -> str:
         return f"image {self.image_id} in group {self.group_id}"
+
+
 class ImageVector(models.Model):
     """An image's hybrid vector where pgvector is the vector store (``IMAGESEARCH_VECTOR_BACKEND=
-    pgvector``, search.vectorstore): written with the row when it becomes ready, searched by an
+    pgvector``, search.stores.pgvector): written with the row when it becomes ready, searched by an
     HNSW index per dimension.
 
     Derived from ``Image.hybrid_vector`` (still the source of truth). The table exists only on
@@ -148,7 +150,7 @@ class ImageVector(models.Model):
         related_name="+",
     )
     model = models.CharField(max_length=500)
-    # An HNSW index needs one dimension: each dimension has its own partial index (search.vectorstore).
+    # An HNSW index needs one dimension: each dimension has its own partial index (search.stores.pgvector).
     dimension = models.PositiveSmallIntegerField()
     embedding = HalfVectorField()
     updated_at = models.DateTimeField()

@@ -12,9 +12,10 @@ from django.db.models import Count, Max
 
 from gallery.models import Image, Label
 
-from . import dispatch, encoder, vectorstore
-from . import index as search_index
+from . import dispatch, encoder
 from .models import IndexState
+from .stores import faiss as search_index
+from .stores import pgvector as vectorstore
 
 
 def index_dir() -> Path:

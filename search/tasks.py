@@ -27,7 +27,9 @@ from django.conf import settings
 from gallery.media import media_orphans_delete
 from gallery.services import images_taken_at_backfill
 
-from . import dispatch, duplicates, encoder, pipeline, rebuild
+from . import dispatch, encoder
+from .duplicates import scan as duplicates
+from .ingest import pipeline, rebuild
 from .labelling.passes import labelling_pass
 
 logger = logging.getLogger(__name__)
@@ -118,7 +120,7 @@ def suggest_labels() -> dict[str, object]:
 
 @shared_task
 def sweep(at_start: bool = False) -> dict[str, int]:
-    """Repair from the rows (search.rebuild.index_sweep). Run twice: the work it hands over is
+    """Repair from the rows (search.ingest.rebuild.index_sweep). Run twice: the work it hands over is
     idempotent, so a second run only sends messages that find nothing left to do."""
     return rebuild.index_sweep(at_start=at_start)
 
@@ -145,7 +147,7 @@ def backfill_taken_at() -> int:
 def _refuse_an_unusable_vector_store(**kwargs) -> None:
     # A worker does not run Django's system checks: IMAGESEARCH_VECTOR_BACKEND=pgvector on a
     # database without pgvector stops it here, with what to install, before it takes a task.
-    from .vectorstore import checks
+    from .stores.pgvector import checks
 
     checks.refuse_unless_usable()
 

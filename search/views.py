@@ -10,10 +10,10 @@ from django.views.decorators.http import require_http_methods, require_safe
 from gallery.models import Image
 from gallery.permissions import search_permitted, sees_unindexed_images
 
-from . import queries
 from .errors import QueryError
 from .forms import SearchForm
-from .queries import SearchQuery
+from .query import queries
+from .query.queries import SearchQuery
 
 
 @require_http_methods(["GET", "HEAD", "POST"])

@@ -118,7 +118,7 @@ def pgvector_store(settings, django_db_blocker) -> None:
     """pgvector as the store, for tests marked ``pgvector``."""
     from django.db import connection
 
-    from search.vectorstore import database, store
+    from search.stores.pgvector import database, store
 
     with django_db_blocker.unblock():
         found = database.unusable(connection)
@@ -132,7 +132,7 @@ def vector_store(request, settings, django_db_blocker) -> str:
     """The vector store this test runs against (``IMAGESEARCH_VECTOR_BACKEND``)."""
     from django.db import connection
 
-    from search.vectorstore import database, store
+    from search.stores.pgvector import database, store
 
     name = request.param
     if name == "pgvector":
@@ -148,7 +148,7 @@ def vector_store(request, settings, django_db_blocker) -> str:
 def _isolated_storage(request, settings, tmp_path, clip_model_dir) -> Iterator[None]:
     """Each test gets its own media and index directories, and the tiny model (and its vector
     store before any other fixture stores an image)."""
-    from search import index as search_index
+    from search.stores import faiss as search_index
 
     if "vector_store" in request.fixturenames:
         request.getfixturevalue("vector_store")
@@ -188,9 +188,9 @@ def _empty_queue(request) -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def _label_counts_afresh(monkeypatch) -> Iterator[None]:
     """Label counts are never reused from another test: the reuse is process-wide, and whether a
-    count is "slow" (search.queries) would otherwise depend on the machine's load. The test of
+    count is "slow" (search.query.queries) would otherwise depend on the machine's load. The test of
     the reuse sets the threshold itself."""
-    from search import queries
+    from search.query import queries
 
     monkeypatch.setattr(queries, "POPULAR_LABELS_SLOW_SECONDS", float("inf"))
     queries._popular_labels_memo.clear()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gallery.services import ImageUpload, images_create
-from search import pipeline, rebuild
+from search.ingest import pipeline, rebuild
 from tests.support.images import image_bytes
 
 

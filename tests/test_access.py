@@ -18,7 +18,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from gallery.models import Image
-from search import pipeline, rebuild
+from search.ingest import pipeline, rebuild
 from search.models import IndexState
 from tests.factories import create_images
 from tests.support.constants import ROOT, UPLOAD_URL

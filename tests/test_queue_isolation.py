@@ -14,7 +14,8 @@ from django.conf import settings
 
 from gallery import services as gallery_services
 from gallery.models import Image, Label
-from search import dispatch, pipeline
+from search import dispatch
+from search.ingest import pipeline
 from tests.factories import create_images
 from tests.support.broker import queue_purge
 from tests.support.constants import ROOT
@@ -90,6 +91,6 @@ def test_a_plain_database_test_that_leaves_a_message_fails(tmp_path, clip_model_
         timeout=240,
     )
     summary = result.stdout.strip().splitlines()[-1]
-    assert ("2 passed" in summary and "1 error" in summary), result.stdout[-3000:] + result.stderr[-2000:]
+    assert "2 passed" in summary and "1 error" in summary, result.stdout[-3000:] + result.stderr[-2000:]
     assert "ERROR at teardown of test_a_send_that_does_not_wait_for_the_commit" in result.stdout
     assert "left 1 message(s) in the run's queue although it commits nothing" in result.stdout

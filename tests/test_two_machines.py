@@ -22,8 +22,9 @@ import requests
 
 from api.tokens import api_token_create
 from gallery.models import Image
-from search import encoder, query_vectors
+from search import encoder
 from search.models import ImageVector
+from search.query import vectors as query_vectors
 from tests.support.constants import PREFORK_ONE
 from tests.support.images import image_bytes
 from tests.support.processes import Gunicorn

@@ -17,9 +17,10 @@ from django.utils import timezone
 
 from gallery.models import Image, Label
 
-from .. import dispatch, encoder, rebuild
-from .. import index as search_index
+from .. import dispatch, encoder
+from ..ingest import rebuild
 from ..models import LabellingPass, LabelSuggestion, Mislabel
+from ..stores import faiss as search_index
 from . import scoring
 
 logger = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from django.test import Client
 
 from api.tokens import api_token_create
 from gallery.models import Image
-from search import ranking
+from search.query import ranking
 from tests.factories import create_images
 from tests.support.images import image_bytes, zip_bytes
 

@@ -6,7 +6,7 @@ import pytest
 from django.test import Client
 
 from api.tokens import api_token_create
-from search import duplicates
+from search.duplicates import scan as duplicates
 from tests.support.near_duplicates import TEST_THRESHOLD, near_duplicate_library
 
 pytestmark = pytest.mark.django_db

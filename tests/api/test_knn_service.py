@@ -13,7 +13,8 @@ import pytest
 import requests
 
 from gallery.models import Image
-from search import clip_retrieval, pipeline, rebuild
+from search.ingest import pipeline, rebuild
+from search.query import clip_retrieval
 from tests.factories import create_images
 from tests.support.images import image_bytes
 

@@ -7,7 +7,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from gallery.models import Image
-from search import pipeline
+from search.ingest import pipeline
 from tests.support.constants import UPLOAD_URL
 from tests.support.images import image_bytes, zip_bytes
 

@@ -24,8 +24,8 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from gallery.models import Image
-from search import index as search_index
-from search import pipeline, rebuild
+from search.ingest import pipeline, rebuild
+from search.stores import faiss as search_index
 from tests.support.bad_files import ACCEPTED, REFUSED, Sample
 from tests.support.constants import UPLOAD_URL
 from tests.support.images import image_bytes, zip_bytes

@@ -17,7 +17,10 @@ from gallery.dates import TakenAt, taken_at_parse
 from gallery.exports import MANIFEST_NAME
 from gallery.models import Image, Label
 from gallery.services import images_create, images_taken_at_backfill
-from search import dispatch, pipeline, query_vectors, ranking, rebuild, tasks
+from search import dispatch, tasks
+from search.ingest import pipeline, rebuild
+from search.query import ranking
+from search.query import vectors as query_vectors
 from search.tasks import backfill_taken_at
 from tests.factories import upload
 from tests.support.images import make_image, phone_image_bytes

@@ -26,9 +26,13 @@ from django.core.management import CommandError, call_command
 from gallery.exports import MANIFEST_NAME, writing
 from gallery.models import Image, Label
 from gallery.services import images_create
-from search import encoder, pipeline, query_vectors, ranking, rebuild, vectorstore
-from search import index as search_index
+from search import encoder
+from search.ingest import pipeline, rebuild
 from search.models import ImageVector
+from search.query import ranking
+from search.query import vectors as query_vectors
+from search.stores import faiss as search_index
+from search.stores import pgvector as vectorstore
 from tests.factories import upload
 from tests.support.images import image_bytes
 

@@ -18,7 +18,7 @@ from api.tokens import api_token_create
 from gallery import formats
 from gallery.models import Image
 from gallery.validation import InvalidImage, validate_image_bytes
-from search import pipeline, rebuild
+from search.ingest import pipeline, rebuild
 from tests.factories import create_indexed_images
 from tests.support.constants import ROOT, UPLOAD_URL
 from tests.support.images import image_bytes, phone_image_bytes

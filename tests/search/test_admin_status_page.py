@@ -8,7 +8,8 @@ import pytest
 from django.test import Client
 
 from gallery.models import Image
-from search import dispatch, pipeline, rebuild
+from search import dispatch
+from search.ingest import pipeline, rebuild
 from search.models import IndexState
 from tests.factories import create_images
 

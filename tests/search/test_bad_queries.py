@@ -10,7 +10,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from gallery.models import Image
-from search.queries import MAX_QUERY_TEXT_LENGTH
+from search.query.queries import MAX_QUERY_TEXT_LENGTH
 
 pytestmark = pytest.mark.django_db
 

@@ -1,4 +1,4 @@
-"""Claims on the rows a run embeds (search.claims, Image.objects.claim) and how the sweep recovers
+"""Claims on the rows a run embeds (search.ingest.claims, Image.objects.claim) and how the sweep recovers
 the work of runs that are gone: a dead process on this machine at once, a silent run on another
 machine after the claim timeout, a live run never.
 
@@ -19,7 +19,8 @@ from django.utils import timezone
 
 from gallery.models import Image
 from gallery.services import image_relabel
-from search import claims, dispatch, pipeline, rebuild
+from search import dispatch
+from search.ingest import claims, pipeline, rebuild
 from tests.factories import create_images
 
 # transaction=True: the sweep sends after commit, as in production.

@@ -1,11 +1,11 @@
-"""search.index.close_pairs: every pair within the threshold among the k nearest, once, equal to a
+"""search.stores.faiss.close_pairs: every pair within the threshold among the k nearest, once, equal to a
 brute-force answer, with progress after every batch."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from search.index import close_pairs
+from search.stores.faiss import close_pairs
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

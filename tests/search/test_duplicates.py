@@ -1,4 +1,4 @@
-"""Near-duplicates (search.duplicates): re-encoded, resized and slightly cropped copies are grouped
+"""Near-duplicates (search.duplicates.scan): re-encoded, resized and slightly cropped copies are grouped
 with their originals and unrelated images are not; staff keep one image of a group and the others
 are deleted through the gallery's delete service, exactly those; labels can be merged first;
 stale and already-deleted choices are refused with a reason and change nothing. The admin page
@@ -14,7 +14,9 @@ from django.core.files.storage import default_storage
 from django.urls import reverse
 
 from gallery.models import Image
-from search import dispatch, duplicates, pipeline, rebuild, tasks
+from search import dispatch, tasks
+from search.duplicates import scan as duplicates
+from search.ingest import pipeline, rebuild
 from search.models import DuplicateGroup, DuplicateScan, IndexState
 from tests.support.images import make_image
 from tests.support.near_duplicates import SEEDS, SIZE, TEST_THRESHOLD, near_duplicate_library, store

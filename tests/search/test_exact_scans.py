@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 from django.conf import settings
 
-from search import index as search_index
-from search import ranking, slots
+from search import slots
 from search.errors import SearchUnavailable
-from search.query_vectors import query_vector_for_text
+from search.query import ranking
+from search.query.vectors import query_vector_for_text
+from search.stores import faiss as search_index
 
 pytestmark = pytest.mark.django_db
 

@@ -24,9 +24,11 @@ import pytest
 from django.conf import settings
 
 from gallery.models import Image
-from search import encoder, pipeline, ranking, rebuild, status
-from search import index as search_index
+from search import encoder, status
+from search.ingest import pipeline, rebuild
 from search.models import IndexState
+from search.query import ranking
+from search.stores import faiss as search_index
 from tests.conftest import web_server_env
 from tests.factories import create_indexed_images
 from tests.support.clip_model import build_clip_model
@@ -197,8 +199,8 @@ _WRITER = textwrap.dedent(
     """
     import dataclasses, signal, sys
     import numpy as np
-    from search import index
-    from search.index import files, kinds
+    from search.stores import faiss as index
+    from search.stores.faiss import files, kinds
     directory, model, stop = sys.argv[1], sys.argv[2], sys.argv[3]
     vectors = np.random.default_rng(0).standard_normal((2000, 64), dtype=np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -305,7 +307,7 @@ _FAILING_WRITER = textwrap.dedent(
     """
     import resource, signal, sys
     import numpy as np
-    from search import index
+    from search.stores import faiss as index
     directory, model, vectors_file = sys.argv[1], sys.argv[2], sys.argv[3]
     vectors = np.load(vectors_file)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -360,9 +362,7 @@ def test_a_stored_vector_of_another_size_makes_the_rebuild_refuse_and_the_old_ge
     served = _search_page(staff_client).context["page"].generation
     # A row that claims the current model with a vector of another dimension (a model directory
     # replaced in place, a bad restore): one index cannot hold both sizes.
-    Image.objects.filter(pk=ids[0]).update(
-        hybrid_vector=encoder.to_bytes(np.ones(32, np.float32) / 32**0.5)
-    )
+    Image.objects.filter(pk=ids[0]).update(hybrid_vector=encoder.to_bytes(np.ones(32, np.float32) / 32**0.5))
     with pytest.raises(search_index.SearchIndexError, match="different sizes"):
         rebuild.index_rebuild()
     _reader().refresh()

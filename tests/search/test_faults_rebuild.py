@@ -24,9 +24,10 @@ from django.db import transaction
 
 from gallery import services as gallery_services
 from gallery.models import Image
-from search import encoder, ranking, tasks
-from search import index as search_index
+from search import encoder, tasks
 from search.models import IndexState
+from search.query import ranking
+from search.stores import faiss as search_index
 from tests.factories import create_indexed_images
 from tests.support.processes import children
 from tests.support.waiting import wait_for

@@ -28,7 +28,7 @@ from django.conf import settings
 
 from gallery.models import Image
 from search import encoder
-from search import index as search_index
+from search.stores import faiss as search_index
 from tests.factories import upload
 from tests.support.constants import PREFORK_ONE
 from tests.support.images import image_bytes

@@ -1,5 +1,5 @@
 """A pgvector built for instructions this CPU lacks loads, answers scalar queries, and kills its
-backend with SIGILL on the first HNSW build. The start-up probe (search.vectorstore.database)
+backend with SIGILL on the first HNSW build. The start-up probe (search.stores.pgvector.database)
 builds a tiny HNSW index and says so in words, for the product's start-up checks and for ./test.
 
 The stand-in is a real PostgreSQL of this test's own whose backend is killed with SIGILL as the
@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from search.vectorstore import database
+from search.stores.pgvector import database
 from tests.support import pgserver
 
 

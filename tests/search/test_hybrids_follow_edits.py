@@ -11,8 +11,10 @@ from celery import current_app
 from django.conf import settings
 
 from gallery.models import Image, Label
-from search import dispatch, encoder, query_vectors, ranking, tasks
-from search import index as search_index
+from search import dispatch, encoder, tasks
+from search.query import ranking
+from search.query import vectors as query_vectors
+from search.stores import faiss as search_index
 from tests.factories import create_indexed_images
 from tests.support.images import image_bytes
 

@@ -1,4 +1,4 @@
-"""Tests of search.index: FAISS generations on disk. Plain pytest, no Django."""
+"""Tests of search.stores.faiss: FAISS generations on disk. Plain pytest, no Django."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from search import index as si
-from search.index import files as index_files
-from search.index.lock import LOCK_NAME
+from search.stores import faiss as si
+from search.stores.faiss import files as index_files
+from search.stores.faiss.lock import LOCK_NAME
 from tests.support.locks import flock_waiting
 from tests.support.waiting import wait_for
 
@@ -605,7 +605,7 @@ def test_write_waits_for_a_writer_in_another_process(tmp_path):
 def test_importing_the_module_does_not_import_faiss_or_torch():
     repo = Path(__file__).resolve().parents[2]
     code = (
-        "import sys, search.index; "
+        "import sys, search.stores.faiss; "
         "bad = [m for m in ('faiss', 'torch', 'sentence_transformers', 'django') if m in sys.modules]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )

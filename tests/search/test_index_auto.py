@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from imagesearch import settings as product_settings
-from search import index as search_index
-from search import pipeline, rebuild, status
-from search.index import tuning
+from search import status
+from search.ingest import pipeline, rebuild
+from search.stores import faiss as search_index
+from search.stores.faiss import tuning
 from tests.factories import create_images, create_indexed_images
 
 DIM = 32
@@ -60,7 +61,7 @@ def test_auto_writes_a_tuned_ivf_index_above_a_lowered_threshold(tmp_path):
 
 
 def tuning_lists(n: int) -> int:
-    from search.index import kinds
+    from search.stores.faiss import kinds
 
     return kinds.ivf_lists(n)
 

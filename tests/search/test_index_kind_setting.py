@@ -10,8 +10,11 @@ from pathlib import Path
 import pytest
 
 from gallery.models import Image
-from search import index as search_index
-from search import pipeline, query_vectors, ranking, rebuild, status
+from search import status
+from search.ingest import pipeline, rebuild
+from search.query import ranking
+from search.query import vectors as query_vectors
+from search.stores import faiss as search_index
 from tests.factories import create_images
 
 ROOT = Path(__file__).resolve().parents[2]

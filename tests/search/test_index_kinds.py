@@ -1,6 +1,6 @@
 """Index kinds: the flat kind's numpy scan, and the opt-in approximate kinds (ivf, hnsw).
 
-Plain pytest for search.index, plus the services that pick the kind from the setting.
+Plain pytest for search.stores.faiss, plus the services that pick the kind from the setting.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import inspect
 import numpy as np
 import pytest
 
-from search import index as si
-from search.index import files as index_files
-from search.index import flat_scan, kinds
+from search.stores import faiss as si
+from search.stores.faiss import files as index_files
+from search.stores.faiss import flat_scan, kinds
 
 MODEL = "clip-test"
 DIM = 16

@@ -14,11 +14,13 @@ import pytest
 
 from gallery.models import Image
 from gallery.services import images_create, label_delete
-from search import index as search_index
-from search import pipeline, query_vectors, ranking, rebuild
+from search.ingest import pipeline, rebuild
 from search.labelling import review, scoring
 from search.labelling.passes import labelling_pass
 from search.models import LabellingPass, LabelSuggestion, Mislabel
+from search.query import ranking
+from search.query import vectors as query_vectors
+from search.stores import faiss as search_index
 from tests.factories import upload
 from tests.support.images import make_image
 from tests.support.near_duplicates import SEEDS

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from search import pipeline, queries
+from search.ingest import pipeline
+from search.query import queries
 from tests.factories import create_images
 
 pytestmark = pytest.mark.django_db

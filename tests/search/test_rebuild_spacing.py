@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from search import dispatch, rebuild
+from search import dispatch
+from search.ingest import rebuild
 from search.models import IndexState
 
 pytestmark = pytest.mark.django_db

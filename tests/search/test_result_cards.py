@@ -8,7 +8,8 @@ import pytest
 from django.template.loader import render_to_string
 
 from gallery.models import Image
-from search import query_vectors, ranking
+from search.query import ranking
+from search.query import vectors as query_vectors
 from tests.factories import create_indexed_images
 
 pytestmark = pytest.mark.django_db

@@ -1,4 +1,4 @@
-"""Label filters, date order, browsing and words-plus-image queries (search.ranking)."""
+"""Label filters, date order, browsing and words-plus-image queries (search.query.ranking)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import pytest
 
 from gallery import services as gallery_services
 from gallery.models import Image
-from search import encoder, errors, query_vectors, ranking
+from search import encoder, errors
+from search.query import ranking
+from search.query import vectors as query_vectors
 from tests.factories import create_indexed_images
 
 # Each test runs against both vector stores (tests/conftest.py, vector_store).

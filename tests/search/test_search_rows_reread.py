@@ -6,8 +6,10 @@ import pytest
 
 from gallery import services as gallery_services
 from gallery.models import Image
-from search import index as search_index
-from search import pipeline, query_vectors, ranking, rebuild
+from search.ingest import pipeline, rebuild
+from search.query import ranking
+from search.query import vectors as query_vectors
+from search.stores import faiss as search_index
 from tests.factories import create_images
 
 # Each test runs against both vector stores (tests/conftest.py, vector_store).

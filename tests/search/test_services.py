@@ -7,7 +7,10 @@ import pytest
 
 from gallery import services as gallery_services
 from gallery.models import Image, Label
-from search import encoder, errors, pipeline, query_vectors, ranking, rebuild
+from search import encoder, errors
+from search.ingest import pipeline, rebuild
+from search.query import ranking
+from search.query import vectors as query_vectors
 from tests.factories import create_images, upload
 from tests.support.images import image_bytes
 

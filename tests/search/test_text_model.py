@@ -16,7 +16,9 @@ from django.utils import timezone
 from sentence_transformers import SentenceTransformer
 
 from gallery.models import Image, Label
-from search import encoder, pipeline, query_vectors, rebuild, status
+from search import encoder, status
+from search.ingest import pipeline, rebuild
+from search.query import vectors as query_vectors
 from tests.factories import create_images, create_indexed_images
 from tests.support.text_model import build_text_model
 

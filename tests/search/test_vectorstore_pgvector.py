@@ -12,9 +12,12 @@ from django.utils import timezone
 
 from gallery import services as gallery_services
 from gallery.models import Image, Label
-from search import encoder, pipeline, query_vectors, ranking, rebuild, status
+from search import encoder, status
+from search.ingest import pipeline, rebuild
 from search.models import ImageVector, IndexState
-from search.vectorstore import store
+from search.query import ranking
+from search.query import vectors as query_vectors
+from search.stores.pgvector import store
 from tests.factories import create_images
 
 pytestmark = [pytest.mark.pgvector, pytest.mark.django_db, pytest.mark.usefixtures("pgvector_store")]

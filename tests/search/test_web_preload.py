@@ -11,8 +11,8 @@ from urllib.parse import urlencode
 import numpy as np
 import pytest
 
-from search import index as search_index
-from search.index import flat_scan
+from search.stores import faiss as search_index
+from search.stores.faiss import flat_scan
 from tests.conftest import web_server_env
 from tests.factories import create_indexed_images
 from tests.support.processes import Gunicorn

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from gallery.models import Image
-from search import index as search_index
+from search.stores import faiss as search_index
 from tests.support.constants import UPLOAD_URL
 from tests.support.images import image_bytes, zip_bytes
 from tests.support.waiting import wait_until_indexed

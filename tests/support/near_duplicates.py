@@ -15,7 +15,8 @@ from PIL import Image as PILImage
 
 from gallery.models import Image
 from gallery.services import images_create
-from search import duplicates, pipeline, rebuild
+from search.duplicates import scan as duplicates
+from search.ingest import pipeline, rebuild
 from tests.factories import upload
 from tests.support.images import make_image
 

@@ -57,7 +57,7 @@ def probe(url: str) -> str | None:
     or None. Uses the product's own start-up probe on a connection of its own."""
     import psycopg
 
-    from search.vectorstore.database import HNSW_CRASHED, hnsw_crash
+    from search.stores.pgvector.database import HNSW_CRASHED, hnsw_crash
 
     with psycopg.connect(url, autocommit=True, connect_timeout=10) as pg:
         pg.execute("CREATE EXTENSION IF NOT EXISTS vector")
@@ -73,7 +73,7 @@ def main(argv: list[str]) -> int:
     if argv[0] == "probe":
         import django
 
-        # The probe is the product's (search.vectorstore), which lives in a Django app.
+        # The probe is the product's (search.stores.pgvector), which lives in a Django app.
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "imagesearch.settings")
         os.environ.setdefault("DJANGO_DEBUG", "1")
         django.setup()

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import transaction
 
 from gallery.models import Image
-from search import index as search_index
+from search.stores import faiss as search_index
 from tests.support.processes import CeleryWorker, children
 
 

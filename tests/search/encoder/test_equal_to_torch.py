@@ -11,10 +11,13 @@ from PIL import Image as PILImage
 from sentence_transformers import SentenceTransformer
 
 from gallery.models import Image, Label
-from search import encoder, pipeline, query_vectors, ranking, rebuild
+from search import encoder
 from search.encoder import cache
 from search.encoder.onnx_runtime import OnnxEncoder
 from search.encoder.preprocessing import TextTokenizer
+from search.ingest import pipeline, rebuild
+from search.query import ranking
+from search.query import vectors as query_vectors
 from tests.factories import create_images
 
 MIN_COSINE = 0.9999

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from search import encoder, pipeline
+from search import encoder
 from search.encoder import cache, int8
+from search.ingest import pipeline
 from tests.factories import create_images
 
 pytestmark = pytest.mark.django_db

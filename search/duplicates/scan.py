@@ -3,7 +3,7 @@
 The worker finds them (:func:`duplicates_scan`, task ``search.tasks.scan_duplicates``, requested
 after every index rebuild through ``search.dispatch``): the k nearest neighbours of every ready
 image's *image* vector (not the hybrid: labels must not make two pictures alike), in batches
-(``search.index.close_pairs``: exact, or approximate for a large library), the pairs at or above
+(``search.stores.faiss.close_pairs``: exact, or approximate for a large library), the pairs at or above
 ``IMAGESEARCH_DUPLICATE_THRESHOLD``, joined into groups (connected components). The groups are
 stored, replacing the previous scan's in one transaction; a page never computes them. Staff
 resolve a group (:func:`group_resolve`): keep one image, delete the others through
@@ -30,9 +30,10 @@ from django.utils import timezone
 from gallery import services as gallery_services
 from gallery.models import Image
 
-from . import dispatch, encoder, rebuild
-from . import index as search_index
-from .models import DuplicateGroup, DuplicateMember, DuplicateScan
+from .. import dispatch, encoder
+from ..ingest import rebuild
+from ..models import DuplicateGroup, DuplicateMember, DuplicateScan
+from ..stores import faiss as search_index
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from pgvector.django import HalfVectorField, HnswIndex, MaxInnerProduct
 
 from gallery.models import Image
 
-from ..models import ImageVector
+from ...models import ImageVector
 from .database import EXTENSION_MINIMUM, TABLE
 
 __all__ = ["EXTENSION_MINIMUM"]

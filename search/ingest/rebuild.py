@@ -20,9 +20,11 @@ from django.utils import timezone
 
 from gallery.models import Image, Label
 
-from . import claims, dispatch, encoder, pipeline, status, vectorstore
-from . import index as search_index
-from .models import DuplicateScan, IndexState
+from .. import dispatch, encoder, status
+from ..models import DuplicateScan, IndexState
+from ..stores import faiss as search_index
+from ..stores import pgvector as vectorstore
+from . import claims, pipeline
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 With FAISS the index only ranks ids; every hit is re-read from the database, so a row deleted
 or no longer ready since the last rebuild never shows (see docs/architecture.md, 'Invariants').
-With pgvector (search.vectorstore) one query filters, ranks and limits the rows themselves.
+With pgvector (search.stores.pgvector) one query filters, ranks and limits the rows themselves.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from django.db.models import QuerySet
 
 from gallery.models import Image, Label
 
-from . import encoder, slots, status, vectorstore
-from . import index as search_index
-from .errors import QueryError, SearchUnavailable
+from .. import encoder, slots, status
+from ..errors import QueryError, SearchUnavailable
+from ..stores import faiss as search_index
+from ..stores import pgvector as vectorstore
 
 MAX_RESULTS = 1000  # deepest result a query pages to
 SORTS = ("relevance", "date")

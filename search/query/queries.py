@@ -1,5 +1,5 @@
 """A search as people and programs ask for it: words, an image, both, "more like this", or
-only labels. Turned here into a query vector and a page of :mod:`search.ranking` results.
+only labels. Turned here into a query vector and a page of :mod:`search.query.ranking` results.
 
 The search page and the JSON API both go through :func:`run`, so they answer the same
 question the same way. An uploaded query image is never stored: its vector is remembered
@@ -26,8 +26,9 @@ from django.db.models import Count, Q
 from gallery.models import Image, Label
 from gallery.validation import InvalidImage, check_query_image_size
 
-from . import query_vectors, ranking
-from .errors import QueryError, QueryTargetMissing
+from ..errors import QueryError, QueryTargetMissing
+from . import ranking
+from . import vectors as query_vectors
 
 QUERY_VECTOR_TTL = 3600  # seconds an uploaded image's query vector stays pageable
 DEFAULT_IMAGE_WEIGHT = 0.5  # words and image count the same, as in the stored hybrids
@@ -270,7 +271,7 @@ def start_page(*, staff: bool = False) -> dict[str, object]:
     """What the search page shows before a query: the newest images and the labels in use,
     or why there is nothing to search yet. Why a model could not load (its text may name paths
     of this machine) is for ``staff``; others are told that it could not."""
-    from . import encoder
+    from .. import encoder
 
     model_error = encoder.last_load_error()
     if model_error and not staff:

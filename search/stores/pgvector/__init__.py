@@ -1,6 +1,6 @@
 """PostgreSQL + pgvector as the vector store (``IMAGESEARCH_VECTOR_BACKEND=pgvector``).
 
-The FAISS store (search.index) keeps index generations in one machine's data directory; this one
+The FAISS store (search.stores.faiss) keeps index generations in one machine's data directory; this one
 keeps each ready image's hybrid in the database beside its row (``search.models.ImageVector``),
 so every web and worker machine that reaches the database searches the same vectors:
 

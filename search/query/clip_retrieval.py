@@ -28,8 +28,10 @@ from django.http import HttpRequest
 
 from gallery.models import Image
 
-from . import encoder, query_vectors, ranking, status
-from .errors import QueryError
+from .. import encoder, status
+from ..errors import QueryError
+from . import ranking
+from . import vectors as query_vectors
 
 INDEX_NAME = "imagesearch"
 DEDUP_SIMILARITY = 0.94

@@ -24,7 +24,9 @@ from gallery import formats
 from gallery.models import Image, Label
 from gallery.validation import THUMBNAIL_SIZE, InvalidImage, to_rgb
 
-from . import claims, dispatch, encoder, vectorstore
+from .. import dispatch, encoder
+from ..stores import pgvector as vectorstore
+from . import claims
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +45,7 @@ def images_embed(*, image_ids: Sequence[int]) -> EmbedReport:
 
     Idempotent: an image whose image vector was made by the current model is not run through
     the model again; only its hybrid is refreshed if the labels or the weight changed. The
-    pending rows are claimed first, and the claim renewed batch by batch (see search.claims): an
+    pending rows are claimed first, and the claim renewed batch by batch (see search.ingest.claims): an
     image that another live run holds is skipped, so no image goes through the model twice.
     """
     int8_measure_if_due()

@@ -9,8 +9,8 @@ import numpy as np
 from gallery.models import Image
 from gallery.validation import InvalidImage, query_image_decode
 
-from . import encoder, slots
-from .errors import QueryError, QueryTargetMissing, SearchUnavailable
+from .. import encoder, slots
+from ..errors import QueryError, QueryTargetMissing, SearchUnavailable
 
 logger = logging.getLogger(__name__)
 

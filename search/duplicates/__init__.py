@@ -1,0 +1,1 @@
+"""Near-duplicate images: the scan that groups them."""
