@@ -17,9 +17,13 @@ that a suggestion of that rank and score is a label staff gave; it learns from t
 the text vectors can be trusted (with a model whose text and image towers disagree, the picture
 feature carries the weight).
 
-A likely mislabel is a labelled image whose picture feature for its own label lies more than
-``MISLABEL_SPREADS`` robust spreads (1.4826 x the median absolute deviation of that label's images)
-below the label's median, while another label fits it better.
+A likely mislabel is a labelled image far from its label's other images: its similarity to its
+nearest fellow members (the mean of the best ``NEAREST``) lies more than ``MISLABEL_SPREADS``
+robust spreads (1.4826 x the median absolute deviation, over the label's images, of that same
+measure) below the label's median. Nearest members rather than the label's mean: a label may hold
+several kinds of picture (breeds of dog), and an image of a rarer kind still has its like nearby;
+a mislabelled one has none. And only where another label fits it better, with a confidence of at
+least ``MIN_BETTER_CONFIDENCE``.
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ MIN_MEMBERS_FOR_OWN_MEDIAN = 3  # fewer: a label's typical score is the library-
 MIN_MEMBERS_FOR_SPREAD = 5  # a label's spread (for mislabels) needs this many images
 MIN_SPREAD = 0.01  # a label of near-identical images: no cut-off tighter than this
 MISLABEL_SPREADS = 3.0
+MIN_BETTER_CONFIDENCE = 0.5  # a mislabel is listed only with a label likelier right than not
+NEAREST = 2  # fellow members whose similarity makes an image's closeness to its label
+MAX_REFERENCE = 2000  # a larger label is compared against this many of its images (a sample)
 MIN_TRAINING = 5  # positives and negatives each, or the model is not fitted
 MAX_TRAINING_PAIRS = 200_000
 CHUNK = 4096
@@ -47,7 +54,8 @@ class LabelStats:
     counts: np.ndarray  # (L,) members
     text_median: np.ndarray  # (L,) typical text feature of a member
     picture_median: np.ndarray  # (L,) typical (leave-one-out) picture feature of a member
-    picture_spread: np.ndarray  # (L,) 1.4826 x MAD of the members' picture features; NaN: too few
+    member_text: np.ndarray  # (M,) raw text feature of each (image, label it carries) pair
+    member_picture: np.ndarray  # (M,) its leave-one-out picture feature (NaN: the label's only image)
 
 
 @dataclass(frozen=True)
@@ -84,16 +92,18 @@ def label_stats(vectors: np.ndarray, text: np.ndarray, members: np.ndarray) -> L
     sums = np.zeros_like(text, dtype=np.float64)
     np.add.at(sums, members[:, 1], vectors[members[:, 0]])
     counts = np.bincount(members[:, 1], minlength=n_labels)
+    sums = sums.astype(np.float32)
+    text_f, picture_f = member_features(vectors, text, sums, counts, members)
     stats = LabelStats(
         text=text,
-        sums=sums.astype(np.float32),
+        sums=sums,
         counts=counts,
         text_median=np.zeros(n_labels, np.float32),
         picture_median=np.zeros(n_labels, np.float32),
-        picture_spread=np.full(n_labels, np.nan, np.float32),
+        member_text=text_f,
+        member_picture=picture_f,
     )
-    text_f, picture_f = member_features(vectors, stats, members)
-    text_median, picture_median, spread = stats.text_median, stats.picture_median, stats.picture_spread
+    text_median, picture_median = stats.text_median, stats.picture_median
     usable = np.isfinite(picture_f)
     global_text = float(np.median(text_f)) if len(text_f) else 0.0
     global_picture = float(np.median(picture_f[usable])) if usable.any() else 0.0
@@ -107,26 +117,31 @@ def label_stats(vectors: np.ndarray, text: np.ndarray, members: np.ndarray) -> L
         picture_median[label] = (
             np.median(own_picture) if len(own_picture) >= MIN_MEMBERS_FOR_OWN_MEDIAN else global_picture
         )
-        if len(own_picture) >= MIN_MEMBERS_FOR_SPREAD:
-            mad = float(np.median(np.abs(own_picture - np.median(own_picture))))
-            spread[label] = max(1.4826 * mad, MIN_SPREAD)
     return stats
 
 
 def member_features(
-    vectors: np.ndarray, stats: LabelStats, members: np.ndarray
+    vectors: np.ndarray, text: np.ndarray, sums: np.ndarray, counts: np.ndarray, members: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Raw (text, leave-one-out picture) features of each (image, label it carries) pair; the
-    picture feature is NaN where the image is its label's only one."""
-    v = vectors[members[:, 0]]
-    text = np.einsum("ij,ij->i", v, stats.text[members[:, 1]])
-    dots = np.einsum("ij,ij->i", v, stats.sums[members[:, 1]])
-    sums_sq = np.einsum("ij,ij->i", stats.sums[members[:, 1]], stats.sums[members[:, 1]])
-    rest_sq = sums_sq - 2 * dots + np.einsum("ij,ij->i", v, v)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        picture = (dots - np.einsum("ij,ij->i", v, v)) / np.sqrt(rest_sq)
-    picture[(stats.counts[members[:, 1]] < 2) | (rest_sq <= 1e-9)] = np.nan
-    return text.astype(np.float32), picture.astype(np.float32)
+    picture feature is NaN where the image is its label's only one. In chunks of pairs, so that
+    the gathered rows stay small."""
+    out_text = np.empty(len(members), np.float32)
+    out_picture = np.empty(len(members), np.float32)
+    sums_sq = np.einsum("ij,ij->i", sums, sums)
+    step = 16_384
+    for start in range(0, len(members), step):
+        pairs = members[start : start + step]
+        v, labels = vectors[pairs[:, 0]], pairs[:, 1]
+        own = np.einsum("ij,ij->i", v, v)
+        dots = np.einsum("ij,ij->i", v, sums[labels])
+        rest_sq = sums_sq[labels] - 2 * dots + own
+        with np.errstate(invalid="ignore", divide="ignore"):
+            picture = (dots - own) / np.sqrt(rest_sq)
+        picture[(counts[labels] < 2) | (rest_sq <= 1e-9)] = np.nan
+        out_text[start : start + step] = np.einsum("ij,ij->i", v, text[labels])
+        out_picture[start : start + step] = picture
+    return out_text, out_picture
 
 
 def _relative(stats: LabelStats, text: np.ndarray, dots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -146,7 +161,7 @@ def calibrate(
 ) -> Calibration | None:
     """Fit the logistic model on the labelled images (``labelled``: their rows); None when there
     are too few positives or negatives to fit it."""
-    text_f, picture_f = member_features(vectors, stats, members)
+    text_f, picture_f = stats.member_text, stats.member_picture
     keep = np.isfinite(picture_f)
     pos = np.stack(
         [
@@ -245,51 +260,92 @@ def suggestions(
     min_confidence: float,
 ) -> list[Suggestion]:
     """Up to ``per_image`` labels per image that it does not carry, and that staff did not refuse
-    for it (``refused``: (R, 2) pairs), with their confidence, best first."""
+    for it (``refused``: (R, 2) pairs), with their confidence, best first. The candidates are the
+    ``CANDIDATES`` best by raw score, as in :func:`calibrate`: the confidence is calibrated among
+    exactly such candidates."""
     carried = _carried_mask_factory(np.concatenate([members, refused]) if len(refused) else members)
     found: list[Suggestion] = []
     n_labels = len(stats.text)
     for start, text, picture in _chunks(vectors, stats):
         rows = np.arange(start, start + len(text))
-        p = calibration.probability(text, picture)
-        p[carried(rows, n_labels)] = -1.0
-        k = min(per_image, n_labels)
-        top = np.argpartition(-p, k - 1, axis=1)[:, :k]
-        for r, labels in enumerate(top):
-            for label in sorted(labels, key=lambda c: -p[r, c]):
-                if p[r, label] >= min_confidence:
-                    found.append(Suggestion(int(rows[r]), int(label), float(p[r, label])))
+        top, p = _candidates(text, picture, carried(rows, n_labels), calibration)
+        for r in range(len(rows)):
+            for label, confidence in sorted(zip(top[r], p[r], strict=True), key=lambda c: -c[1])[:per_image]:
+                if confidence >= min_confidence:
+                    found.append(Suggestion(int(rows[r]), int(label), float(confidence)))
     return found
+
+
+def _candidates(
+    text: np.ndarray, picture: np.ndarray, excluded: np.ndarray, calibration: Calibration
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``CANDIDATES`` best labels per row by raw score (``excluded`` ones left out: their
+    confidence is -1) and their calibrated confidence."""
+    raw = text + picture
+    raw[excluded] = -np.inf
+    k = min(CANDIDATES, raw.shape[1])
+    top = np.argpartition(-raw, k - 1, axis=1)[:, :k]
+    r = np.arange(len(raw))[:, None]
+    p = calibration.probability(text[r, top], picture[r, top])
+    p[~np.isfinite(raw[r, top])] = -1.0
+    return top, p
+
+
+def closeness_spreads(vectors: np.ndarray, members: np.ndarray, n_labels: int) -> np.ndarray:
+    """For each (image, label) pair of ``members``: how many of the label's robust spreads the
+    image's closeness to its label (mean cosine to its ``NEAREST`` nearest fellow members) lies
+    below the label's median closeness. NaN for labels with fewer than ``MIN_MEMBERS_FOR_SPREAD``
+    images. A label over ``MAX_REFERENCE`` images is compared against a fixed sample of them."""
+    out = np.full(len(members), np.nan, np.float32)
+    order = np.argsort(members[:, 1], kind="stable")
+    bounds = np.searchsorted(members[order, 1], np.arange(n_labels + 1))
+    rng = np.random.default_rng(0)
+    for label in range(n_labels):
+        rows = order[bounds[label] : bounds[label + 1]]
+        if len(rows) < MIN_MEMBERS_FOR_SPREAD:
+            continue
+        own = vectors[members[rows, 0]]
+        reference = np.arange(len(rows))
+        if len(rows) > MAX_REFERENCE:
+            reference = np.sort(rng.choice(len(rows), MAX_REFERENCE, replace=False))
+        closeness = np.empty(len(rows), np.float32)
+        for start in range(0, len(rows), CHUNK):
+            sims = own[start : start + CHUNK] @ own[reference].T
+            # An image is never its own fellow member.
+            mine = np.nonzero(reference[None, :] == np.arange(start, start + len(sims))[:, None])
+            sims[mine] = -np.inf
+            k = min(NEAREST, sims.shape[1] - 1)
+            nearest = -np.partition(-sims, k - 1, axis=1)[:, :k]
+            closeness[start : start + len(sims)] = nearest.mean(axis=1)
+        median = float(np.median(closeness))
+        spread = max(1.4826 * float(np.median(np.abs(closeness - median))), MIN_SPREAD)
+        out[rows] = (median - closeness) / spread
+    return out
 
 
 def mislabels(
     vectors: np.ndarray, stats: LabelStats, members: np.ndarray, calibration: Calibration
 ) -> list[Mislabel]:
-    """The (image, label it carries) pairs far below that label's typical picture feature (by the
-    label's own spread) for which another label has a higher confidence."""
-    _, picture_f = member_features(vectors, stats, members)
+    """The (image, label it carries) pairs far from that label's other images (by the label's own
+    spread, :func:`closeness_spreads`) for which another label has a higher confidence."""
+    text_f, picture_f = stats.member_text, stats.member_picture
     labels = members[:, 1]
-    spreads = (stats.picture_median[labels] - picture_f) / stats.picture_spread[labels]
+    spreads = closeness_spreads(vectors, members, len(stats.text))
     far = np.flatnonzero(np.isfinite(spreads) & (spreads > MISLABEL_SPREADS))
     if not len(far):
         return []
-    text_f, _ = member_features(vectors, stats, members[far])
     own = calibration.probability(
-        text_f - stats.text_median[labels[far]], picture_f[far] - stats.picture_median[labels[far]]
+        text_f[far] - stats.text_median[labels[far]], picture_f[far] - stats.picture_median[labels[far]]
     )
     v = vectors[members[far, 0]]
     text, picture = _relative(stats, v @ stats.text.T, v @ stats.sums.T)
-    p = calibration.probability(text, picture)
     carried = _carried_mask_factory(members)(members[far, 0], len(stats.text))
-    p[carried] = -1.0
+    top, p = _candidates(text, picture, carried, calibration)
     best = p.argmax(axis=1)
     found = []
     for row, pair in enumerate(far):
-        if p[row, best[row]] > own[row]:
+        better, confidence = int(top[row, best[row]]), float(p[row, best[row]])
+        if confidence > max(own[row], MIN_BETTER_CONFIDENCE):
             image, label = members[pair]
-            found.append(
-                Mislabel(
-                    int(image), int(label), int(best[row]), float(spreads[pair]), float(p[row, best[row]])
-                )
-            )
+            found.append(Mislabel(int(image), int(label), better, float(spreads[pair]), confidence))
     return found

@@ -151,34 +151,37 @@ def test_a_deliberately_mislabelled_image_is_listed_with_the_label_that_fits(lib
     assert not Mislabel.objects.exists()
 
 
+def _around(rng, centre: np.ndarray, noise: float, n: int) -> np.ndarray:
+    v = centre + noise * rng.normal(size=(n, len(centre)))
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
 def test_far_is_measured_by_each_labels_own_spread():
-    # Label 0: images all alike; label 1: images spread widely. One image of each lies at the
-    # same cosine from its label's others: far for the first label, ordinary for the second.
+    # Label 0: images all alike; label 1: images that vary widely. An image in label 0 as far from
+    # its fellows as label 1's images are from theirs is far for label 0; label 1's are not.
     rng = np.random.default_rng(3)
-    d = 32
-    base = rng.normal(size=(3, d))
+    base = rng.normal(size=(2, 32))
+    tight, loose = _around(rng, base[0], 0.05, 8), _around(rng, base[1], 1.2, 8)
+    odd = _around(rng, base[0], 1.2, 1)
+    vectors = np.concatenate([tight, loose, odd]).astype(np.float32)
+    members = np.array([(i, 0) for i in range(8)] + [(8 + i, 1) for i in range(8)] + [(16, 0)])
+    spreads = scoring.closeness_spreads(vectors, members, 2)
+    assert spreads[-1] > scoring.MISLABEL_SPREADS  # the odd one in the tight label
+    assert (spreads[8:16] < scoring.MISLABEL_SPREADS).all()  # the loose label's own
 
-    def around(centre, noise, n):
-        v = base[centre] + noise * rng.normal(size=(n, d))
-        return v / np.linalg.norm(v, axis=1, keepdims=True)
 
-    tight, loose, other = around(0, 0.05, 8), around(1, 1.2, 8), around(2, 0.05, 8)
-    odd_tight = around(0, 1.2, 1)  # as far from label 0's centre as label 1's images are from theirs
-    vectors = np.concatenate([tight, loose, other, odd_tight]).astype(np.float32)
-    members = np.array(
-        [(i, 0) for i in range(8)]
-        + [(8 + i, 1) for i in range(8)]
-        + [(16 + i, 2) for i in range(8)]
-        + [(24, 0)]
-    )
-    text = rng.normal(size=(3, d)).astype(np.float32)
-    text /= np.linalg.norm(text, axis=1, keepdims=True)
-    stats = scoring.label_stats(vectors, text, members)
-    assert stats.picture_spread[1] > 5 * stats.picture_spread[0]
-    _, picture = scoring.member_features(vectors, stats, members)
-    spreads = (stats.picture_median[members[:, 1]] - picture) / stats.picture_spread[members[:, 1]]
-    assert spreads[-1] > scoring.MISLABEL_SPREADS  # the odd one in the tight label is far
-    assert (spreads[8:16] < scoring.MISLABEL_SPREADS).all()  # the loose label's own are not
+def test_a_rarer_kind_of_picture_within_a_label_is_not_far():
+    # One label, two kinds of picture (ten of one, three of the other): the three have their
+    # like among the label's images, so none of them is far; a lone odd one is.
+    rng = np.random.default_rng(4)
+    base = rng.normal(size=(3, 32))
+    vectors = np.concatenate(
+        [_around(rng, base[0], 0.1, 10), _around(rng, base[1], 0.1, 3), _around(rng, base[2], 0.1, 1)]
+    ).astype(np.float32)
+    members = np.array([(i, 0) for i in range(14)])
+    spreads = scoring.closeness_spreads(vectors, members, 1)
+    assert (spreads[:13] < scoring.MISLABEL_SPREADS).all()
+    assert spreads[13] > scoring.MISLABEL_SPREADS
 
 
 def test_too_few_labelled_images_suggest_nothing_and_say_why():
