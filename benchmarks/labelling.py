@@ -65,7 +65,8 @@ def plant_mislabels() -> list[int]:
 def run(size: int, *, rounds: int = 1) -> dict[str, Any]:
     from django.conf import settings
 
-    from search import dispatch, duplicates
+    from search import dispatch
+    from search.duplicates import scan as duplicates
     from search.labelling.passes import labelling_pass
     from search.models import Mislabel
 
