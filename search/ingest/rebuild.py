@@ -21,7 +21,7 @@ from django.utils import timezone
 from gallery.models import Image, Label
 
 from .. import dispatch, encoder, status
-from ..models import DuplicateScan, IndexState
+from ..models import DuplicateScan, IndexState, LabellingPass
 from ..stores import faiss as search_index
 from ..stores import pgvector as vectorstore
 from . import claims, pipeline
@@ -205,6 +205,11 @@ def index_sweep(*, at_start: bool = False) -> dict[str, int]:
         # once per claim timeout, not at every sweep.
         Image.objects.filter(pk__in=stale_hybrids).update(labels_changed_at=now)
         dispatch.hybrids_refresh_enqueue(image_ids=stale_hybrids)
+    # A labelling pass requested while the broker was down (or lost with its message), either store.
+    if LabellingPass.objects.filter(
+        pk=1, queued=False, running_since__isnull=True, requested__gt=F("done_request")
+    ).exists():
+        dispatch.labelling_schedule()
     if vectorstore.enabled():
         # Ready rows without their vector (embedded while FAISS was the store): written from
         # the stored hybrids, a bounded number per sweep. Rebuild requests are served at once

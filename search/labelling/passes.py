@@ -121,18 +121,17 @@ def _run(started: float) -> PassReport:
     calibration = None
     if len(label_ids) and len(members):
         stats = scoring.label_stats(vectors, text, members)
-        calibration = scoring.calibrate(vectors, stats, members, np.unique(members[:, 0]))
+        found = scoring.candidates(vectors, stats, members)
+        calibration = scoring.calibrate(stats, members, found, np.unique(members[:, 0]))
         if calibration is not None:
             found_suggestions = scoring.suggestions(
-                vectors,
-                stats,
-                members,
+                found,
                 calibration,
                 refused=refused,
                 per_image=SUGGESTIONS_PER_IMAGE,
                 min_confidence=MIN_CONFIDENCE,
             )
-            found_mislabels = scoring.mislabels(vectors, stats, members, calibration)
+            found_mislabels = scoring.mislabels(vectors, stats, members, found, calibration)
     if calibration is None:
         reason = NOT_CALIBRATED.format(n=scoring.MIN_TRAINING)
     try:

@@ -39,7 +39,7 @@ MIN_SPREAD = 0.01  # a label of near-identical images: no cut-off tighter than t
 MISLABEL_SPREADS = 3.0
 MIN_BETTER_CONFIDENCE = 0.5  # a mislabel is listed only with a label likelier right than not
 NEAREST = 2  # fellow members whose similarity makes an image's closeness to its label
-MAX_REFERENCE = 2000  # a larger label is compared against this many of its images (a sample)
+MAX_REFERENCE = 512  # a larger label is compared against this many of its images (a sample)
 MIN_TRAINING = 5  # positives and negatives each, or the model is not fitted
 MAX_TRAINING_PAIRS = 200_000
 CHUNK = 4096
@@ -89,10 +89,13 @@ def label_stats(vectors: np.ndarray, text: np.ndarray, members: np.ndarray) -> L
     """``vectors``: (N, d) image vectors; ``text``: (L, d) label text vectors; ``members``: (M, 2)
     pairs (image row, label row)."""
     n_labels = len(text)
-    sums = np.zeros_like(text, dtype=np.float64)
-    np.add.at(sums, members[:, 1], vectors[members[:, 0]])
+    from scipy import sparse  # lazily: only the worker's pass needs it
+
+    ones = np.ones(len(members), np.float32)
+    membership = sparse.csr_matrix((ones, (members[:, 1], members[:, 0])), shape=(n_labels, len(vectors)))
+    sums = np.asarray(membership @ vectors)
     counts = np.bincount(members[:, 1], minlength=n_labels)
-    sums = sums.astype(np.float32)
+    sums = sums.astype(np.float32, copy=False)
     text_f, picture_f = member_features(vectors, text, sums, counts, members)
     stats = LabelStats(
         text=text,
@@ -156,11 +159,40 @@ def _chunks(vectors: np.ndarray, stats: LabelStats):
         yield start, *_relative(stats, block @ stats.text.T, block @ stats.sums.T)
 
 
+@dataclass(frozen=True)
+class Candidates:
+    """Each image's ``CANDIDATES`` best labels by raw score among those it does not carry, with
+    their features relative to each label's median (computed once per pass: the calibration is
+    fitted on the labelled images' candidates and the suggestions are taken among the same)."""
+
+    labels: np.ndarray  # (N, K) label rows; -1 where an image has fewer candidates
+    text: np.ndarray  # (N, K)
+    picture: np.ndarray  # (N, K)
+
+
+def candidates(vectors: np.ndarray, stats: LabelStats, members: np.ndarray) -> Candidates:
+    n_labels = len(stats.text)
+    k = min(CANDIDATES, n_labels)
+    labels = np.full((len(vectors), k), -1, np.int64)
+    text_out = np.zeros((len(vectors), k), np.float32)
+    picture_out = np.zeros((len(vectors), k), np.float32)
+    carried = _carried_mask_factory(members)
+    for start, text, picture in _chunks(vectors, stats):
+        rows = np.arange(start, start + len(text))
+        raw = text + picture
+        raw[carried(rows, n_labels)] = -np.inf
+        top = np.argpartition(-raw, k - 1, axis=1)[:, :k]
+        r = np.arange(len(rows))[:, None]
+        labels[rows] = np.where(np.isfinite(raw[r, top]), top, -1)
+        text_out[rows], picture_out[rows] = text[r, top], picture[r, top]
+    return Candidates(labels=labels, text=text_out, picture=picture_out)
+
+
 def calibrate(
-    vectors: np.ndarray, stats: LabelStats, members: np.ndarray, labelled: np.ndarray
+    stats: LabelStats, members: np.ndarray, found: Candidates, labelled: np.ndarray
 ) -> Calibration | None:
-    """Fit the logistic model on the labelled images (``labelled``: their rows); None when there
-    are too few positives or negatives to fit it."""
+    """Fit the logistic model on the labelled images (``labelled``: their rows): their labels are
+    the positives, their candidates the negatives. None when there are too few of either."""
     text_f, picture_f = stats.member_text, stats.member_picture
     keep = np.isfinite(picture_f)
     pos = np.stack(
@@ -170,24 +202,8 @@ def calibrate(
         ],
         axis=1,
     )
-    carried = _carried_mask_factory(members)
-    negatives: list[np.ndarray] = []
-    labelled_set = np.zeros(len(vectors), bool)
-    labelled_set[labelled] = True
-    for start, text, picture in _chunks(vectors, stats):
-        rows = np.arange(start, start + len(text))
-        mask = labelled_set[rows]
-        if not mask.any():
-            continue
-        rows, text, picture = rows[mask], text[mask], picture[mask]
-        raw = text + picture
-        raw[carried(rows, raw.shape[1])] = -np.inf
-        k = min(CANDIDATES, raw.shape[1])
-        top = np.argpartition(-raw, k - 1, axis=1)[:, :k]
-        r = np.arange(len(rows))[:, None]
-        ok = np.isfinite(raw[r, top])
-        negatives.append(np.stack([text[r, top][ok], picture[r, top][ok]], axis=1))
-    neg = np.concatenate(negatives) if negatives else np.zeros((0, 2), np.float32)
+    valid = found.labels[labelled] >= 0
+    neg = np.stack([found.text[labelled][valid], found.picture[labelled][valid]], axis=1)
     if len(pos) < MIN_TRAINING or len(neg) < MIN_TRAINING:
         return None
     rng = np.random.default_rng(0)
@@ -250,45 +266,29 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 def suggestions(
-    vectors: np.ndarray,
-    stats: LabelStats,
-    members: np.ndarray,
+    found: Candidates,
     calibration: Calibration,
     *,
     refused: np.ndarray,
     per_image: int,
     min_confidence: float,
 ) -> list[Suggestion]:
-    """Up to ``per_image`` labels per image that it does not carry, and that staff did not refuse
-    for it (``refused``: (R, 2) pairs), with their confidence, best first. The candidates are the
-    ``CANDIDATES`` best by raw score, as in :func:`calibrate`: the confidence is calibrated among
-    exactly such candidates."""
-    carried = _carried_mask_factory(np.concatenate([members, refused]) if len(refused) else members)
-    found: list[Suggestion] = []
-    n_labels = len(stats.text)
-    for start, text, picture in _chunks(vectors, stats):
-        rows = np.arange(start, start + len(text))
-        top, p = _candidates(text, picture, carried(rows, n_labels), calibration)
-        for r in range(len(rows)):
-            for label, confidence in sorted(zip(top[r], p[r], strict=True), key=lambda c: -c[1])[:per_image]:
-                if confidence >= min_confidence:
-                    found.append(Suggestion(int(rows[r]), int(label), float(confidence)))
-    return found
-
-
-def _candidates(
-    text: np.ndarray, picture: np.ndarray, excluded: np.ndarray, calibration: Calibration
-) -> tuple[np.ndarray, np.ndarray]:
-    """The ``CANDIDATES`` best labels per row by raw score (``excluded`` ones left out: their
-    confidence is -1) and their calibrated confidence."""
-    raw = text + picture
-    raw[excluded] = -np.inf
-    k = min(CANDIDATES, raw.shape[1])
-    top = np.argpartition(-raw, k - 1, axis=1)[:, :k]
-    r = np.arange(len(raw))[:, None]
-    p = calibration.probability(text[r, top], picture[r, top])
-    p[~np.isfinite(raw[r, top])] = -1.0
-    return top, p
+    """Up to ``per_image`` of each image's candidates, leaving out those staff refused for it
+    (``refused``: (R, 2) pairs of image row and label row), with their confidence, best first."""
+    p = calibration.probability(found.text, found.picture)
+    p[found.labels < 0] = -1.0
+    if len(refused):
+        n = int(max(found.labels.max(initial=0), refused[:, 1].max()) + 1)
+        keys = np.arange(len(p))[:, None] * n + found.labels
+        p[np.isin(keys, refused[:, 0] * n + refused[:, 1])] = -1.0
+    order = np.argsort(-p, axis=1, kind="stable")[:, :per_image]
+    r = np.arange(len(p))[:, None]
+    chosen_p, chosen_label = p[r, order], found.labels[r, order]
+    rows, slots = np.nonzero(chosen_p >= min_confidence)
+    return [
+        Suggestion(int(row), int(chosen_label[row, slot]), float(chosen_p[row, slot]))
+        for row, slot in zip(rows, slots, strict=True)
+    ]
 
 
 def closeness_spreads(vectors: np.ndarray, members: np.ndarray, n_labels: int) -> np.ndarray:
@@ -324,10 +324,11 @@ def closeness_spreads(vectors: np.ndarray, members: np.ndarray, n_labels: int) -
 
 
 def mislabels(
-    vectors: np.ndarray, stats: LabelStats, members: np.ndarray, calibration: Calibration
+    vectors: np.ndarray, stats: LabelStats, members: np.ndarray, found: Candidates, calibration: Calibration
 ) -> list[Mislabel]:
     """The (image, label it carries) pairs far from that label's other images (by the label's own
-    spread, :func:`closeness_spreads`) for which another label has a higher confidence."""
+    spread, :func:`closeness_spreads`) for which one of the image's candidates has a higher
+    confidence than that label, and at least ``MIN_BETTER_CONFIDENCE``."""
     text_f, picture_f = stats.member_text, stats.member_picture
     labels = members[:, 1]
     spreads = closeness_spreads(vectors, members, len(stats.text))
@@ -337,15 +338,15 @@ def mislabels(
     own = calibration.probability(
         text_f[far] - stats.text_median[labels[far]], picture_f[far] - stats.picture_median[labels[far]]
     )
-    v = vectors[members[far, 0]]
-    text, picture = _relative(stats, v @ stats.text.T, v @ stats.sums.T)
-    carried = _carried_mask_factory(members)(members[far, 0], len(stats.text))
-    top, p = _candidates(text, picture, carried, calibration)
+    images = members[far, 0]
+    p = calibration.probability(found.text[images], found.picture[images])
+    p[found.labels[images] < 0] = -1.0
     best = p.argmax(axis=1)
-    found = []
+    result = []
     for row, pair in enumerate(far):
-        better, confidence = int(top[row, best[row]]), float(p[row, best[row]])
-        if confidence > max(own[row], MIN_BETTER_CONFIDENCE):
-            image, label = members[pair]
-            found.append(Mislabel(int(image), int(label), better, float(spreads[pair]), confidence))
-    return found
+        better, confidence = int(found.labels[images[row], best[row]]), float(p[row, best[row]])
+        if better >= 0 and confidence > max(own[row], MIN_BETTER_CONFIDENCE):
+            result.append(
+                Mislabel(int(images[row]), int(labels[pair]), better, float(spreads[pair]), confidence)
+            )
+    return result
