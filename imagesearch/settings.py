@@ -1,6 +1,6 @@
 """Settings for the image search application.
 
-Everything a deployment changes comes from the environment (see README.md and .env.example).
+Everything a deployment changes comes from the environment (see docs/configuration.md and .env.example).
 The defaults serve a single machine: SQLite database, an embedded SQLite Celery broker, and the
 media files and index generations under one data directory.
 """
@@ -93,7 +93,7 @@ CSRF_TRUSTED_ORIGINS = [
     o.strip() for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()
 ]
 
-# Several machines point this at one shared volume (README, "Several machines").
+# Several machines point this at one shared volume (docs/operations.md, "Several machines").
 MEDIA_ROOT = Path(envstr("IMAGESEARCH_MEDIA_DIR", str(DATA_DIR / "media"))).resolve()
 MEDIA_URL = "/media/"
 INDEX_DIR = DATA_DIR / "index"
@@ -449,7 +449,7 @@ CONTENT_SECURITY_POLICY = {
 if not DEBUG:
     # Off by default: ./run serves plain HTTP on one machine, where secure-only cookies would
     # never come back and a redirect to HTTPS would lead nowhere. Behind HTTPS turn them all on
-    # (README, "Behind HTTPS"); then `manage.py check --deploy` reports no issues.
+    # (docs/operations.md, "Behind HTTPS"); then `manage.py check --deploy` reports no issues.
     SESSION_COOKIE_SECURE = envbool("DJANGO_SECURE_COOKIES", False)
     CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
     SECURE_SSL_REDIRECT = envbool("DJANGO_SECURE_SSL_REDIRECT", False)

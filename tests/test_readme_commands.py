@@ -1,10 +1,11 @@
-"""Every command README.md shows, and every command ./run prints, works as printed on a fresh copy
-of the repository, after ./run has run there once, as a new user would type them.
+"""Every command README.md and docs/*.md show, and every command ./run prints, works as printed on
+a fresh copy of the repository, after ./run has run there once, as a new user would type them.
 
-The commands are read from the README's own text (its ``sh`` blocks, and inline spans that start
-like a command), so the README and this test cannot drift apart: a command added to the README is
-run here. What a command leaves to the reader (``<folder or zip>``, ``PATH``, ``<username>``) is
-filled in as a user would; ``[--option]`` is run without and with the option. Only two kinds are
+The commands are read from the documents' own text (their ``sh`` blocks, and inline spans that
+start like a command), the README first and then docs/ by name, so the documentation and this test
+cannot drift apart: a command added to any of them is run here. What a command leaves to the
+reader (``<folder or zip>``, ``PATH``, ``<username>``) is filled in as a user would;
+``[--option]`` is run without and with the option. Only two kinds are
 not run, each for the reason in NOT_RUN. Each ``./run`` line is started in a process group of its
 own and stopped with Ctrl-C (SIGINT to the group) before the next one, and at the end.
 
@@ -43,6 +44,8 @@ from tests.support.images import image_bytes
 from tests.support.processes import free_port
 
 README = ROOT / "README.md"
+# The README first (it starts with ./run), then docs/ in name order: the order commands run in.
+DOCUMENTS = [README, *sorted((ROOT / "docs").glob("*.md"))]
 # An inline code span that is a command (the prose also quotes paths such as `./data`).
 COMMAND_START = re.compile(r"^(?:[A-Z_]+=\S+ )*(?:\.venv/bin/\S+ |\./(?:run|test)$|pg_dump |pg_restore )")
 # Commands not run here, and why. Matched against the README's text of the command.
@@ -60,8 +63,13 @@ COMMAND_TIMEOUT = 600  # the slowest, the full-size random CLIP, takes ~25 s on 
 READ_TIMEOUT = 120  # per prompt of createsuperuser, per wait for the web server
 
 
+def documentation_text() -> str:
+    """The README and docs/*.md, one after the other, in DOCUMENTS' order."""
+    return "\n\n".join(document.read_text() for document in DOCUMENTS)
+
+
 def readme_commands(text: str) -> list[str]:
-    """The commands in README.md, in reading order: each line of a ``sh`` block, and each inline
+    """The commands in ``text``, in reading order: each line of a ``sh`` block, and each inline
     code span that starts like a command (``.venv/bin/...``, ``./...``, ``VAR=value ./...``)."""
     found: list[tuple[int, str]] = []
     for block in re.finditer(r"```sh\n(.*?)```", text, re.S):
@@ -280,6 +288,13 @@ class Installation:
         return self.run(f".venv/bin/python manage.py shell -c {_quote(code)}")
 
 
+def _without_log_records(printed: str) -> str:
+    """What ./run printed for a person to read, without the log records of the processes it started
+    (a record may quote a command line it ran, such as the encoder's export)."""
+    record = re.compile(r"\b(?:DEBUG|INFO|WARNING|ERROR|CRITICAL)\b")
+    return "\n".join(line for line in printed.splitlines() if not record.search(line))
+
+
 def _quote(text: str) -> str:
     return "'" + text.replace("'", "'\"'\"'") + "'"
 
@@ -404,8 +419,9 @@ def _image_folder(root: Path) -> Path:
 @pytest.mark.timeout(1200)
 def test_every_command_in_the_readme_and_printed_by_run_works_verbatim(installation, tmp_path):
     inst = installation
-    commands = [c for command in readme_commands(README.read_text()) for c in expand_optional(command)]
-    template = deployment_template_lines(README.read_text())
+    text = documentation_text()
+    commands = [c for command in readme_commands(text) for c in expand_optional(command)]
+    template = deployment_template_lines(text)
     assert commands[0] == "./run", "the README starts with ./run"
     assert any("createsuperuser" in c for c in commands) and any("import_images" in c for c in commands)
     folder = _image_folder(tmp_path / "photos")
@@ -437,7 +453,9 @@ def test_every_command_in_the_readme_and_printed_by_run_works_verbatim(installat
         command = fill(readme_command)
         if re.search(r"(^|\s)\./run$", command):
             printed = inst.start_run(command)
-            printed_by_run |= set(re.findall(r"^.*?(\.venv/bin/\S.*?)\s*$", printed, re.M))
+            printed_by_run |= set(
+                re.findall(r"^.*?(\.venv/bin/\S.*?)\s*$", _without_log_records(printed), re.M)
+            )
             # The probe of the first ./run: its own key is kept where manage.py reads it.
             assert (inst.dir / "data" / "secret_key").stat().st_mode & 0o077 == 0
         elif "createsuperuser" in command:
@@ -462,10 +480,10 @@ def test_every_command_in_the_readme_and_printed_by_run_works_verbatim(installat
     assert probed == {"superuser", "import", "token"}, probed
     assert printed_by_run, "./run printed no command"
     assert printed_by_run <= set(commands), (
-        f"./run prints commands the README does not show: {printed_by_run}"
+        f"./run prints commands the documentation does not show: {printed_by_run}"
     )
-    # Every manage.py command the README names answers --help (no traceback, no setting missing).
-    names = sorted(set(re.findall(r"manage\.py (\w+)", README.read_text())))
+    # Every manage.py command the documentation names answers --help (no traceback, no setting missing).
+    names = sorted(set(re.findall(r"manage\.py (\w+)", text)))
     with ThreadPoolExecutor(max_workers=len(names)) as pool:
         helps = dict(
             zip(

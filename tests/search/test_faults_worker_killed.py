@@ -118,5 +118,5 @@ def test_whole_worker_killed_mid_batch_the_next_worker_sweeps_and_every_image_en
     _assert_all_ready_and_indexed_once(ids)
     recovered = time.monotonic() - started
     assert sum(_embedded_counts(first.log_path, second.log_path)) == BATCH
-    assert recovered < 60, f"ready {recovered:.0f} s after the new worker started"  # the README's bound
+    assert recovered < 60, f"ready {recovered:.0f} s after the new worker started"  # operations.md's bound
     print(f"whole worker killed: every image ready {recovered:.1f} s after a new worker started")

@@ -111,7 +111,7 @@ def test_a_deleted_label_leaves_its_images_their_other_labels_or_their_picture_a
     np.testing.assert_allclose(_hybrid(both), _formula(both, settings.IMAGESEARCH_IMAGE_WEIGHT), atol=1e-6)
     assert _top("sunset", 1) == {both}
 
-    # The rule for an image left with no label (README, "Edit and delete"): it stays in the
+    # The rule for an image left with no label (user guide, "Edit and delete"): it stays in the
     # library and in search, its hybrid is its image vector, and its picture finds it.
     left = Image.objects.get(pk=only)
     assert left.label_names == [] and left.status == Image.Status.READY

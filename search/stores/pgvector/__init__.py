@@ -12,7 +12,7 @@ so every web and worker machine that reaches the database searches the same vect
 * a deleted image takes its vector with it (``ON DELETE CASCADE``).
 
 ``database`` checks and creates the extension and the table (the migrations and the start-up
-check use it); ``store`` writes and searches. See docs/architecture.md and README.md.
+check use it); ``store`` writes and searches. See docs/architecture.md and docs/operations.md.
 """
 
 from __future__ import annotations

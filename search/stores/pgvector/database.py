@@ -89,7 +89,7 @@ def unusable(connection: Any) -> Unusable | None:
     if connection.vendor != "postgresql":
         return Unusable(
             f"IMAGESEARCH_VECTOR_BACKEND=pgvector needs PostgreSQL with the pgvector extension, but "
-            f"DATABASE_URL is {connection.vendor}. Set DATABASE_URL=postgres://... (README, "
+            f"DATABASE_URL is {connection.vendor}. Set DATABASE_URL=postgres://... (docs/operations.md, "
             f"'Several machines'), or IMAGESEARCH_VECTOR_BACKEND=faiss.",
             False,
         )
