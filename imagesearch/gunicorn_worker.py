@@ -7,7 +7,7 @@ searches wait behind them. The connection of a refused request is therefore hand
 poller only after ``PARK_SECONDS``: no thread waits meanwhile, and each such connection gets at
 most one answer per ``PARK_SECONDS``. Any other answer goes back at once, as in gunicorn's own
 worker. (A client opening a new connection for every request is not slowed here; a reverse
-proxy's per-address connection limit is the place for that: README, "Behind a proxy".)
+proxy's per-address connection limit is the place for that: docs/operations.md, "Behind a proxy".)
 """
 
 from __future__ import annotations
