@@ -2,7 +2,7 @@
 
 Django's file cache reads and rewrites a value to increment it, so two web processes counting
 one client's requests at the same instant may count once. The rate-limit counters
-(search.throttle, django-ratelimit) live in this one: both operations hold an exclusive lock on
+(search.query.throttle, django-ratelimit) live in this one: both operations hold an exclusive lock on
 a file beside the cache, which the web processes of one machine share. Several machines share
 a Redis instead (IMAGESEARCH_CACHE_URL), whose INCR is atomic.
 """

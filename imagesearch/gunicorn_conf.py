@@ -55,7 +55,7 @@ def when_ready(server) -> None:
 
 
 def post_fork(server, worker) -> None:
-    from search import slots
+    from search.query import slots
 
     slots.set_web_processes(server.cfg.workers)  # the cores are shared among them
     if "torch" in sys.modules:  # loaded in the master with one thread: this worker's own count

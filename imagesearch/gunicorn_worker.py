@@ -1,5 +1,5 @@
 """gunicorn's threaded worker, parking the keep-alive connection of a client it has just
-refused for its rate limit (a 429 from search.throttle).
+refused for its rate limit (a 429 from search.query.throttle).
 
 A refused request is cheap, but a client that sends the next one the moment the answer arrives
 (a flood on many connections) still keeps the cores busy with refusals, and everyone else's
@@ -17,7 +17,7 @@ import time
 
 from gunicorn.workers.gthread import ThreadWorker
 
-from search import throttle
+from search.query import throttle
 
 PARK_SECONDS = 1.0
 

@@ -18,7 +18,7 @@ from django.shortcuts import render
 from django.urls import reverse
 
 from api.auth import caller
-from search import throttle
+from search.query import throttle
 
 
 def _upload_paths() -> frozenset[str]:
@@ -64,7 +64,7 @@ class RequestSizeLimitMiddleware:
 
 
 class RateLimitMiddleware:
-    """Per-client rate limits of the search endpoints (search.throttle), counted here, before
+    """Per-client rate limits of the search endpoints (search.query.throttle), counted here, before
     CSRF, forms, queries or templates: a flood of refused requests costs one cache read each.
     The answer is a 429 with Retry-After and the sentence: a page for the search page, JSON
     (``{"error": ...}``, as every API error) for ``/api/search`` and ``/knn-service``."""

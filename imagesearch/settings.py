@@ -203,7 +203,7 @@ WHITENOISE_USE_FINDERS = True  # serve from static/ even before collectstatic ha
 
 # Three caches, apart so that one cannot evict another: "default" (upload batches, which staff
 # follow for up to a day), "query_vectors" (the vectors of query images, for paging: anyone fills
-# it) and "ratelimit" (the per-client counters, search.throttle). A file cache is shared by the web
+# it) and "ratelimit" (the per-client counters, search.query.throttle). A file cache is shared by the web
 # processes of one machine; several machines share a Redis (IMAGESEARCH_CACHE_URL=redis://...),
 # each alias under its own key prefix.
 IMAGESEARCH_CACHE_URL = envstr("IMAGESEARCH_CACHE_URL", "")
@@ -270,7 +270,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024  # non-file fields only
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 FILE_UPLOAD_PERMISSIONS = 0o644
 
-# Model work at once per web process (query encodes and query-image decodes, search.slots); 0:
+# Model work at once per web process (query encodes and query-image decodes, search.query.slots); 0:
 # the cores divided among the web processes. A query that finds none free within the wait
 # (seconds) is refused at once: a 503 with Retry-After.
 IMAGESEARCH_MODEL_SLOTS = envint("IMAGESEARCH_MODEL_SLOTS", 0, minimum=0, maximum=256)
@@ -284,10 +284,10 @@ AXES_FAILURE_LIMIT = envint("IMAGESEARCH_LOGIN_FAILURE_LIMIT", 5, minimum=1)
 AXES_COOLOFF_TIME = envint("IMAGESEARCH_LOGIN_COOLOFF_MINUTES", 15, minimum=1) / 60  # hours
 AXES_LOCKOUT_PARAMETERS = ["ip_address"]  # never by username alone: anyone could lock staff out
 AXES_RESET_ON_SUCCESS = True
-AXES_CLIENT_IP_CALLABLE = "search.throttle.axes_client_ip"
+AXES_CLIENT_IP_CALLABLE = "search.query.throttle.axes_client_ip"
 AXES_VERBOSE = False
 
-# --- Per-client rate limits (django-ratelimit; search.throttle) ----------------------------------
+# --- Per-client rate limits (django-ratelimit; search.query.throttle) ----------------------------------
 
 # "N/s", "N/m", "N/h" or "N/d" per client: an address for anonymous callers, an account for
 # signed-in users and API tokens; "off" for none. Staff and token callers have their own limits.

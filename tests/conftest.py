@@ -348,7 +348,7 @@ def _remove_query_cache() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _no_rate_limits(settings) -> None:
-    """Tests search as often as they need: the per-client rate limits (search.throttle) count only
+    """Tests search as often as they need: the per-client rate limits (search.query.throttle) count only
     in the tests that ask for them with the ``rate_limits`` fixture."""
     settings.RATELIMIT_ENABLE = False
 
@@ -358,7 +358,7 @@ def rate_limits(settings) -> None:
     """The per-client rate limits on, with fresh counters."""
     from django.core.cache import caches
 
-    from search import throttle
+    from search.query import throttle
 
     settings.RATELIMIT_ENABLE = True
     caches["ratelimit"].clear()

@@ -16,10 +16,11 @@ from django.db.models import QuerySet
 
 from gallery.models import Image, Label
 
-from .. import encoder, slots, status
+from .. import encoder, status
 from ..errors import QueryError, SearchUnavailable
 from ..stores import faiss as search_index
 from ..stores import pgvector as vectorstore
+from . import slots
 
 MAX_RESULTS = 1000  # deepest result a query pages to
 SORTS = ("relevance", "date")

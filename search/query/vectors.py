@@ -9,8 +9,9 @@ import numpy as np
 from gallery.models import Image
 from gallery.validation import InvalidImage, query_image_decode
 
-from .. import encoder, slots
+from .. import encoder
 from ..errors import QueryError, QueryTargetMissing, SearchUnavailable
+from . import slots
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def query_vector_for_text(*, text: str) -> np.ndarray:
 def query_vector_for_image(*, data: bytes) -> np.ndarray:
     """A query image's vector; the image is bounded in bytes, format and pixels before it is
     decoded, and decoded no larger than the model needs (gallery.validation.query_image_decode).
-    The decode and the encode hold one model slot (search.slots)."""
+    The decode and the encode hold one model slot (search.query.slots)."""
     with slots.model_slot():
         try:
             rgb = query_image_decode(data)

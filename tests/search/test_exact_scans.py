@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 from django.conf import settings
 
-from search import slots
 from search.errors import SearchUnavailable
-from search.query import ranking
+from search.query import ranking, slots
 from search.query.vectors import query_vector_for_text
 from search.stores import faiss as search_index
 

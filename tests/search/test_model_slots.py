@@ -9,7 +9,7 @@ import os
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from search import slots
+from search.query import slots
 from tests.support.images import image_bytes
 
 pytestmark = pytest.mark.django_db

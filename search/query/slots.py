@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 from django.conf import settings
 
-from .errors import SearchUnavailable
+from ..errors import SearchUnavailable
 
 RETRY_AFTER = 2  # seconds: a slot frees within a few encodes
 

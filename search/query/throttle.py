@@ -18,7 +18,7 @@ from django.conf import settings
 from django.http import HttpRequest
 from django_ratelimit.core import get_usage
 
-from .errors import QueryError
+from ..errors import QueryError
 
 KINDS = ("text", "image", "knn")
 _WHAT = {"text": "searches", "image": "image searches", "knn": "/knn-service calls"}
