@@ -130,7 +130,8 @@ def export_in_subprocess(name: str, fallback_root: Path, *, setting: str, timeou
             return found
         command = [sys.executable, "-m", "search.encoder.export", name, "--fallback-root", str(fallback_root)]
         command += ["--setting", setting]
-        logger.info("exporting %s to ONNX (once per model): %s", name, " ".join(command))
+        # The child's command line is not logged: ./run's output names only commands a user types.
+        logger.info("exporting %s to ONNX, once per model, in a child process (search.encoder.export)", name)
         try:
             done = subprocess.run(
                 command,
