@@ -11,7 +11,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from gallery.labels import MAX_LABEL_LENGTH
 from search.query.queries import DEFAULT_IMAGE_WEIGHT, MAX_FILTER_LABELS, MAX_QUERY_TEXT_LENGTH
-from search.query.ranking import MAX_RESULTS
+from search.query.ranking import MAX_RESULTS, PAGE_SIZE
 
 
 def _a_number(value: object) -> object:
@@ -58,7 +58,7 @@ class SearchParams(Schema):
         le=1,
         description="With words and an image together: the image's weight (0 = words only, 1 = image only).",
     )
-    k: int = Field(24, ge=1, le=200, description="How many results.")
+    k: int = Field(PAGE_SIZE, ge=1, le=200, description="How many results.")
     offset: int = Field(0, ge=0, lt=MAX_RESULTS, description="How many results to skip.")
     labels: list[str] = Field(
         [],

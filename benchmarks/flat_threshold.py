@@ -1,7 +1,7 @@
 """Where the exact flat scan stops being cheap: the size behind ``auto``'s default threshold.
 
 ``IMAGESEARCH_INDEX_KIND=auto`` builds the exact flat index up to
-``IMAGESEARCH_AUTO_FLAT_MAX_VECTORS`` vectors and an approximate one above. That default comes
+``search.stores.faiss.AUTO_FLAT_MAX_VECTORS`` vectors and an approximate one above. That default comes
 from this measurement: the product's flat index (written by ``write_generation``, served by
 ``IndexReader``, so private copy or shared mapping as the product decides) is searched one query
 at a time (``k`` = 66, what the search page asks for) at growing sizes, and the threshold is the

@@ -63,8 +63,6 @@ def plant_mislabels() -> list[int]:
 
 
 def run(size: int, *, rounds: int = 1) -> dict[str, Any]:
-    from django.conf import settings
-
     from search import dispatch
     from search.duplicates import scan as duplicates
     from search.labelling.passes import labelling_pass
@@ -89,7 +87,7 @@ def run(size: int, *, rounds: int = 1) -> dict[str, Any]:
         pass_s = median(passes)
         countdown = min(
             dispatch.LABELLING_MAX_COUNTDOWN,
-            max(settings.IMAGESEARCH_REBUILD_DELAY, dispatch.LABELLING_SPACING * pass_s),
+            max(dispatch.REBUILD_DELAY, dispatch.LABELLING_SPACING * pass_s),
         )
         out.update(
             images=last.images,

@@ -252,7 +252,7 @@ def run(size: int, queries: int) -> dict[str, Any]:
         for q in far:
             for name in stores:
                 use(name)
-                _, t = search(q[None, :], labels=labels, page_size=settings.IMAGESEARCH_PAGE_SIZE)
+                _, t = search(q[None, :], labels=labels, page_size=ranking.PAGE_SIZE)
                 times[name] += t
         for name in stores:
             results[name][key] = summary_ms(times[name])
@@ -280,7 +280,7 @@ def run(size: int, queries: int) -> dict[str, Any]:
         )
         found, _ = search(far, labels=[], page_size=10)
         found_near, _ = search(near, labels=[], page_size=10)
-        _, t = search(far, labels=[], page_size=settings.IMAGESEARCH_PAGE_SIZE)
+        _, t = search(far, labels=[], page_size=ranking.PAGE_SIZE)
         sweep[ef] = {
             "recall_at_10_far": _recall(found, exact_sets["far"]),
             "recall_at_10_near": _recall(found_near, exact_sets["near"]),

@@ -50,9 +50,9 @@ def query_texts(count: int, seed: int) -> list[str]:
 
 def service_k() -> int:
     """The k the search service asks the index for on page 1 (see search.query.ranking.images_search)."""
-    from django.conf import settings
+    from search.query import ranking
 
-    needed = settings.IMAGESEARCH_PAGE_SIZE + 1
+    needed = ranking.PAGE_SIZE + 1
     return needed * 2 + 16
 
 
@@ -159,9 +159,8 @@ class Wsgi:
 
 
 def run(size: int, *, requests: int) -> dict[str, Any]:
-    from django.conf import settings
-
     from search import encoder, status
+    from search.query import ranking
     from search.stores import faiss as search_index
 
     out: dict[str, Any] = {"size": size, "k": service_k()}
@@ -225,7 +224,7 @@ def run(size: int, *, requests: int) -> dict[str, Any]:
         out["overhead_p50_ms"] = round(
             out["request"]["p50_ms"] - out["encode"]["p50_ms"] - out["product_search"]["p50_ms"], 3
         )
-        out["results_per_page"] = {"min": int(min(hits)), "expected": settings.IMAGESEARCH_PAGE_SIZE}
+        out["results_per_page"] = {"min": int(min(hits)), "expected": ranking.PAGE_SIZE}
         out["repeat"] = _repeated_query(client, texts[5], rounds=max(10, requests // 4))
         manifest = reader.manifest
         out["index"] = {

@@ -316,7 +316,6 @@ IMAGESEARCH_CLIP_MODEL = envstr("IMAGESEARCH_CLIP_MODEL", "clip-ViT-B-32")
 # image space). Empty: the image model, whatever IMAGESEARCH_CLIP_MODEL is (search.encoder).
 IMAGESEARCH_TEXT_MODEL = envstr("IMAGESEARCH_TEXT_MODEL", "")
 IMAGESEARCH_IMAGE_WEIGHT = envfloat("IMAGESEARCH_IMAGE_WEIGHT", 0.5, minimum=0.0, maximum=1.0)
-IMAGESEARCH_PAGE_SIZE = envint("IMAGESEARCH_PAGE_SIZE", 24, minimum=1, maximum=200)
 IMAGESEARCH_PUBLIC_SEARCH = envbool("IMAGESEARCH_PUBLIC_SEARCH", True)
 # The runtime of both models (search.encoder): "onnx" (ONNX Runtime over a graph exported once
 # from the configured model; web processes never import torch) or "torch" (sentence-transformers).
@@ -332,10 +331,6 @@ IMAGESEARCH_TORCH_DEVICE = envstr("IMAGESEARCH_TORCH_DEVICE", "auto")
 # worker processes" (search.encoder.threads).
 IMAGESEARCH_TORCH_THREADS = envint("IMAGESEARCH_TORCH_THREADS", 0, minimum=0)
 IMAGESEARCH_EMBED_BATCH_SIZE = envint("IMAGESEARCH_EMBED_BATCH_SIZE", 16, minimum=1, maximum=512)
-# Seconds a rebuild request waits before running, so that a burst of uploads makes one rebuild.
-# Half a second coalesces a burst (embedding batches are ~0.5-1 s apart) without making the
-# last images of an upload wait long to become searchable (benchmarks/: ingest).
-IMAGESEARCH_REBUILD_DELAY = envfloat("IMAGESEARCH_REBUILD_DELAY", 0.5, minimum=0.0, maximum=3600.0)
 # Pending images that no run has claimed are enqueued again by the periodic sweep after this
 # (their message may still be waiting in the queue behind others: re-sending earlier only doubles it).
 IMAGESEARCH_PENDING_TIMEOUT = envint("IMAGESEARCH_PENDING_TIMEOUT", 300, minimum=1)
@@ -344,17 +339,15 @@ IMAGESEARCH_PENDING_TIMEOUT = envint("IMAGESEARCH_PENDING_TIMEOUT", 300, minimum
 IMAGESEARCH_CLAIM_TIMEOUT = envint("IMAGESEARCH_CLAIM_TIMEOUT", 30, minimum=1)
 # The sweep is a few indexed queries: often enough that lost work comes back within a minute.
 IMAGESEARCH_SWEEP_INTERVAL = envint("IMAGESEARCH_SWEEP_INTERVAL", 15, minimum=1)
-# "auto" (the default): the exact flat index up to IMAGESEARCH_AUTO_FLAT_MAX_VECTORS vectors, an
-# IVF index tuned for recall@10 >= 0.95 above. "flat", "ivf", "hnsw": that kind whatever the size
-# (search.stores.faiss.KINDS; recall and speed are measured in BENCHMARKS.md).
+# "auto" (the default): the exact flat index up to search.stores.faiss.AUTO_FLAT_MAX_VECTORS
+# vectors, an IVF index tuned for recall@10 >= 0.95 above. "flat", "ivf": that kind whatever the
+# size. HNSW is not offered: auto never picks it, and IVF beats it on text-like queries
+# (BENCHMARKS.md); the benchmarks still build it.
 IMAGESEARCH_INDEX_KIND = envstr("IMAGESEARCH_INDEX_KIND", "auto").lower()
-if IMAGESEARCH_INDEX_KIND not in ("auto", "flat", "ivf", "hnsw"):
+if IMAGESEARCH_INDEX_KIND not in ("auto", "flat", "ivf"):
     raise ImproperlyConfigured(
-        f"IMAGESEARCH_INDEX_KIND must be auto, flat, ivf or hnsw, not {IMAGESEARCH_INDEX_KIND!r}"
+        f"IMAGESEARCH_INDEX_KIND must be auto, flat or ivf, not {IMAGESEARCH_INDEX_KIND!r}"
     )
-# Where one exact scan of a query reaches ~10 ms on the 2-core development machine
-# (benchmarks/flat_threshold.py); search.stores.faiss.AUTO_FLAT_MAX_VECTORS is the same number.
-IMAGESEARCH_AUTO_FLAT_MAX_VECTORS = envint("IMAGESEARCH_AUTO_FLAT_MAX_VECTORS", 25_000, minimum=0)
 # Two images are near-duplicates at or above this cosine of their image vectors (search.duplicates.scan;
 # the default and what it rests on: BENCHMARKS.md, "Near-duplicates").
 IMAGESEARCH_DUPLICATE_THRESHOLD = envfloat("IMAGESEARCH_DUPLICATE_THRESHOLD", 0.95, minimum=0.5, maximum=1.0)
@@ -396,18 +389,14 @@ CELERY_BROKER_CONNECTION_TIMEOUT = 3
 # Options of the Redis transport only: kombu hands the SQLAlchemy transport's options to
 # create_engine, which refuses them.
 REDIS_BROKER_TRANSPORT_OPTIONS = {
-    # Redis re-delivers an unacknowledged (acks_late) message after this many seconds. Our longest
-    # task embeds one batch (IMAGESEARCH_EMBED_BATCH_SIZE images, seconds) or rebuilds the index
-    # (under a minute at a million vectors): an hour leaves a wide margin, so a slow task is never
-    # handed to a second worker while the first still runs it. Should one outlive it anyway, the
-    # copy backs off while the first run holds the task's lock (search.tasks; proven with a 2 s
-    # timeout by tests/search/test_faults_visibility_timeout.py).
+    # Redis re-delivers an unacknowledged (acks_late) message after this long: far above the
+    # longest task (one batch, or one rebuild), so a slow task is never handed to a second worker.
+    # A copy that comes anyway backs off while the first holds the task's lock (search.tasks;
+    # tests/search/test_faults_visibility_timeout.py).
     "visibility_timeout": 3600,
-    # An enqueue while Redis is down or hung must fail in seconds, so that an upload still
-    # succeeds ("embedding is delayed") and the sweep enqueues later. Without these, kombu retries
-    # the connection for ~6 s per publish, and a hung Redis (accepting connections, never
-    # answering) blocks the request forever. max_retries applies to publishing only (a worker's
-    # consumer reconnects under CELERY_BROKER_CONNECTION_MAX_RETRIES); socket_timeout stays well
+    # An enqueue while Redis is down or hung fails in seconds instead of retrying or blocking the
+    # request, so an upload still succeeds ("embedding is delayed") and the sweep enqueues later.
+    # max_retries is for publishing only (consumers reconnect on their own); socket_timeout stays
     # above kombu's 1 s BRPOP, so an idle worker is never cut off.
     "max_retries": 0,
     "socket_connect_timeout": 3,

@@ -37,9 +37,16 @@ LABELLING_TASK = "search.tasks.suggest_labels"
 
 HYBRIDS_PER_TASK = 500  # a refresh only reads stored vectors: cheap per image
 
+#: Seconds a rebuild request waits before running, so that a burst of uploads makes one rebuild:
+#: long enough to take in the next embedding batch, short enough that an upload's last images
+#: become searchable soon after (benchmarks/: ingest).
+REBUILD_DELAY = 0.5
 #: A rebuild waits at least this many times the last rebuild's duration (see _rebuild_countdown).
 REBUILD_SPACING = 2.0
 REBUILD_MAX_COUNTDOWN = 100.0
+#: A scan or labelling pass still queued this long past its due time lost its message (a broker
+#: restart): the next request sends another. Longer than a busy worker's usual lateness.
+LOST_MESSAGE_AFTER = timedelta(seconds=30)
 #: A labelling pass waits ten times the last pass's duration (capped): during a long ingest the
 #: worker then spends at most a tenth of its time labelling, so ingest slows by under 10 %.
 LABELLING_SPACING = 10.0
@@ -65,7 +72,7 @@ def hybrids_refresh_enqueue(*, image_ids: Iterable[int]) -> bool:
 
 def index_rebuild_request() -> None:
     """Ask for an index rebuild. Bursts coalesce: at most one rebuild task waits in the queue,
-    and it runs ``IMAGESEARCH_REBUILD_DELAY`` seconds later, after the burst (later for a large
+    and it runs ``REBUILD_DELAY`` seconds later, after the burst (later for a large
     library: see :func:`_rebuild_countdown`)."""
     _count_request(IndexState)
     index_rebuild_schedule()
@@ -201,7 +208,7 @@ def _duplicates_send() -> bool:
     countdown = _spaced_countdown(last)
     now = timezone.now()
     # A scan queued long past its due time lost its message (a broker restart): send another.
-    lost = now - timedelta(seconds=settings.IMAGESEARCH_CLAIM_TIMEOUT)
+    lost = now - LOST_MESSAGE_AFTER
     return _claimed_send(
         DuplicateScan,
         Q(scan_queued=False) | Q(due_at__lt=lost),
@@ -215,10 +222,10 @@ def _duplicates_send() -> bool:
 
 def _labelling_send() -> bool:
     last = LabellingPass.objects.filter(pk=1).values_list("seconds", flat=True).first() or 0.0
-    spaced = max(settings.IMAGESEARCH_REBUILD_DELAY, LABELLING_SPACING * last)
+    spaced = max(REBUILD_DELAY, LABELLING_SPACING * last)
     countdown = min(LABELLING_MAX_COUNTDOWN, spaced)
     now = timezone.now()
-    lost = now - timedelta(seconds=settings.IMAGESEARCH_CLAIM_TIMEOUT)
+    lost = now - LOST_MESSAGE_AFTER
     return _claimed_send(
         LabellingPass,
         Q(queued=False) | Q(due_at__lt=lost),
@@ -258,7 +265,7 @@ def _rebuild_countdown() -> float:
 
 def _spaced_countdown(last_seconds: float) -> float:
     """The configured delay, or twice as long as the last run of the same work took (capped)."""
-    return min(REBUILD_MAX_COUNTDOWN, max(settings.IMAGESEARCH_REBUILD_DELAY, REBUILD_SPACING * last_seconds))
+    return min(REBUILD_MAX_COUNTDOWN, max(REBUILD_DELAY, REBUILD_SPACING * last_seconds))
 
 
 def _chunks(ids: Sequence[int], size: int) -> Iterable[list[int]]:

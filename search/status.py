@@ -179,18 +179,21 @@ def status_summary() -> dict[str, Any]:
     }
 
 
+#: Seconds between two repair requests of one process for one damaged (or missing) generation.
+REPAIR_REQUEST_SPACING = 30.0
 _repairs_requested: dict[tuple[str, int | None], float] = {}
 
 
 def index_repair_request(reader: search_index.IndexReader) -> None:
     """Ask for a rebuild at once (not at the next sweep) when this process finds the current
     generation damaged, or no generation at all while rows are searchable. At most once per
-    generation and process every claim timeout, so that every search does not ask again."""
+    generation and process every ``REPAIR_REQUEST_SPACING`` seconds, so that every search does not
+    ask again."""
     if reader.failed_generation is None and reader.manifest is not None:
         return
     key = (str(reader.directory), reader.failed_generation)
     now = time.monotonic()
-    if now - _repairs_requested.get(key, -1e9) < settings.IMAGESEARCH_CLAIM_TIMEOUT:
+    if now - _repairs_requested.get(key, -1e9) < REPAIR_REQUEST_SPACING:
         return
     if reader.failed_generation is None and not Image.objects.searchable(encoder.model_name()).exists():
         return  # nothing indexed yet: nothing to repair

@@ -90,8 +90,8 @@ def threads() -> int:
     """Threads for the model in this process: the setting, or the cores shared among the
     processes (both runtimes).
 
-    Oversubscribing cores is ruinous here: two 2-thread processes on 2 cores ran 28x slower
-    than one, and 4 threads in one process 50x slower.
+    Never more threads than cores in all: oversubscribed, the model's threads wait on each other
+    at every operation and a batch takes many times longer (BENCHMARKS-history.md).
     """
     from django.conf import settings
 

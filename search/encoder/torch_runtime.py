@@ -41,9 +41,9 @@ def load_sentence_transformer(name: str, *, device: str, threads: int, setting: 
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["TRANSFORMERS_OFFLINE"] = "1"
     # OpenMP threads that wait should sleep, not spin: when anything else wants the cores (the
-    # web server beside the worker, a second process, another tenant), spinning threads made a
-    # 2-thread forward pass 1.5-4x slower here (BENCHMARKS.md). Read once, when torch loads
-    # libgomp; an explicit setting wins.
+    # web server beside the worker, a second process, another tenant), spinning threads take the
+    # cores from the threads with work to do (BENCHMARKS-history.md, "Threads"). Read once, when
+    # torch loads libgomp; an explicit setting wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
     from sentence_transformers import SentenceTransformer

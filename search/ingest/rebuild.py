@@ -74,7 +74,7 @@ def index_rebuild() -> RebuildReport:
                 model=model,
                 image_weight=settings.IMAGESEARCH_IMAGE_WEIGHT,
                 kind=settings.IMAGESEARCH_INDEX_KIND,
-                flat_max_vectors=settings.IMAGESEARCH_AUTO_FLAT_MAX_VECTORS,
+                flat_max_vectors=search_index.AUTO_FLAT_MAX_VECTORS,
                 **recall_probes_read(model=model, ids=ids, dim=dim),
             )
             seconds = time.monotonic() - started
@@ -144,7 +144,7 @@ def recall_probes_read(*, model: str, ids: np.ndarray, dim: int) -> dict[str, np
     text vectors (text queries, with their modality gap) and the image vectors of a seeded
     sample of the indexed rows (image queries). Read only when an approximate kind is built."""
     requested = settings.IMAGESEARCH_INDEX_KIND
-    small = len(ids) <= settings.IMAGESEARCH_AUTO_FLAT_MAX_VECTORS
+    small = len(ids) <= search_index.AUTO_FLAT_MAX_VECTORS
     if requested == "flat" or (requested == "auto" and small):
         return {"text_queries": None, "image_queries": None}
     size = dim * 4

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from django.conf import settings
 from django.db.models import QuerySet
 
 from gallery.models import Image, Label
@@ -22,6 +21,7 @@ from ..stores import faiss as search_index
 from ..stores import pgvector as vectorstore
 from . import slots
 
+PAGE_SIZE = 24  # results per page: the search page's grid, and the API's default
 MAX_RESULTS = 1000  # deepest result a query pages to
 SORTS = ("relevance", "date")
 DATE_SORT_POOL = 200  # "newest first" reorders this many best matches
@@ -84,7 +84,7 @@ def images_search(
     ``sort``: ``"relevance"`` (best first) or ``"date"``: the ``DATE_SORT_POOL`` best
     matches, newest first by the date taken (the upload time where there is none).
     """
-    page_size = page_size or settings.IMAGESEARCH_PAGE_SIZE
+    page_size = page_size or PAGE_SIZE
     start = _check_paging(page, page_size, sort)
     needed = DATE_SORT_POOL if sort == "date" else start + page_size + 1
     label_ids = _label_ids(labels)
@@ -185,7 +185,7 @@ def images_browse(*, labels: Sequence[str] = (), page: int = 1, page_size: int |
 
     No query vector: needs neither the model nor the index, so it works while they are down.
     """
-    page_size = page_size or settings.IMAGESEARCH_PAGE_SIZE
+    page_size = page_size or PAGE_SIZE
     start = _check_paging(page, page_size, "date")
     label_ids = _label_ids(labels)
     hits: list[Hit] = []

@@ -77,9 +77,11 @@ def _card_labels(page) -> list[str]:
 
 
 def test_upload_a_zip_then_search_by_words_image_labels_and_pages(
-    redis_worker, live_server, staff_user, settings, page, page_problems, screenshot
+    redis_worker, live_server, staff_user, monkeypatch, page, page_problems, screenshot
 ):
-    settings.IMAGESEARCH_PAGE_SIZE = PER_LABEL
+    from search.query import ranking
+
+    monkeypatch.setattr(ranking, "PAGE_SIZE", PER_LABEL)
     base = live_server.url
     files = _library()
 

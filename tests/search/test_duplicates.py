@@ -237,7 +237,7 @@ def test_a_rebuild_that_wrote_a_generation_asks_for_one_scan_however_many_reques
     assert _scans_sent(sent) == 2
 
 
-def test_a_scan_lost_with_its_message_is_sent_again(sent, settings, django_capture_on_commit_callbacks):
+def test_a_scan_lost_with_its_message_is_sent_again(sent, django_capture_on_commit_callbacks):
     from datetime import timedelta
 
     from django.utils import timezone
@@ -246,7 +246,7 @@ def test_a_scan_lost_with_its_message_is_sent_again(sent, settings, django_captu
         dispatch.duplicates_scan_request()
         dispatch.duplicates_scan_request()
     assert _scans_sent(sent) == 1
-    long_ago = timezone.now() - timedelta(seconds=settings.IMAGESEARCH_CLAIM_TIMEOUT + 5)
+    long_ago = timezone.now() - dispatch.LOST_MESSAGE_AFTER - timedelta(seconds=5)
     DuplicateScan.objects.filter(pk=1).update(due_at=long_ago)
     with django_capture_on_commit_callbacks(execute=True):
         dispatch.duplicates_scan_request()

@@ -115,7 +115,7 @@ def test_redis_dies_mid_task_and_uploads_while_it_is_down_or_hung_are_indexed_wh
 
 
 def test_worker_survives_losing_redis_while_it_holds_a_reserved_countdown_task(
-    private_redis, start_worker, settings
+    private_redis, start_worker, monkeypatch
 ):
     from gallery.services import images_create
     from search import dispatch
@@ -125,7 +125,7 @@ def test_worker_survives_losing_redis_while_it_holds_a_reserved_countdown_task(
     worker = start_worker(*PREFORK_ONE, broker=private_redis.url)
     # A rebuild waits out its countdown in the worker, unacknowledged: celery/kombu 5.7 crashed
     # the whole worker ("Unrecoverable error") when the broker went away at such a moment.
-    settings.IMAGESEARCH_REBUILD_DELAY = 600
+    monkeypatch.setattr(dispatch, "REBUILD_DELAY", 600)
     dispatch.index_rebuild_request()
     reserved = re.compile(r"rebuild_index\[[0-9a-f-]+\] received")
     wait_for(lambda: reserved.search(worker.log_path.read_text()), timeout=30, what="the rebuild reserved")

@@ -132,18 +132,19 @@ def test_tuning_measures_both_sorts_of_queries_and_targets_the_worse(tmp_path):
     assert manifest.recall_text >= search_index.RECALL_TARGET
 
 
-def test_the_auto_threshold_setting_defaults_to_the_index_packages_measured_value():
+def test_auto_is_the_default_and_switches_kind_at_the_index_packages_measured_threshold():
     assert product_settings.IMAGESEARCH_INDEX_KIND == "auto"
-    assert product_settings.IMAGESEARCH_AUTO_FLAT_MAX_VECTORS == search_index.AUTO_FLAT_MAX_VECTORS
     assert tuning.kind_for("auto", search_index.AUTO_FLAT_MAX_VECTORS) == "flat"
     assert tuning.kind_for("auto", search_index.AUTO_FLAT_MAX_VECTORS + 1) == "ivf"
     assert tuning.kind_for("hnsw", 1) == "hnsw"
 
 
 @pytest.mark.django_db
-def test_a_rebuild_with_auto_tunes_on_the_labels_text_vectors_and_the_status_shows_it(settings, staff_client):
+def test_a_rebuild_with_auto_tunes_on_the_labels_text_vectors_and_the_status_shows_it(
+    settings, monkeypatch, staff_client
+):
     settings.IMAGESEARCH_INDEX_KIND = "auto"
-    settings.IMAGESEARCH_AUTO_FLAT_MAX_VECTORS = 3
+    monkeypatch.setattr(search_index, "AUTO_FLAT_MAX_VECTORS", 3)
     labels = ["sunset", "zebra", "bicycle", "harbour", "forest"]
     ids = create_images([(i, [labels[i % 5]]) for i in range(1, 11)])
     pipeline.images_embed(image_ids=ids)

@@ -16,8 +16,8 @@ pytestmark = pytest.mark.django_db
     ("last_rebuild_seconds", "expected"),
     [(None, 0.5), (0.01, 0.5), (20.0, 40.0), (500.0, dispatch.REBUILD_MAX_COUNTDOWN)],
 )
-def test_a_rebuild_waits_the_delay_or_twice_the_last_rebuild(settings, last_rebuild_seconds, expected):
-    settings.IMAGESEARCH_REBUILD_DELAY = 0.5
+def test_a_rebuild_waits_the_delay_or_twice_the_last_rebuild(monkeypatch, last_rebuild_seconds, expected):
+    monkeypatch.setattr(dispatch, "REBUILD_DELAY", 0.5)
     IndexState.get()
     IndexState.objects.filter(pk=1).update(last_rebuild_seconds=last_rebuild_seconds)
 

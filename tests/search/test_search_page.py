@@ -12,6 +12,7 @@ from django.test import Client
 from gallery import services as gallery_services
 from gallery.models import Image
 from search import dispatch
+from search.query import ranking
 from tests.factories import create_images, indexed_library
 from tests.support.images import image_bytes
 
@@ -78,8 +79,8 @@ def test_sort_by_date_puts_the_newest_upload_first(client, library):
     assert set(ids) == set(library["all"])
 
 
-def test_pages_keep_the_words_the_filters_and_the_order(client, library, settings):
-    settings.IMAGESEARCH_PAGE_SIZE = 2
+def test_pages_keep_the_words_the_filters_and_the_order(client, library, monkeypatch):
+    monkeypatch.setattr(ranking, "PAGE_SIZE", 2)
     first = client.get("/", {"q": "sunset", "label": "sunset", "sort": "date"})
     assert first.context["links"]["next"] == "?q=sunset&label=sunset&sort=date&page=2"
     second = client.get("/" + first.context["links"]["next"])
@@ -91,8 +92,8 @@ def test_pages_keep_the_words_the_filters_and_the_order(client, library, setting
     assert not second.context["page"].has_next
 
 
-def test_an_uploaded_image_finds_itself_first_and_its_pages_are_get_links(client, library, settings):
-    settings.IMAGESEARCH_PAGE_SIZE = 3
+def test_an_uploaded_image_finds_itself_first_and_its_pages_are_get_links(client, library, monkeypatch):
+    monkeypatch.setattr(ranking, "PAGE_SIZE", 3)
     response = client.post("/", {"image": SimpleUploadedFile("q.png", image_bytes(7), "image/png")})
     assert response.status_code == 200
     assert _result_ids(response)[0] == library["zebra"][0]

@@ -34,6 +34,5 @@ os.environ["IMAGESEARCH_DATA_DIR"] = os.environ.get("IMAGESEARCH_TEST_DATA_DIR")
 )
 # A queue of this run's own, so parallel runs on one Redis never take each other's tasks.
 os.environ["CELERY_TASK_DEFAULT_QUEUE"] = f"imagesearch-test-{uuid.uuid4().hex[:12]}"
-os.environ.setdefault("IMAGESEARCH_REBUILD_DELAY", "0.2")
 if "CELERY_BROKER_URL" not in os.environ and redis_available():
     os.environ["CELERY_BROKER_URL"] = REDIS_URL

@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 
 #: ``auto`` builds the exact flat index up to this many vectors: where one exact scan of a query
-#: reaches ~10 ms here (benchmarks/flat_threshold.py, BENCHMARKS.md). ``IMAGESEARCH_AUTO_FLAT_MAX_VECTORS``.
+#: stops being cheap beside the text encode (benchmarks/flat_threshold.py; the figure in
+#: BENCHMARKS.md). The threshold depends on the machine, but a wrong one costs latency, never results.
 AUTO_FLAT_MAX_VECTORS = 25_000
 #: The approximate kind ``auto`` builds above the threshold (faster to build and better for
-#: text-like queries than HNSW here: BENCHMARKS.md).
+#: text-like queries than HNSW: BENCHMARKS.md).
 AUTO_APPROXIMATE_KIND = "ivf"
 RECALL_TARGET = 0.95
 #: Tuning aims this much above the target on its sample of queries, so that the recall over all
