@@ -46,6 +46,7 @@ api = NinjaAPI(
 ImageId = Annotated[int, Path(ge=1, le=2**62, description="The image's id.")]
 BatchToken = Annotated[str, Path(max_length=64, description="`batch` of an upload's answer.")]
 SuggestionId = Annotated[int, Path(ge=1, le=2**62, description="The suggestion's id.")]
+MislabelId = Annotated[int, Path(ge=1, le=2**62, description="The listed mislabel's id.")]
 
 
 def errors(*codes: int) -> dict[int, type[s.ErrorOut]]:
@@ -393,6 +394,19 @@ def mislabels_list(request: HttpRequest, params: Query[s.DuplicatesParams]):
         "offset": params.offset,
         "has_more": len(rows) > params.limit,
     }
+
+
+@api.post(
+    "/api/mislabels/{mislabel_id}/keep",
+    auth=STAFF,
+    response={204: None, **errors(400, 401, 403, 404)},
+    tags=["labelling"],
+)
+def mislabel_keep(request: HttpRequest, mislabel_id: MislabelId):
+    """Keep the image's label as it is: no later pass lists that image with that label again."""
+    _require_perm(request, "gallery.change_image")
+    _reviewed(lambda: review.mislabel_keep(mislabel_id=mislabel_id))
+    return Status(204, None)
 
 
 def _reviewed(apply):

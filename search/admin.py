@@ -295,6 +295,9 @@ class LabelSuggestionsAdmin(admin.ModelAdmin):
                 message = review.suggestions_accept_above(
                     min_confidence=_confidence(data.get("confidence"))
                 ).message()
+            elif action == "keep":
+                review.mislabel_keep(mislabel_id=_int(data.get("mislabel")))
+                message = "Label kept: this image will not be listed with it again."
             elif action == "relabel":
                 image = review.mislabel_relabel(mislabel_id=_int(data.get("mislabel")))
                 message = f"Image {image.pk} relabelled: {', '.join(image.label_names)}."

@@ -219,7 +219,8 @@ class LabelSuggestion(models.Model):
 
 class Mislabel(models.Model):
     """A labelled image far from its label's other images (by that label's own spread), with the
-    label that fits it better, as the last labelling pass found it."""
+    label that fits it better, as the last labelling pass found it. One staff kept as it is
+    (``kept``) stays, so that no later pass lists that image with that label again."""
 
     image = models.ForeignKey("gallery.Image", on_delete=models.CASCADE, related_name="+")
     label = models.ForeignKey("gallery.Label", on_delete=models.CASCADE, related_name="+")
@@ -228,6 +229,7 @@ class Mislabel(models.Model):
     spreads = models.FloatField()
     better_confidence = models.FloatField()
     computed_at = models.DateTimeField()
+    kept = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-spreads", "id"]

@@ -165,16 +165,17 @@ def _store(
     the ORM's ``bulk_create`` spent most of a pass at 100,000 images building model instances."""
     at = connection.ops.adapt_datetimefield_value(now)
     with transaction.atomic():
+        kept = set(Mislabel.objects.filter(kept=True).values_list("image_id", "label_id"))
         LabelSuggestion.objects.filter(rejected=False).delete()
         _insert(
             LabelSuggestion,
             ["image", "label", "confidence", "rejected", "computed_at"],
             [(int(ids[x.image]), int(label_ids[x.label]), x.confidence, False, at) for x in suggestions],
         )
-        Mislabel.objects.all().delete()
+        Mislabel.objects.filter(kept=False).delete()
         _insert(
             Mislabel,
-            ["image", "label", "better", "spreads", "better_confidence", "computed_at"],
+            ["image", "label", "better", "spreads", "better_confidence", "computed_at", "kept"],
             [
                 (
                     int(ids[m.image]),
@@ -183,8 +184,10 @@ def _store(
                     m.spreads,
                     m.better_confidence,
                     at,
+                    False,
                 )
                 for m in mislabels
+                if (int(ids[m.image]), int(label_ids[m.label])) not in kept
             ],
         )
 

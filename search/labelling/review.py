@@ -104,14 +104,34 @@ def suggestion_reject(*, suggestion_id: int) -> LabelSuggestion:
 
 
 def mislabels_listed() -> QuerySet[Mislabel]:
-    return Mislabel.objects.select_related("image", "label", "better").order_by("-spreads", "pk")
+    return (
+        Mislabel.objects.filter(kept=False)
+        .select_related("image", "label", "better")
+        .order_by("-spreads", "pk")
+    )
+
+
+def mislabel_keep(*, mislabel_id: int) -> Mislabel:
+    """Keep the image's label as it is: the entry leaves the list, and no later pass lists that
+    image with that label again."""
+    with transaction.atomic():
+        updated = Mislabel.objects.filter(pk=mislabel_id, kept=False).update(kept=True)
+        if not updated:
+            raise ReviewError(
+                "That entry is no longer listed (the image or its labels changed); reload the page."
+            )
+    return Mislabel.objects.get(pk=mislabel_id)
 
 
 def mislabel_relabel(*, mislabel_id: int) -> Image:
     """Replace the image's doubtful label with the one that fits better (through the relabel
     service); its other labels stay."""
     with transaction.atomic():
-        found = Mislabel.objects.select_related("image", "label", "better").filter(pk=mislabel_id).first()
+        found = (
+            Mislabel.objects.select_related("image", "label", "better")
+            .filter(pk=mislabel_id, kept=False)
+            .first()
+        )
         if found is None:
             raise ReviewError(
                 "That entry is no longer listed (the image or its labels changed); reload the page."

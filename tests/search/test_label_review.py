@@ -83,6 +83,16 @@ def test_the_mislabels_page_lists_the_mislabelled_image_and_relabels_it(reviewed
     assert not Mislabel.objects.exists()
 
 
+def test_a_kept_label_is_not_listed_again(reviewed, staff_client, api):
+    [row] = staff_client.get(MISLABELS).context["rows"]
+    staff_client.post(MISLABELS, {"action": "keep", "mislabel": row.pk})
+    assert Image.objects.get(pk=reviewed["wrong"]).label_names == ["kestrel"]  # unchanged
+    labelling_pass()
+    assert list(staff_client.get(MISLABELS).context["rows"]) == []
+    assert api.get("/api/mislabels").json()["mislabels"] == []
+    assert api.post(f"/api/mislabels/{row.pk}/keep").status_code == 404  # kept already
+
+
 def test_a_viewer_without_change_permission_cannot_accept(reviewed, client, django_user_model):
     from django.contrib.auth.models import Permission
 
