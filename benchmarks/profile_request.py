@@ -19,7 +19,10 @@ from typing import Any
 
 #: Parts of a request, by the file a profiled function lives in (first match wins).
 PARTS = (
-    ("model (encode)", ("sentence_transformers", "torch", "transformers", "tokenizers")),
+    (
+        "model (encode)",
+        ("onnxruntime", "search/encoder/", "sentence_transformers", "torch", "transformers", "tokenizers"),
+    ),
     ("index search", ("search/stores/faiss/", "faiss", "threadpoolctl")),
     ("database", ("django/db/", "sqlite3", "psycopg")),
     ("template", ("django/template/", "django/templatetags/", "django/utils/html.py", "templates/")),
