@@ -183,9 +183,9 @@ def run(quick: bool, lean: bool = False) -> dict[str, Any]:
                     section["ann_hnsw"] = ann.compare("hnsw", ids, vecs, flat_dir=None)
                 if size == largest and plan.get("ann_at_largest", True):
                     _log("approximate index: ivf ...")
-                    from search import status
+                    from search.stores import faiss_store
 
-                    section["ann_ivf"] = ann.compare("ivf", ids, vecs, flat_dir=status.index_dir())
+                    section["ann_ivf"] = ann.compare("ivf", ids, vecs, flat_dir=faiss_store.index_dir())
                     section["ann_ivf"]["lists"] = _ivf_lists(len(ids))
                 del ids, vecs
             if size == plan["throughput_size"]:
@@ -226,9 +226,9 @@ def _save_partial(results: dict[str, Any]) -> None:
 
 def _library_vectors():
     from search import encoder
-    from search.ingest import rebuild
+    from search.stores import rows as store_rows
 
-    return rebuild.index_vectors_read(model=encoder.model_name())
+    return store_rows.hybrids_read(model=encoder.model_name())
 
 
 def _ivf_lists(n: int) -> int:

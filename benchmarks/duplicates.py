@@ -107,14 +107,14 @@ def run(size: int, *, rounds: int = 1) -> dict[str, Any]:
 
     from search import encoder
     from search.duplicates import scan as duplicates
-    from search.ingest import rebuild
+    from search.stores import rows as store_rows
     from search.stores.faiss import neighbours
 
     out: dict[str, Any] = {"size": size, "k": duplicates.NEIGHBOURS, "batch": neighbours.NEIGHBOUR_BATCH}
     with noise(out):
         model = encoder.model_name()
         out["planted_copies"] = plant_copies(model)
-        ids, vectors = rebuild.vectors_read(
+        ids, vectors = store_rows.vectors_read(
             duplicates._candidates(model).order_by("pk"), "image_vector", model=model
         )
         threshold = settings.IMAGESEARCH_DUPLICATE_THRESHOLD

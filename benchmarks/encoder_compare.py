@@ -59,7 +59,8 @@ def _images(count: int) -> list[Any]:
 def run(*, queries: int = 60, rounds: int = 5, image_rounds: int = 3) -> dict[str, Any]:
     import torch
 
-    from search import encoder, status
+    from search import encoder
+    from search.stores import faiss_store
 
     from .query import query_texts
 
@@ -93,7 +94,7 @@ def run(*, queries: int = 60, rounds: int = 5, image_rounds: int = 3) -> dict[st
             key: encoder.normalize(web[key].encode_texts(texts, batch_size=16)) for key in ("torch", "onnx")
         }
         cosines = (vectors["torch"] * vectors["onnx"]).sum(axis=1)
-        reader = status.index_reader()
+        reader = faiss_store.index_reader()
         reader.refresh()
         same = 0
         for a, b in zip(vectors["torch"], vectors["onnx"], strict=True):

@@ -94,10 +94,10 @@ def run(size: int, queries: int) -> dict[str, Any]:
     from django.db import connection
 
     from gallery.models import Image, Label
-    from search import status
     from search.ingest import rebuild
     from search.query import ranking
     from search.stores import faiss as search_index
+    from search.stores import faiss_store
     from search.stores.pgvector import store
 
     out: dict[str, Any] = {
@@ -214,7 +214,7 @@ def run(size: int, queries: int) -> dict[str, Any]:
             settings.IMAGESEARCH_VECTOR_BACKEND = "faiss"
             settings.IMAGESEARCH_INDEX_KIND = store_name
             settings.INDEX_DIR = index_dirs[store_name]
-            status.index_reader().refresh()
+            faiss_store.index_reader().refresh()
 
     def search(qs: np.ndarray, *, labels: list[str], page_size: int) -> tuple[list[list[int]], list[float]]:
         found, times = [], []

@@ -71,9 +71,9 @@ def _in_memory_flat(index_dir: Any) -> tuple[Any, np.ndarray]:
         vectors = faiss.rev_swig_ptr(inner.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d)
         return index, vectors
     from search import encoder
-    from search.ingest import rebuild
+    from search.stores import rows as store_rows
 
-    ids, vectors = rebuild.index_vectors_read(model=encoder.model_name())
+    ids, vectors = store_rows.hybrids_read(model=encoder.model_name())
     index = faiss.IndexIDMap2(faiss.IndexFlatIP(vectors.shape[1]))
     index.add_with_ids(vectors, ids)
     inner = faiss.downcast_index(index.index)
@@ -162,15 +162,16 @@ def run(size: int, *, requests: int) -> dict[str, Any]:
     from search import encoder, status
     from search.query import ranking
     from search.stores import faiss as search_index
+    from search.stores import faiss_store
 
     out: dict[str, Any] = {"size": size, "k": service_k()}
     client = Wsgi()
     k = service_k()
     with noise(out):
-        reader = search_index.get_reader(status.index_dir(), expected_model=encoder.model_name())
+        reader = search_index.get_reader(faiss_store.index_dir(), expected_model=encoder.model_name())
         reader.refresh()
         assert reader.manifest is not None and reader.manifest.count == size, reader.status()
-        faiss_index, vectors = _in_memory_flat(status.index_dir())
+        faiss_index, vectors = _in_memory_flat(faiss_store.index_dir())
         texts = query_texts(requests + 5, seed=size)
         blas = _numpy_blas_libraries()
         cores = len(os.sched_getaffinity(0))

@@ -45,17 +45,17 @@ def _database_files() -> list[str]:
 
 
 def rebuild(size: int, *, cold: bool) -> dict[str, Any]:
-    from search import status
     from search.ingest import rebuild as search_rebuild
     from search.stores import faiss as search_index
+    from search.stores import faiss_store
 
     out: dict[str, Any] = {"size": size}
     with noise(out):
         warm = search_rebuild.index_rebuild()
         out["warm_s"] = round(warm.seconds, 2)
         out["warm_read_s"] = round(getattr(warm, "read_seconds", float("nan")), 2)
-        manifest = search_index.read_current_manifest(status.index_dir())
-        path = status.index_dir() / manifest.index_file
+        manifest = search_index.read_current_manifest(faiss_store.index_dir())
+        path = faiss_store.index_dir() / manifest.index_file
         out["index_bytes"] = manifest.size_bytes
         # I/O floor: reading the generation file once (warm page cache).
         t = time.perf_counter()
@@ -74,12 +74,12 @@ def rebuild(size: int, *, cold: bool) -> dict[str, Any]:
 
 
 def memory(size: int, *, worker_counts: tuple[int, ...]) -> dict[str, Any]:
-    from search import status
     from search.stores import faiss as search_index
+    from search.stores import faiss_store
     from search.stores.faiss import flat_scan
 
     search_index.reset_readers()  # this process's mapping would take a share of the Pss
-    manifest = search_index.read_current_manifest(status.index_dir())
+    manifest = search_index.read_current_manifest(faiss_store.index_dir())
     index_mib = manifest.size_bytes / 2**20
     out: dict[str, Any] = {
         "size": size,
@@ -140,9 +140,9 @@ def _loads_of(log: str, generation: int) -> list[float]:
 
 
 def switch(size: int, *, workers: int, before_s: float) -> dict[str, Any]:
-    from search import status
     from search.ingest import rebuild as search_rebuild
     from search.stores import faiss as search_index
+    from search.stores import faiss_store
 
     out: dict[str, Any] = {"size": size, "workers": workers, "concurrency": 4}
     log = env.RESULTS_DIR / "gunicorn-switch.log"
@@ -197,7 +197,7 @@ def switch(size: int, *, workers: int, before_s: float) -> dict[str, Any]:
     # Answering pauses show as a stretch with no response at all while the workers load.
     marks = sorted([published, load_end] + [e for _, e, _ in samples if published <= e <= load_end])
     gaps = [b - a for a, b in zip(marks, marks[1:], strict=False)]
-    manifest = search_index.read_current_manifest(status.index_dir())
+    manifest = search_index.read_current_manifest(faiss_store.index_dir())
     out.update(
         {
             "load": summarise(result),

@@ -23,11 +23,12 @@ def when_ready(server) -> None:
     from django.conf import settings
     from django.db import connections
 
-    from search import encoder, status
+    from search import encoder
+    from search.stores.selection import vector_store
 
     def index_load() -> None:
         try:
-            status.index_reader().refresh()  # verified once, mapped here, shared by the workers
+            vector_store().warm()  # FAISS: verified once, mapped here, shared by the workers
         except Exception as exc:  # noqa: BLE001 - no index yet, or a damaged one: workers report it
             server.log.warning("the index could not be loaded before forking: %s", exc)
         finally:
@@ -70,7 +71,7 @@ def on_starting(server) -> None:
     import django
 
     django.setup()
-    from search.stores.pgvector import checks
+    from search.stores import checks
 
     checks.refuse_unless_usable()
 

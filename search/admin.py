@@ -22,7 +22,7 @@ from .duplicates import scan as duplicates
 from .ingest import pipeline
 from .labelling import review
 from .models import DuplicateScan, IndexState, LabellingPass
-from .stores import pgvector as vectorstore
+from .stores.selection import vector_store
 
 
 @admin.register(IndexState)
@@ -77,8 +77,8 @@ class IndexStatusAdmin(admin.ModelAdmin):
             elif action == "reembed_all":
                 ids = list(Image.objects.values_list("pk", flat=True))
                 message = f"{pipeline.images_reembed(image_ids=ids)} image(s) queued for embedding."
-            elif action == "rebuild" and vectorstore.enabled():
-                message = vectorstore.NOTHING_TO_REBUILD
+            elif action == "rebuild" and not vector_store().rebuilds:
+                message = vector_store().nothing_to_rebuild
             elif action == "rebuild":
                 dispatch.index_rebuild_request()
                 message = "An index rebuild was requested."

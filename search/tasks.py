@@ -30,6 +30,7 @@ from gallery.services import images_taken_at_backfill
 from . import dispatch, encoder
 from .duplicates import scan as duplicates
 from .ingest import pipeline, rebuild
+from .ingest import sweep as sweep_module
 from .labelling.passes import labelling_pass
 
 logger = logging.getLogger(__name__)
@@ -96,9 +97,10 @@ def refresh_hybrids(self, image_ids: list[int]) -> int:
 def rebuild_index() -> dict[str, object]:
     """Write a new index generation. Run twice (or concurrently): one writer wins, the other
     backs off; the written generation always equals a rebuild from the database. A rebuild
-    that wrote a generation asks for a near-duplicate scan (images came, went or changed)."""
+    that served requests (a FAISS generation written, or pgvector's requests counted) asks for a
+    near-duplicate scan: images came, went or changed, on either store."""
     report = rebuild.index_rebuild()
-    if report.built:
+    if report.served:
         dispatch.duplicates_scan_request()
     return vars(report)
 
@@ -120,9 +122,9 @@ def suggest_labels() -> dict[str, object]:
 
 @shared_task
 def sweep(at_start: bool = False) -> dict[str, int]:
-    """Repair from the rows (search.ingest.rebuild.index_sweep). Run twice: the work it hands over is
+    """Repair from the rows (search.ingest.sweep.index_sweep). Run twice: the work it hands over is
     idempotent, so a second run only sends messages that find nothing left to do."""
-    return rebuild.index_sweep(at_start=at_start)
+    return sweep_module.index_sweep(at_start=at_start)
 
 
 @shared_task
@@ -147,7 +149,7 @@ def backfill_taken_at() -> int:
 def _refuse_an_unusable_vector_store(**kwargs) -> None:
     # A worker does not run Django's system checks: IMAGESEARCH_VECTOR_BACKEND=pgvector on a
     # database without pgvector stops it here, with what to install, before it takes a task.
-    from .stores.pgvector import checks
+    from .stores import checks
 
     checks.refuse_unless_usable()
 

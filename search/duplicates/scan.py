@@ -31,9 +31,9 @@ from gallery import services as gallery_services
 from gallery.models import Image
 
 from .. import dispatch, encoder
-from ..ingest import rebuild
 from ..models import DuplicateGroup, DuplicateMember, DuplicateScan
 from ..stores import faiss as search_index
+from ..stores.selection import vector_store
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def duplicates_scan(*, force: bool = False) -> ScanReport:
 
 def _scan(*, state: DuplicateScan, seen: int, model: str, threshold: float, started: float) -> ScanReport:
     DuplicateScan.objects.filter(pk=1).update(running_since=timezone.now(), done=0, total=0, last_error="")
-    ids, vectors = rebuild.vectors_read(_candidates(model).order_by("pk"), "image_vector", model=model)
+    ids, vectors = vector_store().image_vectors(_candidates(model).order_by("pk"), model=model)
     read_seconds = time.monotonic() - started
     DuplicateScan.objects.filter(pk=1).update(total=len(ids))
 

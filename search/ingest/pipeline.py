@@ -25,7 +25,7 @@ from gallery.models import Image, Label
 from gallery.validation import THUMBNAIL_SIZE, InvalidImage, to_rgb
 
 from .. import dispatch, encoder
-from ..stores import pgvector as vectorstore
+from ..stores.selection import vector_store
 from . import claims
 
 logger = logging.getLogger(__name__)
@@ -378,10 +378,11 @@ def _mark_ready(image_id: int, hybrid: np.ndarray, weight: float, now: Any, **ve
 
 
 def _vector_store_write(image_id: int, hybrid: np.ndarray, now: Any, updated: int) -> None:
-    """With pgvector as the store, the hybrid goes into it in the row's own transaction: the
-    image is searchable as soon as it is ready (a row deleted meanwhile has none)."""
-    if updated and vectorstore.enabled():
-        vectorstore.hybrids_write([(image_id, hybrid)], model=encoder.model_name(), now=now)
+    """The store writes the hybrid in the row's own transaction (pgvector: the image is
+    searchable as soon as it is ready; FAISS: the next generation reads it). A row deleted
+    meanwhile has none."""
+    if updated:
+        vector_store().rows_ready([(image_id, hybrid)], model=encoder.model_name(), now=now)
 
 
 def _mark_failed(image_id: int, reason: str) -> None:

@@ -18,9 +18,9 @@ from django.utils import timezone
 from gallery.models import Image, Label
 
 from .. import dispatch, encoder
-from ..ingest import rebuild
 from ..models import LabellingPass, LabelSuggestion, Mislabel
 from ..stores import faiss as search_index
+from ..stores.selection import vector_store
 from . import scoring
 
 logger = logging.getLogger(__name__)
@@ -97,9 +97,8 @@ def labelling_pass() -> PassReport:
 
 def _run(started: float) -> PassReport:
     model = encoder.model_name()
-    ids, vectors = rebuild.vectors_read(
+    ids, vectors = vector_store().image_vectors(
         Image.objects.ready().filter(embedding_model=model, image_vector__isnull=False).order_by("pk"),
-        "image_vector",
         model=model,
     )
     label_ids, text = _label_vectors(encoder.text_model_name(), dim=vectors.shape[1] if len(ids) else 0)

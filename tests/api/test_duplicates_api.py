@@ -9,7 +9,7 @@ from api.tokens import api_token_create
 from search.duplicates import scan as duplicates
 from tests.support.near_duplicates import TEST_THRESHOLD, near_duplicate_library
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("vector_store")]
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ from search.models import ImageVector
 from search.query import ranking
 from search.query import vectors as query_vectors
 from search.stores import faiss as search_index
-from search.stores import pgvector as vectorstore
+from search.stores import selection
 from tests.factories import upload
 from tests.support.images import image_bytes
 
@@ -187,7 +187,7 @@ def test_a_round_trip_into_an_empty_installation_gives_the_same_library(
 def _stored_and_searchable(ids: list[int]) -> None:
     """Embedded; with FAISS, indexed too (pgvector stores the vectors with the rows)."""
     pipeline.images_embed(image_ids=ids)
-    if not vectorstore.enabled():
+    if not selection.enabled():
         assert rebuild.index_rebuild().built
 
 

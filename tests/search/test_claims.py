@@ -20,7 +20,7 @@ from django.utils import timezone
 from gallery.models import Image
 from gallery.services import image_relabel
 from search import dispatch
-from search.ingest import claims, pipeline, rebuild
+from search.ingest import claims, pipeline, sweep
 from tests.factories import create_images
 
 # transaction=True: the sweep sends after commit, as in production.
@@ -79,7 +79,7 @@ def test_the_sweep_frees_and_requeues_the_images_of_runs_that_are_gone_and_leave
     _hold([live], f"{socket.gethostname()}:{os.getppid()}:nonce")
     sent.clear()
 
-    report = rebuild.index_sweep()
+    report = sweep.index_sweep()
 
     assert _sent_ids(sent, dispatch.EMBED_TASK) == {dead, remote}
     assert report["claims_freed"] == 2 and report["requeued"] == 2
@@ -92,8 +92,8 @@ def test_at_a_workers_start_every_pending_image_no_live_run_holds_is_handed_over
     Image.objects.update(queued_at=timezone.now())
     _hold([held], f"{socket.gethostname()}:{os.getppid()}:nonce")
     sent.clear()
-    assert rebuild.index_sweep()["requeued"] == 0  # periodic: its message is still on its way
-    assert rebuild.index_sweep(at_start=True)["requeued"] == 1
+    assert sweep.index_sweep()["requeued"] == 0  # periodic: its message is still on its way
+    assert sweep.index_sweep(at_start=True)["requeued"] == 1
     assert _sent_ids(sent, dispatch.EMBED_TASK) == {queued}
 
 
@@ -114,16 +114,16 @@ def test_a_relabel_whose_refresh_was_lost_is_refreshed_by_the_sweep(sent, settin
     before = Image.objects.get(pk=pk).hybrid_vector
     image_relabel(image=Image.objects.get(pk=pk), names=["zebra"])
     sent.clear()  # the refresh message is lost (the broker was down)
-    assert rebuild.index_sweep()["hybrids_refreshed"] == 0  # within the grace: may still arrive
+    assert sweep.index_sweep()["hybrids_refreshed"] == 0  # within the grace: may still arrive
     ago = timezone.now() - timedelta(seconds=settings.IMAGESEARCH_CLAIM_TIMEOUT + 5)
     # As if the relabel happened a while ago, after the hybrid was made.
     Image.objects.filter(pk=pk).update(labels_changed_at=ago, hybrid_updated_at=ago - timedelta(seconds=1))
-    assert rebuild.index_sweep()["hybrids_refreshed"] == 1
+    assert sweep.index_sweep()["hybrids_refreshed"] == 1
     assert _sent_ids(sent, dispatch.REFRESH_TASK) == {pk}
     pipeline.hybrids_refresh(image_ids=[pk])  # as the worker does with that message
     assert Image.objects.get(pk=pk).hybrid_vector != before
     sent.clear()
-    assert rebuild.index_sweep()["hybrids_refreshed"] == 0  # up to date now
+    assert sweep.index_sweep()["hybrids_refreshed"] == 0  # up to date now
 
 
 def test_a_rebuild_whose_message_was_lost_is_sent_again_soon_after_it_was_due(sent, settings):
@@ -133,9 +133,9 @@ def test_a_rebuild_whose_message_was_lost_is_sent_again_soon_after_it_was_due(se
     dispatch.index_rebuild_request()
     assert [name for name, _ in sent].count(dispatch.REBUILD_TASK) == 1
     sent.clear()  # lost with the broker
-    rebuild.index_sweep()
+    sweep.index_sweep()
     assert dispatch.REBUILD_TASK not in [name for name, _ in sent]  # not yet due
     overdue = timezone.now() - timedelta(seconds=settings.IMAGESEARCH_CLAIM_TIMEOUT + 5)
     IndexState.objects.filter(pk=1).update(rebuild_due_at=overdue, queued_at=overdue)
-    rebuild.index_sweep()
+    sweep.index_sweep()
     assert dispatch.REBUILD_TASK in [name for name, _ in sent]

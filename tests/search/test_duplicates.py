@@ -16,12 +16,12 @@ from django.urls import reverse
 from gallery.models import Image
 from search import dispatch, tasks
 from search.duplicates import scan as duplicates
-from search.ingest import pipeline, rebuild
+from search.ingest import pipeline, sweep
 from search.models import DuplicateGroup, DuplicateScan, IndexState
 from tests.support.images import make_image
 from tests.support.near_duplicates import SEEDS, SIZE, TEST_THRESHOLD, near_duplicate_library, store
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("vector_store")]
 
 
 @pytest.fixture
@@ -220,12 +220,14 @@ def _scans_sent(sent: list[tuple[str, dict]]) -> int:
     return [name for name, _ in sent].count(dispatch.DUPLICATES_TASK)
 
 
-def test_a_rebuild_that_wrote_a_generation_asks_for_one_scan_however_many_requests(
+def test_a_rebuild_that_served_requests_asks_for_one_scan_however_many_requests(
     sent, django_capture_on_commit_callbacks
 ):
+    """On either store: FAISS writes a generation, pgvector counts the requests served."""
     with django_capture_on_commit_callbacks(execute=True):
-        tasks.rebuild_index()
-        tasks.rebuild_index()
+        for _ in range(2):
+            dispatch.index_rebuild_request()  # as the pipeline asks after embedding
+            tasks.rebuild_index()
         dispatch.duplicates_scan_request()
     state = DuplicateScan.get()
     assert state.requested == 3 and state.scan_queued
@@ -257,9 +259,9 @@ def test_the_sweep_sends_a_scan_requested_while_the_broker_was_down(sent, django
     DuplicateScan.get()
     DuplicateScan.objects.filter(pk=1).update(requested=1)  # counted, never sent
     with django_capture_on_commit_callbacks(execute=True):
-        assert rebuild.index_sweep()["duplicates_scan_scheduled"] == 1
+        assert sweep.index_sweep()["duplicates_scan_scheduled"] == 1
     assert _scans_sent(sent) == 1
-    assert rebuild.index_sweep()["duplicates_scan_scheduled"] == 0  # queued now
+    assert sweep.index_sweep()["duplicates_scan_scheduled"] == 0  # queued now
 
 
 # --- The admin page ---------------------------------------------------------------------------

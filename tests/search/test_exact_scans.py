@@ -15,7 +15,9 @@ from django.conf import settings
 from search.errors import SearchUnavailable
 from search.query import ranking, slots
 from search.query.vectors import query_vector_for_text
+from search.stores import base as store_base
 from search.stores import faiss as search_index
+from search.stores import faiss_nearest
 
 pytestmark = pytest.mark.django_db
 
@@ -29,9 +31,9 @@ def test_the_scan_of_every_row_gives_the_index_order_one_small_chunk_at_a_time(l
     vector = query_vector_for_text(text="zebra")
     served = ranking.images_search(vector=vector, page_size=5)
     _no_generation()
-    monkeypatch.setattr(ranking, "SCAN_CHUNK", 2)  # five rows: three reads
+    monkeypatch.setattr(faiss_nearest, "SCAN_CHUNK", 2)  # five rows: three reads
     scanned = ranking.images_search(vector=vector, page_size=5)
-    assert ranking.FROM_ROWS_NOTICE in scanned.notices
+    assert faiss_nearest.FROM_ROWS_NOTICE in scanned.notices
     assert [h.image.pk for h in scanned.hits] == [h.image.pk for h in served.hits]
     assert np.allclose([h.score for h in scanned.hits], [h.score for h in served.hits], atol=1e-4)
 
@@ -52,7 +54,7 @@ def test_the_scan_of_every_row_needs_a_model_slot(library, settings):
 
 def test_a_wide_filter_far_from_the_query_is_scanned_once_not_widened(library, monkeypatch):
     vector = query_vector_for_text(text="bicycle")
-    monkeypatch.setattr(ranking, "EXACT_FILTER_LIMIT", 1)  # the two sunsets count as "wide"
+    monkeypatch.setattr(store_base, "EXACT_FILTER_LIMIT", 1)  # the two sunsets count as "wide"
     asked: list[bool] = []
 
     def first_answer_short(*args, widen: bool, **kwargs) -> list:
@@ -61,7 +63,7 @@ def test_a_wide_filter_far_from_the_query_is_scanned_once_not_widened(library, m
         asked.append(widen)
         return []
 
-    monkeypatch.setattr(ranking, "_nearest_from_index", first_answer_short)
+    monkeypatch.setattr(faiss_nearest, "_nearest_from_index", first_answer_short)
     hits = ranking.images_search(vector=vector, labels=["sunset"], page_size=2).hits
     assert asked == [False]
     assert {h.image.pk for h in hits} == set(library["sunset"])

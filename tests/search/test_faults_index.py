@@ -27,8 +27,9 @@ from gallery.models import Image
 from search import encoder, status
 from search.ingest import pipeline, rebuild
 from search.models import IndexState
-from search.query import ranking
 from search.stores import faiss as search_index
+from search.stores import faiss_nearest, faiss_store
+from search.stores import rows as store_rows
 from tests.conftest import web_server_env
 from tests.factories import create_indexed_images
 from tests.support.clip_model import build_clip_model
@@ -117,7 +118,7 @@ def test_a_damaged_generation_is_reported_never_served_and_a_rebuild_restores(ho
     # it serves the newest intact earlier generation (kept on disk for this), asks for a
     # rebuild at once, and says so.
     search_index.reset_readers()
-    status._repairs_requested.clear()  # what a new process starts with
+    faiss_store._repairs_requested.clear()  # what a new process starts with
     requested = IndexState.get().requested
     page = _search_page(staff_client)
     assert page.status_code == 200
@@ -136,7 +137,7 @@ def test_a_damaged_generation_is_reported_never_served_and_a_rebuild_restores(ho
     assert page.status_code == 200
     assert page.context["page"].generation is None
     assert [h.image.pk for h in page.context["page"].hits] == [h.image.pk for h in served.hits]
-    assert ranking.FROM_ROWS_NOTICE in page.context["page"].notices
+    assert faiss_nearest.FROM_ROWS_NOTICE in page.context["page"].notices
 
     restored = rebuild.index_rebuild().generation
     _reader().refresh()
@@ -363,7 +364,7 @@ def test_a_stored_vector_of_another_size_makes_the_rebuild_refuse_and_the_old_ge
     # A row that claims the current model with a vector of another dimension (a model directory
     # replaced in place, a bad restore): one index cannot hold both sizes.
     Image.objects.filter(pk=ids[0]).update(hybrid_vector=encoder.to_bytes(np.ones(32, np.float32) / 32**0.5))
-    with pytest.raises(search_index.SearchIndexError, match="different sizes"):
+    with pytest.raises(store_rows.VectorSizesDiffer, match="different sizes"):
         rebuild.index_rebuild()
     _reader().refresh()
     assert search_index.read_current_manifest(settings.INDEX_DIR).generation == served

@@ -11,6 +11,7 @@ from imagesearch import settings as product_settings
 from search import status
 from search.ingest import pipeline, rebuild
 from search.stores import faiss as search_index
+from search.stores import faiss_store
 from search.stores.faiss import tuning
 from tests.factories import create_images, create_indexed_images
 
@@ -150,7 +151,7 @@ def test_a_rebuild_with_auto_tunes_on_the_labels_text_vectors_and_the_status_sho
     pipeline.images_embed(image_ids=ids)
     rebuild.index_rebuild()
 
-    manifest = search_index.read_current_manifest(status.index_dir())
+    manifest = search_index.read_current_manifest(faiss_store.index_dir())
     assert (manifest.requested_kind, manifest.kind) == ("auto", "ivf")
     assert manifest.recall_text_queries == 5  # one text query per label
     assert manifest.recall_image_queries == 10

@@ -15,6 +15,7 @@ from search.ingest import pipeline, rebuild
 from search.query import ranking
 from search.query import vectors as query_vectors
 from search.stores import faiss as search_index
+from search.stores import faiss_store
 from tests.factories import create_images
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,7 +30,7 @@ def test_rebuild_writes_the_configured_kind_and_search_answers_from_it(settings,
 
     report = rebuild.index_rebuild()
 
-    manifest = search_index.read_current_manifest(status.index_dir())
+    manifest = search_index.read_current_manifest(faiss_store.index_dir())
     assert report.built and manifest.kind == kind and manifest.count == 4
     page = ranking.images_search(vector=query_vectors.query_vector_for_text(text="zebra"))
     zebras = set(Image.objects.filter(labels__name="zebra").values_list("pk", flat=True))
@@ -48,7 +49,7 @@ def test_changing_the_kind_setting_marks_the_index_behind_until_rebuilt(settings
 
     rebuild.index_rebuild()
     assert not status.index_behind()
-    assert search_index.read_current_manifest(status.index_dir()).kind == "ivf"
+    assert search_index.read_current_manifest(faiss_store.index_dir()).kind == "ivf"
 
 
 def test_an_unknown_index_kind_is_refused_at_start_with_the_choices():

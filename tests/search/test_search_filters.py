@@ -10,6 +10,7 @@ from gallery.models import Image
 from search import encoder, errors
 from search.query import ranking
 from search.query import vectors as query_vectors
+from search.stores import base as store_base
 from tests.factories import create_indexed_images
 
 # Each test runs against both vector stores (tests/conftest.py, vector_store).
@@ -28,7 +29,7 @@ def _ids(page: ranking.ResultPage) -> list[int]:
 def test_a_wide_label_filter_over_fetched_from_the_index_equals_exact_scoring(ids, monkeypatch):
     vector = query_vectors.query_vector_for_text(text="bicycle")
     exact = ranking.images_search(vector=vector, labels=["bicycle"], page_size=3, page=2)
-    monkeypatch.setattr(ranking, "EXACT_FILTER_LIMIT", 0)  # force the index path
+    monkeypatch.setattr(store_base, "EXACT_FILTER_LIMIT", 0)  # force the index path
     from_index = ranking.images_search(vector=vector, labels=["bicycle"], page_size=3, page=2)
     assert _ids(exact) == _ids(from_index)
     assert [h.score for h in exact.hits] == pytest.approx([h.score for h in from_index.hits], abs=1e-5)
@@ -37,7 +38,7 @@ def test_a_wide_label_filter_over_fetched_from_the_index_equals_exact_scoring(id
 
 @pytest.mark.parametrize("exact_limit", [0, 5000])
 def test_a_deleted_image_never_appears_in_filtered_results(ids, monkeypatch, exact_limit):
-    monkeypatch.setattr(ranking, "EXACT_FILTER_LIMIT", exact_limit)
+    monkeypatch.setattr(store_base, "EXACT_FILTER_LIMIT", exact_limit)
     vector = query_vectors.query_vector_for_text(text="bicycle")
     first = ranking.images_search(vector=vector, labels=["bicycle"]).hits[0].image
     gallery_services.images_delete(images=[first])

@@ -17,7 +17,7 @@ from sentence_transformers import SentenceTransformer
 
 from gallery.models import Image, Label
 from search import encoder, status
-from search.ingest import pipeline, rebuild
+from search.ingest import pipeline, rebuild, sweep
 from search.query import vectors as query_vectors
 from tests.factories import create_images, create_indexed_images
 from tests.support.text_model import build_text_model
@@ -119,7 +119,7 @@ def test_switching_the_text_model_rederives_hybrids_without_running_the_image_mo
     assert stamped == set(ids)
     # Asked again (a second click, the sweep): nothing is sent twice while the refresh waits.
     assert pipeline.hybrids_text_model_refresh() == 0
-    assert rebuild.index_sweep()["text_model_refreshed"] == 0
+    assert sweep.index_sweep()["text_model_refreshed"] == 0
 
     # What the worker's refresh task runs for the ids it was sent.
     assert pipeline.hybrids_refresh(image_ids=sorted(stamped)) == len(ids)

@@ -13,10 +13,11 @@ from django.utils import timezone
 from gallery import services as gallery_services
 from gallery.models import Image, Label
 from search import encoder, status
-from search.ingest import pipeline, rebuild
+from search.ingest import pipeline, rebuild, sweep
 from search.models import ImageVector, IndexState
 from search.query import ranking
 from search.query import vectors as query_vectors
+from search.stores import base as store_base
 from search.stores.pgvector import store
 from tests.factories import create_images
 
@@ -143,7 +144,7 @@ def test_without_the_iterative_scan_the_same_query_would_come_up_short(
 def test_a_page_the_graph_walk_cannot_fill_is_scored_exactly(settings, rare_label_library, monkeypatch):
     _through_the_hnsw_index(settings)
     monkeypatch.setattr(store, "ITERATIVE_SCAN", "off")  # the walk gives up early, as at max_scan_tuples
-    monkeypatch.setattr(store, "EXACT_FILTER_LIMIT", 0)
+    monkeypatch.setattr(store_base, "EXACT_FILTER_LIMIT", 0)
     page = ranking.images_search(vector=rare_label_library["query"], labels=["rare"], page_size=10)
     assert _ids(page) == _exact_order(rare_label_library)
 
@@ -220,7 +221,7 @@ def test_a_library_embedded_with_faiss_becomes_searchable_by_the_sweep_without_t
     assert status.index_behind()
     assert _ids(ranking.images_search(vector=query_vectors.query_vector_for_text(text="zebra"))) == []
 
-    assert rebuild.index_sweep()["vectors_backfilled"] == 2
+    assert sweep.index_sweep()["vectors_backfilled"] == 2
 
     assert not status.index_behind()
     page = ranking.images_search(vector=query_vectors.query_vector_for_text(text="zebra"))
@@ -231,7 +232,7 @@ def test_the_sweep_serves_rebuild_requests_so_no_page_says_updating_for_ever():
     ids = create_images([(1, ["zebra"])])
     pipeline.images_embed(image_ids=ids)  # requests a rebuild; its message never goes out here
     assert IndexState.get().behind_requests
-    rebuild.index_sweep()
+    sweep.index_sweep()
     assert not IndexState.get().behind_requests
     page = ranking.images_search(vector=query_vectors.query_vector_for_text(text="zebra"))
     assert status.BEHIND_NOTICE not in page.notices

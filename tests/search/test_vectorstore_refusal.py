@@ -1,5 +1,5 @@
 """IMAGESEARCH_VECTOR_BACKEND=pgvector on a database that cannot serve it is refused at start-up
-with what to install (search.stores.pgvector.checks): never a traceback on the first search."""
+with what to install (search.stores.checks): never a traceback on the first search."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from search.stores.pgvector import checks, database
+from search.stores import checks
+from search.stores.pgvector import database
 from tests.support.constants import ROOT
 
 

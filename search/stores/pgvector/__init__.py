@@ -17,8 +17,6 @@ check use it); ``store`` writes and searches. See docs/architecture.md and docs/
 
 from __future__ import annotations
 
-from django.conf import settings
-
 from .store import (
     EXTENSION_MINIMUM,
     hybrids_write,
@@ -30,12 +28,6 @@ from .store import (
     vectors_summary,
 )
 
-
-def enabled() -> bool:
-    """Whether pgvector, not FAISS, is the vector store (read at each call: tests switch it)."""
-    return settings.IMAGESEARCH_VECTOR_BACKEND == "pgvector"
-
-
 NOTHING_TO_REBUILD = (
     "The vectors live in PostgreSQL beside the rows (pgvector): each image is searchable as soon "
     "as it is ready, and there is no index to rebuild."
@@ -44,7 +36,6 @@ NOTHING_TO_REBUILD = (
 __all__ = [
     "EXTENSION_MINIMUM",
     "NOTHING_TO_REBUILD",
-    "enabled",
     "hybrids_write",
     "index_ensure",
     "nearest",

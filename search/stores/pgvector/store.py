@@ -20,6 +20,7 @@ from pgvector.django import HalfVectorField, HnswIndex, MaxInnerProduct
 from gallery.models import Image
 
 from ...models import ImageVector
+from .. import base
 from .database import EXTENSION_MINIMUM, TABLE
 
 __all__ = ["EXTENSION_MINIMUM"]
@@ -30,9 +31,6 @@ HNSW_EF_CONSTRUCTION = 128
 OPCLASS = "halfvec_ip_ops"
 # Scan on in exact distance order while filters (labels, status, model) drop candidates.
 ITERATIVE_SCAN = "strict_order"
-# A label filter keeping at most this many images is scored exactly (as the FAISS store does):
-# walking the graph for a rare label far from the query visits most of it and may give up.
-EXACT_FILTER_LIMIT = 5000
 
 _indexed: set[tuple[str, int]] = set()  # (database alias, dimension) known to have their index
 _indexed_lock = threading.Lock()
@@ -127,7 +125,7 @@ def nearest(
     The HNSW index scan is iterative (``hnsw.iterative_scan``): when the filters drop the first
     candidates it goes on scanning, so a rare label still fills its page."""
     kept = _filter_bound(label_ids)
-    exact = kept is not None and kept <= EXACT_FILTER_LIMIT
+    exact = kept is not None and kept <= base.EXACT_FILTER_LIMIT  # as on the FAISS store
     found = _run(
         nearest_query(
             vector, model=model, needed=needed, exclude_id=exclude_id, label_ids=label_ids, exact=exact

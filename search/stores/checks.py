@@ -1,4 +1,5 @@
-"""The start-up refusal: ``IMAGESEARCH_VECTOR_BACKEND=pgvector`` on a database that cannot serve it.
+"""The start-up refusal: a vector store this database cannot serve (``IMAGESEARCH_VECTOR_BACKEND=
+pgvector`` without the extension, ...).
 
 A Django system check, so ``manage.py migrate`` (which ``./run`` runs first), ``check`` and
 ``runserver`` refuse with what to install; gunicorn and the Celery worker ask
@@ -12,15 +13,11 @@ from typing import Any
 from django.core import checks
 from django.db import connection
 
-from . import database
+from .selection import vector_store
 
 
 def vector_store_check(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    from . import enabled
-
-    if not enabled():
-        return []
-    found = database.unusable(connection)
+    found = vector_store().unusable(connection)
     if found is None:
         return []
     if found.migrate_fixes:  # only a warning, so that the migrate that completes the set-up runs
@@ -29,11 +26,8 @@ def vector_store_check(app_configs: Any = None, **kwargs: Any) -> list[checks.Ch
 
 
 def refuse_unless_usable() -> None:
-    """Exit with the reason when pgvector is the store and this database cannot serve it."""
-    from . import enabled
-
-    if enabled():
-        found = database.unusable(connection)
-        connection.close()  # opened before a fork (gunicorn, celery prefork): not to be shared
-        if found is not None:
-            raise SystemExit(f"Refusing to start: {found.reason}")
+    """Exit with the reason when this database cannot serve the configured store."""
+    found = vector_store().unusable(connection)
+    connection.close()  # opened before a fork (gunicorn, celery prefork): not to be shared
+    if found is not None:
+        raise SystemExit(f"Refusing to start: {found.reason}")

@@ -1,0 +1,83 @@
+"""The periodic repair (the sweep): everything the broker may have lost, found again from the rows."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import F, Q
+from django.utils import timezone
+
+from gallery.models import Image
+
+from .. import dispatch
+from ..models import DuplicateScan, LabellingPass
+from ..stores.selection import vector_store
+from . import claims, pipeline
+
+
+def index_sweep(*, at_start: bool = False) -> dict[str, int]:
+    """Periodic repair, from the rows (every ``IMAGESEARCH_SWEEP_INTERVAL`` seconds, and when a
+    worker starts). Each step is safe to repeat: the work it hands over is idempotent.
+
+    - Images claimed by a run that is gone (killed, or silent past the claim timeout) are freed
+      and enqueued again, as are pending images no run claimed for ``IMAGESEARCH_PENDING_TIMEOUT``
+      (or never handed to the broker). When a worker starts (``at_start``), every pending image
+      no live run holds is enqueued again: a worker killed a moment before it claimed its rows
+      left its messages unacknowledged in the broker, where they stay invisible for the
+      visibility timeout. An image whose message was only waiting gets a second one, which
+      finds it embedded and does nothing.
+    - Hybrids older than their labels' last change (a refresh lost with the broker) are refreshed,
+      and so are hybrids made from label vectors of another text model (the setting changed).
+    - The store's own repair (:meth:`VectorStore.sweep`): FAISS sends a rebuild whose message was
+      lost and schedules one when the index is behind; pgvector writes missing vectors and
+      serves rebuild requests.
+    - A near-duplicate scan whose message was lost is asked again.
+    """
+    now = timezone.now()
+    lost = claims.claims_free_lost(Image.objects.all(), now=now)
+    timeout = timedelta(seconds=settings.IMAGESEARCH_PENDING_TIMEOUT)
+    stuck = list(
+        Image.objects.pending()
+        .filter(claimed_by="")
+        .filter(
+            Q() if at_start else Q(pk__in=lost) | Q(queued_at__isnull=True) | Q(queued_at__lt=now - timeout)
+        )
+        .values_list("pk", flat=True)[:50_000]
+    )
+    if stuck:
+        dispatch.embedding_enqueue(image_ids=stuck)
+    # A text model switched since the hybrids were made: stamped now, so not sent twice below.
+    text_model_refreshed = pipeline.hybrids_text_model_refresh()
+    grace = claims.claim_stale_before(now)
+    stale_hybrids = list(
+        Image.objects.ready().hybrids_stale(changed_before=grace).values_list("pk", flat=True)[:50_000]
+    )
+    if stale_hybrids:
+        # Stamped again, so that while the refresh waits in a long queue it is re-sent at most
+        # once per claim timeout, not at every sweep.
+        Image.objects.filter(pk__in=stale_hybrids).update(labels_changed_at=now)
+        dispatch.hybrids_refresh_enqueue(image_ids=stale_hybrids)
+    # A labelling pass requested while the broker was down (or lost with its message), either store.
+    if LabellingPass.objects.filter(
+        pk=1, queued=False, running_since__isnull=True, requested__gt=F("done_request")
+    ).exists():
+        dispatch.labelling_schedule()
+    figures = vector_store().sweep(stale_before=grace)
+    # A scan requested while the broker was down (or lost with its message) is asked again, and
+    # one is asked when the store served rebuild requests here (their message was lost).
+    scan_behind = DuplicateScan.objects.filter(
+        pk=1, scan_queued=False, running_since__isnull=True, requested__gt=F("scanned_request")
+    ).exists()
+    if figures.pop("rebuild_served", 0):
+        dispatch.duplicates_scan_request()
+    elif scan_behind:
+        dispatch.duplicates_scan_schedule()
+    return {
+        "requeued": len(stuck),
+        "claims_freed": len(lost),
+        "hybrids_refreshed": len(stale_hybrids),
+        "text_model_refreshed": text_model_refreshed,
+        **figures,
+        "duplicates_scan_scheduled": int(scan_behind),
+    }

@@ -1,0 +1,131 @@
+"""PostgreSQL + pgvector as the vector store: the vectors live beside the rows (see
+:mod:`search.stores.pgvector`), written in the transaction that makes a row ready, so there are
+no generations and a rebuild has nothing to write."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from django.db.models import F
+
+from gallery.models import Image
+
+from .. import encoder
+from ..errors import SearchUnavailable
+from ..models import ImageVector, IndexState
+from . import pgvector as vectorstore
+from .base import Nearest, RebuildReport, Slot
+from .pgvector import database
+from .rows import no_index_message, vectors_read
+
+logger = logging.getLogger(__name__)
+
+
+class PgvectorStore:
+    name = "pgvector"
+    rebuilds = False
+    nothing_to_rebuild = vectorstore.NOTHING_TO_REBUILD
+
+    def rows_ready(self, rows: Sequence[tuple[int, np.ndarray]], *, model: str, now: datetime) -> None:
+        vectorstore.hybrids_write(rows, model=model, now=now)
+
+    def nearest(
+        self,
+        vector: np.ndarray,
+        *,
+        needed: int,
+        exclude_id: int | None,
+        label_ids: Sequence[int] | None,
+        slot: Slot,
+    ) -> Nearest:
+        """One query filters, ranks and limits; the rows come with it (nothing to re-read)."""
+        if label_ids is None:  # a label nobody carries: nothing can match
+            return Nearest([])
+        model = encoder.model_name()
+        found = vectorstore.nearest(
+            vector[0], model=model, needed=needed, exclude_id=exclude_id, label_ids=label_ids
+        )
+        if not found and not Image.objects.searchable(model).exists():
+            raise SearchUnavailable(no_index_message())
+        return Nearest(found)
+
+    def rebuild(self) -> RebuildReport:
+        """Nothing to build: the vectors are written with the rows. Requests count as served;
+        ``served`` says whether there were any (the library changed since the last one)."""
+        state = IndexState.get()
+        served = state.requested > state.built_request
+        IndexState.objects.filter(pk=1).update(
+            built_request=F("requested"), rebuild_queued=False, last_error=""
+        )
+        logger.info("rebuild requested: %s", vectorstore.NOTHING_TO_REBUILD)
+        return RebuildReport(built=False, served=served)
+
+    def sweep(self, *, stale_before: datetime) -> dict[str, int]:
+        """Ready rows without their vector (embedded while FAISS was the store) are written from
+        the stored hybrids, a bounded number per sweep. Rebuild requests are served at once (a
+        lost rebuild message would otherwise leave the search page saying "updating")."""
+        backfilled = vectorstore.vectors_backfill(encoder.model_name())
+        report = self.rebuild()
+        return {
+            "rebuild_scheduled": 0,
+            "vectors_backfilled": backfilled,
+            "rebuild_served": int(report.served),
+        }
+
+    def behind(self) -> bool:
+        """The vectors are written with the rows; the sweep fills any gap."""
+        return vectorstore.vectors_missing(encoder.model_name()).exists()
+
+    def dimension(self) -> int | None:
+        return vectorstore.vectors_dimension(encoder.model_name())
+
+    def generation(self) -> int | None:
+        return None
+
+    def notices(self) -> list[str]:
+        return []  # no index files: ready rows are searchable
+
+    def status_fields(self) -> dict[str, Any]:
+        vectors = vectorstore.vectors_summary(encoder.model_name())
+        return {
+            "manifest": None,
+            "age_seconds": None,
+            "built_at": None,
+            "reader": {},
+            "pgvector": vectors,
+            "nothing_to_rebuild": vectorstore.NOTHING_TO_REBUILD,
+            "generation": None,
+            "vectors": vectors["vectors"],
+            "dimension": vectors["dimension"],
+            "size_bytes": vectors["size_bytes"],
+            "kind": "hnsw (pgvector)",
+            "requested_kind": None,
+            "search_param": None,
+            "search_param_value": None,
+            "recall_text": None,
+            "recall_image": None,
+        }
+
+    def image_vectors(self, rows: Any, *, model: str) -> tuple[np.ndarray, np.ndarray]:
+        # The image vectors stay on the rows (the vector table holds the hybrids searched).
+        return vectors_read(rows, "image_vector", model=model)
+
+    def warm(self) -> None:
+        """Nothing to load: every search is one query."""
+
+    def unusable(self, connection: Any) -> database.Unusable | None:
+        return database.unusable(connection)
+
+    def after_migrate(self, connection: Any) -> None:
+        """Create the vector table if its migration ran before the extension was installed (that
+        migration leaves it out then); a later ``migrate`` completes the set-up."""
+        if connection.vendor != "postgresql" or database.table_exists(connection):
+            return
+        with connection.schema_editor() as editor:
+            reason = database.vectors_table_ensure(editor, ImageVector)
+        if reason:
+            print(f"  The pgvector store cannot be set up: {reason}.")
