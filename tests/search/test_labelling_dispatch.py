@@ -9,7 +9,7 @@ import pytest
 from celery import current_app
 
 from search import dispatch, tasks
-from search.ingest import rebuild
+from search.ingest import sweep
 from search.models import LabellingPass
 from tests.factories import create_images
 
@@ -48,10 +48,10 @@ def test_the_sweep_sends_a_pass_requested_while_the_broker_was_down(sent, django
     LabellingPass.get()
     LabellingPass.objects.filter(pk=1).update(requested=1)  # counted, never sent
     with django_capture_on_commit_callbacks(execute=True):
-        rebuild.index_sweep()
+        sweep.index_sweep()
     assert len(_passes_sent(sent)) == 1
     with django_capture_on_commit_callbacks(execute=True):
-        rebuild.index_sweep()
+        sweep.index_sweep()
     assert len(_passes_sent(sent)) == 1  # queued now: not sent twice
 
 
