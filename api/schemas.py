@@ -332,7 +332,7 @@ class KnnIn(Schema):
     """clip-retrieval's ``/knn-service`` request. One of ``text``, ``image``, ``image_url`` or
     ``embedding_input``; the other fields are accepted as clip-retrieval's clients send them."""
 
-    text: StrictStr | None = Field(None, max_length=10_000)
+    text: StrictStr | None = Field(None, max_length=MAX_QUERY_TEXT_LENGTH)
     image: StrictStr | None = Field(None, description="The query image, base64-encoded.")
     image_url: StrictStr | None = Field(
         None, max_length=2000, description="Only this library's own image URLs."

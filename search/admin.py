@@ -19,7 +19,7 @@ from gallery.models import Image
 
 from . import dispatch, status
 from .duplicates import scan as duplicates
-from .ingest import pipeline
+from .ingest import actions
 from .labelling import review
 from .models import DuplicateScan, IndexState, LabellingPass
 from .stores.selection import vector_store
@@ -67,16 +67,16 @@ class IndexStatusAdmin(admin.ModelAdmin):
     def _run_action(self, request: HttpRequest, action: str) -> None:
         with transaction.atomic():
             if action == "embed_missing":
-                done = pipeline.images_embed_missing()
+                done = actions.images_embed_missing()
                 message = (
                     f"{done['reembed']} image(s) queued for embedding, "
                     f"{done['reweigh'] + done['text_model']} hybrid(s) to recompute."
                 )
             elif action == "retry_failed":
-                message = f"{pipeline.images_retry_failed()} failed image(s) queued again."
+                message = f"{actions.images_retry_failed()} failed image(s) queued again."
             elif action == "reembed_all":
                 ids = list(Image.objects.values_list("pk", flat=True))
-                message = f"{pipeline.images_reembed(image_ids=ids)} image(s) queued for embedding."
+                message = f"{actions.images_reembed(image_ids=ids)} image(s) queued for embedding."
             elif action == "rebuild" and not vector_store().rebuilds:
                 message = vector_store().nothing_to_rebuild
             elif action == "rebuild":
@@ -217,7 +217,7 @@ class ImageAdmin(gallery_admin.ImageAdmin):
 
     @admin.action(description="Re-embed selected images", permissions=["change"])
     def reembed_selected(self, request: HttpRequest, queryset: QuerySet[Image]) -> None:
-        count = pipeline.images_reembed(image_ids=list(queryset.values_list("pk", flat=True)))
+        count = actions.images_reembed(image_ids=list(queryset.values_list("pk", flat=True)))
         self.message_user(request, f"{count} image(s) queued for embedding.", messages.SUCCESS)
 
 

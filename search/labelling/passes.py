@@ -208,7 +208,7 @@ def _label_vectors(text_model: str, *, dim: int) -> tuple[np.ndarray, np.ndarray
         .order_by("pk")
         .values_list("pk", "vector")
     )
-    rows = [(pk, np.frombuffer(bytes(blob), dtype="<f4")) for pk, blob in rows]
+    rows = [(pk, encoder.from_bytes(blob)) for pk, blob in rows]
     rows = [(pk, vector) for pk, vector in rows if len(vector) == dim]
     if not rows:
         return np.zeros(0, np.int64), np.zeros((0, dim), np.float32)

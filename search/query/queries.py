@@ -26,16 +26,15 @@ from django.db.models import Count, Q
 from gallery.models import Image, Label
 from gallery.validation import InvalidImage, check_query_image_size
 
+from .. import encoder
 from ..errors import QueryError, QueryTargetMissing
 from . import ranking
 from . import vectors as query_vectors
+from .vectors import MAX_QUERY_TEXT_LENGTH
 
 QUERY_VECTOR_TTL = 3600  # seconds an uploaded image's query vector stays pageable
 DEFAULT_IMAGE_WEIGHT = 0.5  # words and image count the same, as in the stored hybrids
 MAX_FILTER_LABELS = 10
-# The longest query text the page and the API accept (a clear 400 beyond it). CLIP reads 77
-# tokens, a few hundred characters; what lies past them is cut, not searched.
-MAX_QUERY_TEXT_LENGTH = 1000
 
 
 @dataclass(frozen=True)
@@ -129,7 +128,7 @@ def recall_image(token: str) -> np.ndarray:
     data = caches["query_vectors"].get(f"qvec:{token}") if re.fullmatch(r"[0-9a-f]{32}", token) else None
     if data is None:
         raise QueryTargetMissing("That image search has expired; choose the image again.")
-    return np.frombuffer(data, dtype="<f4")
+    return encoder.from_bytes(data)
 
 
 def query_vector(query: SearchQuery) -> tuple[np.ndarray, SearchQuery]:
@@ -271,7 +270,6 @@ def start_page(*, staff: bool = False) -> dict[str, object]:
     """What the search page shows before a query: the newest images and the labels in use,
     or why there is nothing to search yet. Why a model could not load (its text may name paths
     of this machine) is for ``staff``; others are told that it could not."""
-    from .. import encoder
 
     model_error = encoder.last_load_error()
     if model_error and not staff:

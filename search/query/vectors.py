@@ -21,9 +21,10 @@ MODEL_UNAVAILABLE = (
     "the search model could not be loaded; the administrators can see why on the Index status page."
 )
 
-# The text model reads a few dozen tokens (CLIP 77, the multilingual text model 128) and its
-# tokenizer cuts the rest; a longer text is cut before tokenising, so that it costs nothing.
-MAX_QUERY_CHARS = 2000
+# The longest query text any entry point accepts (the search page, the API and /knn-service refuse
+# a longer one with a clear 400). The text model reads a few dozen tokens (CLIP 77, the
+# multilingual text model 128), a few hundred characters; its tokenizer cuts the rest.
+MAX_QUERY_TEXT_LENGTH = 1000
 
 # Invisible but meaningful: the zero-width non-joiner spells Persian and Indic words, the joiner
 # builds emoji sequences (👩‍💻). Other format characters (bidi overrides, zero-width spaces) go.
@@ -33,9 +34,10 @@ _KEPT_FORMAT_CHARS = "\t\n\u200c\u200d"
 def query_text_clean(text: str) -> str:
     """Drop control characters and surplus whitespace; cut what the text model never reads."""
     text = "".join(
-        ch if ch.isprintable() or ch in _KEPT_FORMAT_CHARS else " " for ch in text[: MAX_QUERY_CHARS * 4]
+        ch if ch.isprintable() or ch in _KEPT_FORMAT_CHARS else " "
+        for ch in text[: MAX_QUERY_TEXT_LENGTH * 4]
     )
-    return " ".join(text.split())[:MAX_QUERY_CHARS]
+    return " ".join(text.split())[:MAX_QUERY_TEXT_LENGTH]
 
 
 def query_vector_for_text(*, text: str) -> np.ndarray:

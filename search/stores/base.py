@@ -19,6 +19,10 @@ import numpy as np
 if TYPE_CHECKING:
     from gallery.models import Image
 
+# HNSW graph degree, on either store (FAISS's "hnsw" kind, pgvector's index): high recall on
+# clustered vectors. Each store keeps its own construction and search beams, measured for it.
+HNSW_M = 32
+
 # A label filter that leaves at most this many rows is answered by scoring those rows' stored
 # vectors exactly, on either store: walking an index for a rare label far from the query visits
 # most of it (and pgvector's scan may give up).

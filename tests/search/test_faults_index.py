@@ -25,7 +25,7 @@ from django.conf import settings
 
 from gallery.models import Image
 from search import encoder, status
-from search.ingest import pipeline, rebuild
+from search.ingest import actions, pipeline, rebuild
 from search.models import IndexState
 from search.stores import faiss as search_index
 from search.stores import faiss_nearest, faiss_store
@@ -372,7 +372,7 @@ def test_a_stored_vector_of_another_size_makes_the_rebuild_refuse_and_the_old_ge
     assert page.context["page"].generation == served
 
     # Re-embedding the row (what "Re-embed" does) repairs it and the rebuild goes through.
-    pipeline.images_reembed(image_ids=[ids[0]])
+    actions.images_reembed(image_ids=[ids[0]])
     pipeline.images_embed(image_ids=[ids[0]])
     report = rebuild.index_rebuild()
     assert report.built and report.count == len(ids)
@@ -399,7 +399,7 @@ def test_a_model_change_is_detected_and_embed_missing_reembeds_only_the_stale_ve
     monkeypatch.setattr(
         encoder, "encode_images", lambda images, **kw: calls.append(len(images)) or original(images, **kw)
     )
-    assert pipeline.images_embed_missing()["reembed"] == len(ids)
+    assert actions.images_embed_missing()["reembed"] == len(ids)
     pipeline.images_embed(image_ids=ids[:2])
     rebuild.index_rebuild()
     # Half-way: only rows of the new model are indexed, never a mix of the two.

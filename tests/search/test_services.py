@@ -8,7 +8,7 @@ import pytest
 from gallery import services as gallery_services
 from gallery.models import Image, Label
 from search import encoder, errors
-from search.ingest import pipeline, rebuild
+from search.ingest import actions, pipeline, rebuild
 from search.query import ranking
 from search.query import vectors as query_vectors
 from tests.factories import create_images, upload
@@ -90,7 +90,7 @@ def test_weight_change_is_detected_and_recomputed(settings):
     [image_id] = create_images([(1, ["sunset"])])
     pipeline.images_embed(image_ids=[image_id])
     settings.IMAGESEARCH_IMAGE_WEIGHT = 0.8
-    assert pipeline.images_embed_missing() == {"reembed": 0, "reweigh": 1, "text_model": 0}
+    assert actions.images_embed_missing() == {"reembed": 0, "reweigh": 1, "text_model": 0}
     pipeline.hybrids_refresh(image_ids=[image_id])
     image = Image.objects.get(pk=image_id)
     assert image.hybrid_weight == 0.8

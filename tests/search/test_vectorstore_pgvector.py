@@ -13,7 +13,7 @@ from django.utils import timezone
 from gallery import services as gallery_services
 from gallery.models import Image, Label
 from search import encoder, status
-from search.ingest import pipeline, rebuild, sweep
+from search.ingest import actions, pipeline, rebuild, sweep
 from search.models import ImageVector, IndexState
 from search.query import ranking
 from search.query import vectors as query_vectors
@@ -172,7 +172,7 @@ def test_a_deleted_image_takes_its_vector_with_it_and_never_appears():
 def test_an_image_that_is_no_longer_ready_never_appears():
     ids = create_images([(1, ["zebra"]), (2, ["zebra"])])
     pipeline.images_embed(image_ids=ids)
-    pipeline.images_reembed(image_ids=[ids[0]])  # pending again; its vector row stays until then
+    actions.images_reembed(image_ids=[ids[0]])  # pending again; its vector row stays until then
     assert _ids(ranking.images_search(vector=query_vectors.query_vector_for_text(text="zebra"))) == [ids[1]]
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..base import HNSW_M
 from .flat_scan import SearchFn, flat_searcher
 
 
@@ -185,9 +186,8 @@ def _set_nprobe(faiss: Any, index: Any, value: int) -> None:
 
 # --------------------------------------------------------------------------- hnsw
 
-#: HNSW graph degree, construction and search beams: high recall on clustered vectors, at the
-#: price of a slow build (BENCHMARKS.md).
-HNSW_M = 32
+#: HNSW construction and search beams (the graph degree, HNSW_M, is the rule both stores share):
+#: high recall on clustered vectors, at the price of a slow build (BENCHMARKS.md).
 HNSW_EF_CONSTRUCTION = 40
 HNSW_EF_SEARCH = 64
 

@@ -19,6 +19,7 @@ from pgvector.django import HalfVectorField, HnswIndex, MaxInnerProduct
 
 from gallery.models import Image
 
+from ... import encoder
 from ...models import ImageVector
 from .. import base
 from .database import EXTENSION_MINIMUM, TABLE
@@ -26,7 +27,7 @@ from .database import EXTENSION_MINIMUM, TABLE
 __all__ = ["EXTENSION_MINIMUM"]
 
 # A denser graph than pgvector's defaults (16, 64): text-like queries need it (BENCHMARKS.md, pgvector).
-HNSW_M = 32
+HNSW_M = base.HNSW_M
 HNSW_EF_CONSTRUCTION = 128
 OPCLASS = "halfvec_ip_ops"
 # Scan on in exact distance order while filters (labels, status, model) drop candidates.
@@ -233,7 +234,7 @@ def vectors_backfill(model: str, *, limit: int = 20_000, chunk: int = 1000) -> i
                 .filter(pk__in=ids[start : start + chunk])
                 .values_list("pk", "hybrid_vector", "hybrid_updated_at")
             )
-            batch = [(pk, np.frombuffer(bytes(blob), dtype="<f4"), at) for pk, blob, at in rows]
+            batch = [(pk, encoder.from_bytes(blob), at) for pk, blob, at in rows]
             for at in {at for *_, at in batch}:
                 hybrids_write([(pk, v) for pk, v, t in batch if t == at], model=model, now=at)
             done += len(batch)

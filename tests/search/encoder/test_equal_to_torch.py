@@ -15,7 +15,7 @@ from search import encoder
 from search.encoder import cache
 from search.encoder.onnx_runtime import OnnxEncoder
 from search.encoder.preprocessing import TextTokenizer
-from search.ingest import pipeline, rebuild
+from search.ingest import actions, pipeline, rebuild
 from search.query import ranking
 from search.query import vectors as query_vectors
 from tests.factories import create_images
@@ -101,7 +101,7 @@ def _library_under(
     settings.IMAGESEARCH_ENCODER = runtime
     encoder.reset()
     Label.objects.update(vector=None, vector_model="")
-    pipeline.images_reembed(image_ids=ids)
+    actions.images_reembed(image_ids=ids)
     pipeline.images_embed(image_ids=ids)
     rebuild.index_rebuild()
     assert Image.objects.filter(pk__in=ids, status=Image.Status.READY).count() == len(ids)
