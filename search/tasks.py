@@ -14,9 +14,7 @@ process dies, so a delivery re-queued after a crash does run.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +27,7 @@ from gallery.services import images_taken_at_backfill
 
 from . import dispatch, encoder
 from .duplicates import scan as duplicates
+from .file_lock import Locked, file_lock
 from .ingest import pipeline, rebuild
 from .ingest import sweep as sweep_module
 from .labelling.passes import labelling_pass
@@ -43,27 +42,19 @@ def _sole_run(task_id: str | None) -> Iterator[bool]:
     if not task_id:  # called directly, not through the broker
         yield True
         return
-    directory = Path(settings.DATA_DIR) / "task-locks"
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{task_id}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    held = contextlib.ExitStack()
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            logger.warning("task %s is already running (re-delivered by the broker); backing off", task_id)
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            # Unlink before unlocking: a copy that opens the name later gets a fresh file and
-            # runs (after this run, so sequentially: harmless, the task is idempotent).
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+        # Removed as the run ends (before unlocking): a copy that opens the name later gets a
+        # fresh file and runs after this run, so sequentially: harmless, the task is idempotent.
+        held.enter_context(
+            file_lock(Path(settings.DATA_DIR) / "task-locks" / f"{task_id}.lock", blocking=False, remove=True)
+        )
+    except Locked:
+        logger.warning("task %s is already running (re-delivered by the broker); backing off", task_id)
+        yield False
+        return
+    with held:
+        yield True
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True)
