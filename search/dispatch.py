@@ -44,8 +44,8 @@ REBUILD_DELAY = 0.5
 #: A rebuild waits at least this many times the last rebuild's duration (see _rebuild_countdown).
 REBUILD_SPACING = 2.0
 REBUILD_MAX_COUNTDOWN = 100.0
-#: A scan or labelling pass still queued this long past its due time lost its message (a broker
-#: restart): the next request sends another. Longer than a busy worker's usual lateness.
+#: A rebuild, scan or labelling pass still queued this long past its due time lost its message (a
+#: broker restart): the next request, or the sweep, sends another. Longer than a busy worker's usual lateness.
 LOST_MESSAGE_AFTER = timedelta(seconds=30)
 #: A labelling pass waits ten times the last pass's duration (capped): during a long ingest the
 #: worker then spends at most a tenth of its time labelling, so ingest slows by under 10 %.
@@ -188,7 +188,9 @@ def _rebuild_send() -> bool:
     now = timezone.now()
     return _claimed_send(
         IndexState,
-        Q(rebuild_queued=False),
+        # Rows queued before rebuild_due_at existed are due at their queued_at.
+        _free_or_lost("rebuild_queued", "rebuild_due_at", now)
+        | Q(rebuild_due_at__isnull=True, queued_at__lt=now - LOST_MESSAGE_AFTER),
         REBUILD_TASK,
         countdown,
         claim={
@@ -197,7 +199,7 @@ def _rebuild_send() -> bool:
             "rebuild_due_at": now + timedelta(seconds=countdown),
         },
         release={"rebuild_queued": False},
-        failure="could not enqueue an index rebuild; the sweep will retry",
+        failure="could not enqueue an index rebuild; the next request or the sweep asks again",
     )
 
 
@@ -207,11 +209,9 @@ def _duplicates_send() -> bool:
     # worker spends at most a third of its time scanning.
     countdown = _spaced_countdown(last)
     now = timezone.now()
-    # A scan queued long past its due time lost its message (a broker restart): send another.
-    lost = now - LOST_MESSAGE_AFTER
     return _claimed_send(
         DuplicateScan,
-        Q(scan_queued=False) | Q(due_at__lt=lost),
+        _free_or_lost("scan_queued", "due_at", now),
         DUPLICATES_TASK,
         countdown,
         claim={"scan_queued": True, "queued_at": now, "due_at": now + timedelta(seconds=countdown)},
@@ -225,16 +225,23 @@ def _labelling_send() -> bool:
     spaced = max(REBUILD_DELAY, LABELLING_SPACING * last)
     countdown = min(LABELLING_MAX_COUNTDOWN, spaced)
     now = timezone.now()
-    lost = now - LOST_MESSAGE_AFTER
     return _claimed_send(
         LabellingPass,
-        Q(queued=False) | Q(due_at__lt=lost),
+        _free_or_lost("queued", "due_at", now),
         LABELLING_TASK,
         countdown,
         claim={"queued": True, "queued_at": now, "due_at": now + timedelta(seconds=countdown)},
         release={"queued": False},
         failure="could not enqueue a labelling pass; the next request asks again",
     )
+
+
+def _free_or_lost(queued: str, due: str, now) -> Q:
+    """When a single-row job (IndexState, DuplicateScan, LabellingPass) may be claimed for a new
+    message: none is queued, or the queued one is still waiting ``LOST_MESSAGE_AFTER`` past its
+    due time, so its message was lost (a broker restart) and another is sent. The same rule for
+    every such job: the next request, or the sweep, recovers a lost message."""
+    return Q(**{queued: False}) | Q(**{f"{due}__lt": now - LOST_MESSAGE_AFTER})
 
 
 def _claimed_send(

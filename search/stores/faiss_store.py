@@ -87,16 +87,10 @@ class FaissStore:
         return faiss_build.generation_write(index_dir())
 
     def sweep(self, *, stale_before: datetime) -> dict[str, int]:
-        """A rebuild that stayed queued past ``stale_before`` (its message was lost) is sent
-        again, and one is scheduled when the index is behind the database."""
-        state = IndexState.get()
-        due = state.rebuild_due_at or state.queued_at
-        stale_queue = bool(state.rebuild_queued and due and due < stale_before)
-        if stale_queue:
-            IndexState.objects.filter(pk=1).update(rebuild_queued=False)
-        rebuild = False
-        if self.behind() or stale_queue:
-            rebuild = dispatch.index_rebuild_schedule()
+        """A rebuild is scheduled when the index is behind the database: also when one stayed
+        queued past its due time (dispatch sends its lost message again)."""
+        unserved = IndexState.get().behind_requests  # a queued rebuild, or one whose message was lost
+        rebuild = (unserved or self.behind()) and dispatch.index_rebuild_schedule()
         return {"rebuild_scheduled": int(rebuild)}
 
     def behind(self) -> bool:
