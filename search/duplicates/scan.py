@@ -31,6 +31,7 @@ from gallery import services as gallery_services
 from gallery.models import Image
 
 from .. import dispatch, encoder
+from ..file_lock import Locked, file_lock
 from ..models import DuplicateGroup, DuplicateMember, DuplicateScan
 from ..stores import faiss as search_index
 from ..stores.selection import vector_store
@@ -86,7 +87,7 @@ def duplicates_scan(*, force: bool = False) -> ScanReport:
     """
     started = time.monotonic()
     try:
-        with search_index.writer_lock(_lock_dir(), blocking=False):
+        with file_lock(_lock_dir() / "LOCK", blocking=False):
             state = DuplicateScan.get()
             seen = state.requested
             # New requests from here on schedule another scan.
@@ -107,7 +108,7 @@ def duplicates_scan(*, force: bool = False) -> ScanReport:
                     scanned=False, reason="nothing changed since the last scan", images=len(ids_now)
                 )
             report = _scan(state=state, seen=seen, model=model, threshold=threshold, started=started)
-    except search_index.IndexLocked:
+    except Locked:
         logger.info("another process is scanning for near-duplicates; backing off")
         # That scan checks at its end whether requests arrived meanwhile.
         DuplicateScan.objects.filter(pk=1).update(scan_queued=False)

@@ -18,8 +18,8 @@ from django.utils import timezone
 from gallery.models import Image, Label
 
 from .. import dispatch, encoder
+from ..file_lock import Locked, file_lock
 from ..models import LabellingPass, LabelSuggestion, Mislabel
-from ..stores import faiss as search_index
 from ..stores.selection import vector_store
 from . import scoring
 
@@ -54,7 +54,7 @@ def labelling_pass() -> PassReport:
     run computes and stores the same rows (rejections are kept)."""
     started = time.monotonic()
     try:
-        with search_index.writer_lock(_lock_dir(), blocking=False):
+        with file_lock(_lock_dir() / "LOCK", blocking=False):
             state = LabellingPass.get()
             seen = state.requested
             # New requests from here on schedule another pass.
@@ -73,7 +73,7 @@ def labelling_pass() -> PassReport:
                 mislabels=report.mislabels,
                 note=report.reason,
             )
-    except search_index.IndexLocked:
+    except Locked:
         logger.info("another process runs the labelling pass; backing off")
         LabellingPass.objects.filter(pk=1).update(queued=False)
         return PassReport(ran=False, reason="another pass is running")
