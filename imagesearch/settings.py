@@ -331,14 +331,9 @@ IMAGESEARCH_TORCH_DEVICE = envstr("IMAGESEARCH_TORCH_DEVICE", "auto")
 # worker processes" (search.encoder.threads).
 IMAGESEARCH_TORCH_THREADS = envint("IMAGESEARCH_TORCH_THREADS", 0, minimum=0)
 IMAGESEARCH_EMBED_BATCH_SIZE = envint("IMAGESEARCH_EMBED_BATCH_SIZE", 16, minimum=1, maximum=512)
-# Pending images that no run has claimed are enqueued again by the periodic sweep after this
-# (their message may still be waiting in the queue behind others: re-sending earlier only doubles it).
-IMAGESEARCH_PENDING_TIMEOUT = envint("IMAGESEARCH_PENDING_TIMEOUT", 300, minimum=1)
-# A run's claim on the rows it embeds counts as lost when not renewed for this long (a run renews it
-# every batch, a few seconds apart); the sweep then hands the images to the queue again.
-IMAGESEARCH_CLAIM_TIMEOUT = envint("IMAGESEARCH_CLAIM_TIMEOUT", 30, minimum=1)
-# The sweep is a few indexed queries: often enough that lost work comes back within a minute.
-IMAGESEARCH_SWEEP_INTERVAL = envint("IMAGESEARCH_SWEEP_INTERVAL", 15, minimum=1)
+# Seconds between periodic sweeps (search.ingest.rebuild.index_sweep, Celery beat). The sweep is a
+# few indexed queries: often enough that lost work comes back within a minute.
+SWEEP_INTERVAL = 15.0
 # "auto" (the default): the exact flat index up to search.stores.faiss.AUTO_FLAT_MAX_VECTORS
 # vectors, an IVF index tuned for recall@10 >= 0.95 above. "flat", "ivf": that kind whatever the
 # size. HNSW is not offered: auto never picks it, and IVF beats it on text-like queries
@@ -406,7 +401,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = (
     dict(REDIS_BROKER_TRANSPORT_OPTIONS) if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else {}
 )
 CELERY_BEAT_SCHEDULE = {
-    "sweep": {"task": "search.tasks.sweep", "schedule": float(IMAGESEARCH_SWEEP_INTERVAL)},
+    "sweep": {"task": "search.tasks.sweep", "schedule": SWEEP_INTERVAL},
     # Files a failed delete left behind (gallery.media): a walk of the media storage, so hourly.
     "sweep-media": {"task": "search.tasks.sweep_media", "schedule": 3600.0},
     "backfill-taken-at": {"task": "search.tasks.backfill_taken_at", "schedule": 3600.0},

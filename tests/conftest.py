@@ -262,7 +262,10 @@ def start_worker(clip_model_dir, tmp_path_factory) -> Iterator[Callable[..., Cel
     started: list[CeleryWorker] = []
 
     def start(
-        *extra_args: str, broker: str | None = None, env_overrides: dict[str, str] | None = None
+        *extra_args: str,
+        broker: str | None = None,
+        env_overrides: dict[str, str] | None = None,
+        constants: dict[str, float] | None = None,
     ) -> CeleryWorker:
         env_vars = {
             **os.environ,
@@ -282,6 +285,7 @@ def start_worker(clip_model_dir, tmp_path_factory) -> Iterator[Callable[..., Cel
             *("-Q", django_settings.CELERY_TASK_DEFAULT_QUEUE, *args),
             log_path=log,
             env=env_vars,
+            constants=constants,
         )
         started.append(worker)
         return worker.start()

@@ -77,9 +77,6 @@ def machines(tmp_path, private_redis, start_worker, clip_model_dir):
             "CELERY_BROKER_URL": private_redis.url,
             "IMAGESEARCH_CLIP_MODEL": str(clip_model_dir),
             "IMAGESEARCH_TORCH_THREADS": "1",
-            # The sweep of the worker that lives on hands over what the killed one held soon.
-            "IMAGESEARCH_SWEEP_INTERVAL": "2",
-            "IMAGESEARCH_PENDING_TIMEOUT": "5",
             "DJANGO_DEBUG": "0",
         }
 
@@ -92,7 +89,11 @@ def machines(tmp_path, private_redis, start_worker, clip_model_dir):
         return server
 
     def worker(name: str):
-        return start_worker(*PREFORK_ONE, "--beat", broker=private_redis.url, env_overrides=machine_env(name))
+        # The sweep of the worker that lives on hands over what the killed one held soon.
+        soon = {"imagesearch.settings:SWEEP_INTERVAL": 2.0, "search.ingest.sweep:PENDING_TIMEOUT": 5}
+        return start_worker(
+            *PREFORK_ONE, "--beat", broker=private_redis.url, env_overrides=machine_env(name), constants=soon
+        )
 
     yield {"media": media, "web": web, "worker": worker}
     for server in started:

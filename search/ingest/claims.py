@@ -4,7 +4,7 @@ A run of the embedding pipeline claims the rows it is about to embed (``Image.cl
 conditional UPDATE, so two runs never embed one image) and renews the claim batch by batch. A
 worker killed mid-batch leaves its claims behind; they count as lost when their owner process is
 gone (on this machine: the owner names host and pid) or when they were not renewed for
-``IMAGESEARCH_CLAIM_TIMEOUT`` seconds (any machine). The sweep hands lost claims' images to the
+``CLAIM_TIMEOUT`` seconds (any machine). The sweep hands lost claims' images to the
 queue again (see docs/architecture.md, 'Recovery').
 """
 
@@ -16,11 +16,14 @@ import socket
 import uuid
 from datetime import datetime, timedelta
 
-from django.conf import settings
-
 from gallery.models import Image, ImageQuerySet
 
 logger = logging.getLogger(__name__)
+
+#: Seconds after which a run's unrenewed claim counts as lost (a run on another machine that died).
+#: A run renews its claim every batch, seconds apart; the sweep then hands the images to the queue
+#: again, and a label change's refresh is given this long to arrive before the sweep repeats it.
+CLAIM_TIMEOUT = 30
 
 _NONCE = uuid.uuid4().hex[:12]
 
@@ -31,7 +34,7 @@ def claim_owner() -> str:
 
 
 def claim_stale_before(now: datetime) -> datetime:
-    return now - timedelta(seconds=settings.IMAGESEARCH_CLAIM_TIMEOUT)
+    return now - timedelta(seconds=CLAIM_TIMEOUT)
 
 
 def claim_lost(owner: str, claimed_at: datetime | None, now: datetime) -> bool:

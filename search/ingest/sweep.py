@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -15,13 +14,17 @@ from ..models import DuplicateScan, LabellingPass
 from ..stores.selection import vector_store
 from . import claims, pipeline
 
+#: Seconds after which the sweep enqueues again a pending image no run has claimed: its message may
+#: still wait in the queue behind others, and re-sending it earlier only doubles it.
+PENDING_TIMEOUT = 300
+
 
 def index_sweep(*, at_start: bool = False) -> dict[str, int]:
-    """Periodic repair, from the rows (every ``IMAGESEARCH_SWEEP_INTERVAL`` seconds, and when a
-    worker starts). Each step is safe to repeat: the work it hands over is idempotent.
+    """Periodic repair, from the rows (every ``SWEEP_INTERVAL`` seconds of the settings, and when
+    a worker starts). Each step is safe to repeat: the work it hands over is idempotent.
 
     - Images claimed by a run that is gone (killed, or silent past the claim timeout) are freed
-      and enqueued again, as are pending images no run claimed for ``IMAGESEARCH_PENDING_TIMEOUT``
+      and enqueued again, as are pending images no run claimed for ``PENDING_TIMEOUT``
       (or never handed to the broker). When a worker starts (``at_start``), every pending image
       no live run holds is enqueued again: a worker killed a moment before it claimed its rows
       left its messages unacknowledged in the broker, where they stay invisible for the
@@ -36,7 +39,7 @@ def index_sweep(*, at_start: bool = False) -> dict[str, int]:
     """
     now = timezone.now()
     lost = claims.claims_free_lost(Image.objects.all(), now=now)
-    timeout = timedelta(seconds=settings.IMAGESEARCH_PENDING_TIMEOUT)
+    timeout = timedelta(seconds=PENDING_TIMEOUT)
     stuck = list(
         Image.objects.pending()
         .filter(claimed_by="")

@@ -52,9 +52,9 @@ def test_two_runs_never_hold_the_same_row(sent):
     assert sorted(first) == sorted(ids) and second == []
 
 
-def test_a_claim_not_renewed_within_the_timeout_can_be_taken_over(sent, settings):
+def test_a_claim_not_renewed_within_the_timeout_can_be_taken_over(sent):
     [pk] = create_images([(1, ["sunset"])])
-    _hold([pk], "elsewhere:1:x", ago=settings.IMAGESEARCH_CLAIM_TIMEOUT + 5)
+    _hold([pk], "elsewhere:1:x", ago=claims.CLAIM_TIMEOUT + 5)
     now = timezone.now()
     assert Image.objects.filter(pk=pk).claim(
         owner="me:2:y", now=now, stale_before=claims.claim_stale_before(now)
@@ -71,11 +71,11 @@ def test_a_dead_process_on_this_machine_loses_its_claim_at_once_a_live_one_keeps
     assert claims.claim_lost("another-machine:1:nonce", now - timedelta(hours=1), now)
 
 
-def test_the_sweep_frees_and_requeues_the_images_of_runs_that_are_gone_and_leaves_live_ones(sent, settings):
+def test_the_sweep_frees_and_requeues_the_images_of_runs_that_are_gone_and_leaves_live_ones(sent):
     dead, remote, live = (create_images([(seed, ["kestrel"])])[0] for seed in (1, 2, 3))
     Image.objects.update(queued_at=timezone.now())  # just queued: the pending timeout is far off
     _hold([dead], f"{socket.gethostname()}:{_dead_pid()}:nonce")
-    _hold([remote], "another-machine:1:nonce", ago=settings.IMAGESEARCH_CLAIM_TIMEOUT + 5)
+    _hold([remote], "another-machine:1:nonce", ago=claims.CLAIM_TIMEOUT + 5)
     _hold([live], f"{socket.gethostname()}:{os.getppid()}:nonce")
     sent.clear()
 
@@ -108,14 +108,14 @@ def test_a_run_of_the_pipeline_skips_rows_a_live_run_holds_and_takes_over_a_dead
     assert Image.objects.filter(claimed_by=claims.claim_owner()).count() == 0  # released
 
 
-def test_a_relabel_whose_refresh_was_lost_is_refreshed_by_the_sweep(sent, settings):
+def test_a_relabel_whose_refresh_was_lost_is_refreshed_by_the_sweep(sent):
     [pk] = create_images([(1, ["sunset"])])
     pipeline.images_embed(image_ids=[pk])
     before = Image.objects.get(pk=pk).hybrid_vector
     image_relabel(image=Image.objects.get(pk=pk), names=["zebra"])
     sent.clear()  # the refresh message is lost (the broker was down)
     assert sweep.index_sweep()["hybrids_refreshed"] == 0  # within the grace: may still arrive
-    ago = timezone.now() - timedelta(seconds=settings.IMAGESEARCH_CLAIM_TIMEOUT + 5)
+    ago = timezone.now() - timedelta(seconds=claims.CLAIM_TIMEOUT + 5)
     # As if the relabel happened a while ago, after the hybrid was made.
     Image.objects.filter(pk=pk).update(labels_changed_at=ago, hybrid_updated_at=ago - timedelta(seconds=1))
     assert sweep.index_sweep()["hybrids_refreshed"] == 1
@@ -126,7 +126,7 @@ def test_a_relabel_whose_refresh_was_lost_is_refreshed_by_the_sweep(sent, settin
     assert sweep.index_sweep()["hybrids_refreshed"] == 0  # up to date now
 
 
-def test_a_rebuild_whose_message_was_lost_is_sent_again_soon_after_it_was_due(sent, settings):
+def test_a_rebuild_whose_message_was_lost_is_sent_again_soon_after_it_was_due(sent):
     from search.models import IndexState
 
     IndexState.get()
@@ -135,7 +135,7 @@ def test_a_rebuild_whose_message_was_lost_is_sent_again_soon_after_it_was_due(se
     sent.clear()  # lost with the broker
     sweep.index_sweep()
     assert dispatch.REBUILD_TASK not in [name for name, _ in sent]  # not yet due
-    overdue = timezone.now() - timedelta(seconds=settings.IMAGESEARCH_CLAIM_TIMEOUT + 5)
+    overdue = timezone.now() - dispatch.LOST_MESSAGE_AFTER - timedelta(seconds=5)
     IndexState.objects.filter(pk=1).update(rebuild_due_at=overdue, queued_at=overdue)
     sweep.index_sweep()
     assert dispatch.REBUILD_TASK in [name for name, _ in sent]

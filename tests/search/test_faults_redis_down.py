@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 DELAYED = "Embedding is delayed"
 
 
-def _worker_with_beat(start_worker, redis, tmp_path, **env: str):
+def _worker_with_beat(start_worker, redis, tmp_path, **constants: float):
     """From an empty index, a worker as ./run starts it (prefork, beat's periodic sweep embedded),
     sweeping every second, on the test's own Redis."""
     clear_shared_index()
@@ -39,7 +39,7 @@ def _worker_with_beat(start_worker, redis, tmp_path, **env: str):
         "-s",
         str(tmp_path / "beat-schedule"),
         broker=redis.url,
-        env_overrides={"IMAGESEARCH_SWEEP_INTERVAL": "1", **env},
+        constants={"imagesearch.settings:SWEEP_INTERVAL": 1.0, **constants},
     )
 
 
@@ -153,7 +153,9 @@ def test_a_relabel_made_while_redis_is_down_is_repaired_by_the_sweep_when_it_ret
     from tests.factories import upload
 
     # A short claim timeout stands for the grace a refresh gets before the sweep re-sends it.
-    worker = _worker_with_beat(start_worker, private_redis, tmp_path, IMAGESEARCH_CLAIM_TIMEOUT="2")
+    worker = _worker_with_beat(
+        start_worker, private_redis, tmp_path, **{"search.ingest.claims:CLAIM_TIMEOUT": 2}
+    )
     [pk] = images_create(uploads=[upload(image_bytes(21), ["lighthouse"])]).added
     wait_until_indexed([pk])
     before = Image.objects.get(pk=pk)

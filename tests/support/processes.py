@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import os
 import shutil
 import signal
@@ -122,12 +123,19 @@ class Process:
 
 class CeleryWorker(Process):
     """``celery -A imagesearch worker`` with these extra arguments; :meth:`start` returns once it
-    takes tasks."""
+    takes tasks. ``constants``: the product's named constants to change in the worker first
+    (``{"module:NAME": value}``, see tests.support.worker)."""
 
     def __init__(
-        self, *args: str, log_path: Path, env: dict[str, str] | None = None, ready_timeout: float = 120
+        self,
+        *args: str,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        ready_timeout: float = 120,
+        constants: dict[str, float] | None = None,
     ) -> None:
-        argv = [sys.executable, "-m", "celery", "-A", "imagesearch", "worker", "--loglevel", "INFO", *args]
+        command = ["-m", "tests.support.worker", json.dumps(constants)] if constants else ["-m", "celery"]
+        argv = [sys.executable, *command, "-A", "imagesearch", "worker", "--loglevel", "INFO", *args]
         super().__init__(argv, log_path=log_path, env=env)
         self.ready_timeout = ready_timeout
 
