@@ -64,5 +64,25 @@ def _survive_broker_loss_with_unacknowledged_messages() -> None:
     restore_unacked._survives_broker_loss = True
     redis_transport.QoS.restore_unacked = restore_unacked
 
+    # A task that was running when the connection went finishes after it: its acknowledgement
+    # then goes through the same collected transport and raises the same AttributeError, out of
+    # the consumer's loop. The message cannot be acknowledged on a lost connection; it stays in
+    # Redis's unacknowledged set and, redelivered, finds its work done (every task is idempotent).
+    for name in ("ack", "reject"):
+        settle = getattr(redis_transport.QoS, name)
+
+        @functools.wraps(settle)
+        def settle_or_forget(self, delivery_tag, *args, _settle=settle, **kwargs):
+            if getattr(self.channel.connection, "client", None) is None:
+                logging.getLogger(__name__).warning(
+                    "a task finished after the broker connection was lost: its message stays "
+                    "unacknowledged (redelivered later, its work already done)"
+                )
+                self._delivered.pop(delivery_tag, None)
+                return None
+            return _settle(self, delivery_tag, *args, **kwargs)
+
+        setattr(redis_transport.QoS, name, settle_or_forget)
+
 
 _survive_broker_loss_with_unacknowledged_messages()

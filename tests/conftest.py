@@ -94,18 +94,19 @@ def _uses_test_database(item) -> bool:
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """Tests marked ``pgvector`` are about that store alone: deselected (not skipped) on SQLite,
+    """Tests marked ``pgvector`` are about that store alone, and tests marked ``postgresql`` about
+    PostgreSQL's own behaviour (row locks two transactions contend for): deselected (not skipped) on SQLite,
     run in the PostgreSQL pass, where the store must be usable under CI=true. The PostgreSQL pass
     runs only the tests that use the test database: one that asks for no database fixture or mark
     cannot reach it (pytest-django refuses the connection; a process it starts gets no rows), so
     a second pass would repeat it unchanged. Tests marked ``own_database`` run a copy of the
     project with a database of its own, and likewise run in the SQLite pass only."""
     postgresql = _database_is_postgresql()
-    marker = "own_database" if postgresql else "pgvector"
+    markers = ("own_database",) if postgresql else ("pgvector", "postgresql")
     kept = [
         item
         for item in items
-        if item.get_closest_marker(marker) is None
+        if not any(item.get_closest_marker(marker) for marker in markers)
         and (not postgresql or item.get_closest_marker("pgvector") is not None or _uses_test_database(item))
     ]
     if len(kept) != len(items):

@@ -57,8 +57,16 @@ def _process_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True  # it exists, under another user
-    return True
+        pass  # it exists, under another user
+    # A killed worker's pool process is a zombie until an init process reaps it, which in a
+    # container may take seconds: signal 0 still reaches a zombie, but it holds nothing.
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rpartition(b")")[2].split()[0] != b"Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    except OSError:
+        return True  # no /proc (not Linux): signal 0 is all there is
 
 
 def claims_free_lost(images: ImageQuerySet, *, now: datetime) -> list[int]:

@@ -11,14 +11,13 @@ from django.test.utils import CaptureQueriesContext
 
 from gallery import services
 from gallery.models import Image
-from tests.conftest import _database_is_postgresql
 from tests.factories import create_images
 
 
+# SQLite runs one writing transaction at a time: there, two relabels cannot interleave.
+@pytest.mark.postgresql
 @pytest.mark.django_db(transaction=True)
 def test_a_relabel_waits_for_the_image_row_before_it_touches_any_label():
-    if not _database_is_postgresql():
-        pytest.skip("SQLite runs one writing transaction at a time: two relabels cannot interleave")
     [pk] = create_images([(1, ["sunset"])])
     image = Image.objects.get(pk=pk)
     other = connections.create_connection("default")  # another request's transaction

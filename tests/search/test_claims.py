@@ -71,6 +71,20 @@ def test_a_dead_process_on_this_machine_loses_its_claim_at_once_a_live_one_keeps
     assert claims.claim_lost("another-machine:1:nonce", now - timedelta(hours=1), now)
 
 
+def test_a_killed_process_not_yet_reaped_loses_its_claim_at_once():
+    # A killed worker's pool process stays a zombie until an init process reaps it (seconds, in
+    # some containers); signal 0 still reaches it, yet it holds nothing.
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        child.kill()
+        while open(f"/proc/{child.pid}/stat").read().rpartition(")")[2].split()[0] != "Z":
+            pass  # not reaped by us until the end of the test: a zombie
+        now = timezone.now()
+        assert claims.claim_lost(f"{socket.gethostname()}:{child.pid}:nonce", now, now)
+    finally:
+        child.wait()
+
+
 def test_the_sweep_frees_and_requeues_the_images_of_runs_that_are_gone_and_leaves_live_ones(sent):
     dead, remote, live = (create_images([(seed, ["kestrel"])])[0] for seed in (1, 2, 3))
     Image.objects.update(queued_at=timezone.now())  # just queued: the pending timeout is far off

@@ -68,14 +68,16 @@ def _upload_bounded(client, seeds: list[int], label: str, bound: float = 60):
 def test_redis_dies_mid_task_and_uploads_while_it_is_down_or_hung_are_indexed_when_it_returns(
     private_redis, start_worker, staff_client, tmp_path
 ):
-    worker = _worker_with_beat(start_worker, private_redis, tmp_path)
     response = _upload_bounded(staff_client, [1, 2], "lighthouse")
     assert response.status_code == 200 and DELAYED not in response.content.decode()
     first = list(Image.objects.values_list("pk", flat=True))
 
     # Redis crashes while the worker embeds them (its message unacknowledged): the worker
-    # survives the lost connection and finishes the task.
+    # survives the lost connection and finishes the task. The rows are held before the worker
+    # starts: an embedding takes milliseconds, and one that finished first would leave no task
+    # to interrupt.
     with rows_held(first):
+        worker = _worker_with_beat(start_worker, private_redis, tmp_path)
         wait_for(
             lambda: pool_process_running_an_embedding(worker.proc.pid),
             timeout=60,

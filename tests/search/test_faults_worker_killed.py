@@ -17,10 +17,12 @@ shared one.
 from __future__ import annotations
 
 import ast
+import contextlib
 import os
 import re
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -52,11 +54,16 @@ def _upload_batch() -> list[int]:
     return result.added
 
 
-def _worker_and_a_batch(start_worker, redis) -> tuple[CeleryWorker, list[int]]:
-    """From an empty index, a prefork worker on the test's own broker, and a batch for it."""
+@contextlib.contextmanager
+def _a_held_batch_and_a_worker(start_worker, redis) -> Iterator[tuple[CeleryWorker, list[int]]]:
+    """From an empty index, a batch waiting in the test's own broker, its rows held (see
+    tests.support.workers.rows_held), then a prefork worker that takes it: its first embedding
+    cannot finish inside the block. Held before the worker starts, since an embedding takes
+    milliseconds and one that finished first would leave nothing to kill mid-batch."""
     clear_shared_index()
-    worker = start_worker(*PREFORK_ONE, broker=redis.url)
-    return worker, _upload_batch()
+    ids = _upload_batch()
+    with rows_held(ids):
+        yield start_worker(*PREFORK_ONE, broker=redis.url), ids
 
 
 def _running_an_embedding(worker) -> int:
@@ -89,8 +96,7 @@ def _assert_all_ready_and_indexed_once(ids: list[int]) -> None:
 def test_pool_process_killed_mid_batch_its_task_runs_again_and_every_image_ends_ready_once(
     private_redis, start_worker
 ):
-    worker, ids = _worker_and_a_batch(start_worker, private_redis)
-    with rows_held(ids):
+    with _a_held_batch_and_a_worker(start_worker, private_redis) as (worker, ids):
         os.kill(_running_an_embedding(worker), signal.SIGKILL)
 
     _assert_all_ready_and_indexed_once(ids)
@@ -102,8 +108,7 @@ def test_pool_process_killed_mid_batch_its_task_runs_again_and_every_image_ends_
 def test_whole_worker_killed_mid_batch_the_next_worker_sweeps_and_every_image_ends_ready_once(
     private_redis, start_worker
 ):
-    first, ids = _worker_and_a_batch(start_worker, private_redis)
-    with rows_held(ids):
+    with _a_held_batch_and_a_worker(start_worker, private_redis) as (first, ids):
         _running_an_embedding(first)
         os.killpg(first.proc.pid, signal.SIGKILL)  # the worker and its pool process, no goodbye
         first.stop()
