@@ -31,19 +31,17 @@ def test_a_task_outliving_the_visibility_timeout_is_redelivered_but_never_runs_t
     private_redis, start_worker
 ):
     clear_shared_index()
+    worker = start_worker(
+        "--pool",
+        "prefork",
+        "--concurrency",
+        "2",
+        broker=private_redis.url,
+        env_overrides={"DJANGO_SETTINGS_MODULE": "tests.support.settings_short_visibility"},
+    )
     result = images_create(uploads=[upload(image_bytes(700 + i), ["osprey"], f"o{i}.png") for i in range(4)])
     ids = result.added
-    # Held before the worker starts: an embedding takes milliseconds, and one that finished first
-    # would leave no run to outlive the timeout.
     with rows_held(ids):
-        worker = start_worker(
-            "--pool",
-            "prefork",
-            "--concurrency",
-            "2",
-            broker=private_redis.url,
-            env_overrides={"DJANGO_SETTINGS_MODULE": "tests.support.settings_short_visibility"},
-        )
         wait_for(lambda: pool_process_running_an_embedding(worker.proc.pid), timeout=60, what="the first run")
         task_id = re.search(r"embed_images\[([0-9a-f-]+)\] received", worker.log_path.read_text()).group(1)
         # Past the 2 s timeout the message is delivered again, to the other pool process (the
