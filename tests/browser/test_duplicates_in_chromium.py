@@ -14,6 +14,7 @@ from tests.support import env
 from tests.support.constants import UPLOAD_URL
 from tests.support.images import zip_bytes
 from tests.support.near_duplicates import TEST_THRESHOLD, copies
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -101,11 +102,15 @@ def test_staff_find_the_copies_keep_one_with_all_labels_and_the_api_agrees(
         data = duplicates_page.request.get(f"{base}/api/duplicates").json()
         return data["scan"]["number"], [sorted(i["labels"][0] for i in g["images"]) for g in data["groups"]]
 
-    duplicates_page.wait_for_function(
-        "() => fetch(document.getElementById('duplicates-page').dataset.url).then(r => r.json())"
-        ".then(s => s.number >= 2 && !s.running)",
-        timeout=60_000,
-    )
+    # The page's status URL, polled from the test: a page function that fetched it let full runs
+    # read the API while the worker's second scan had not yet counted (scan number 1).
+    status_url = base + duplicates_page.get_attribute("#duplicates-page", "data-url")
+
+    def scanned_again() -> bool:
+        scan = duplicates_page.request.get(status_url).json()
+        return scan["number"] >= 2 and not scan["running"]
+
+    wait_for(scanned_again, timeout=60, what="the worker's scan after the merge")
     number, groups = api_groups()
     assert number >= 2 and groups == [["harbour"] * 4]
     anonymous = duplicates_page.context.browser.new_context()
