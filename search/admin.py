@@ -88,18 +88,29 @@ class IndexStatusAdmin(admin.ModelAdmin):
         self.message_user(request, message, messages.SUCCESS)
 
 
-@admin.register(DuplicateScan)
-class DuplicatesAdmin(admin.ModelAdmin):
-    """Shows up in the admin index as "Near-duplicates"; its list page is the groups page. The
-    groups are found by the worker (search.duplicates.scan); this page only reads and resolves them."""
+class _PagesAdmin(admin.ModelAdmin):
+    """A single-row job's admin entry that is a set of pages, not a list of rows: nothing to add
+    or delete, and its list is the page named ``landing``."""
 
-    GROUPS_PER_PAGE = 20
+    landing = ""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
+
+    def changelist_view(self, request: HttpRequest, extra_context=None) -> HttpResponse:
+        return HttpResponseRedirect(reverse(self.landing))
+
+
+@admin.register(DuplicateScan)
+class DuplicatesAdmin(_PagesAdmin):
+    """Shows up in the admin index as "Near-duplicates"; its list page is the groups page. The
+    groups are found by the worker (search.duplicates.scan); this page only reads and resolves them."""
+
+    GROUPS_PER_PAGE = 20
+    landing = "admin:search_duplicates"
 
     def get_urls(self):
         view = self.admin_site.admin_view
@@ -108,9 +119,6 @@ class DuplicatesAdmin(admin.ModelAdmin):
             path("groups.json", view(self.progress_view), name="search_duplicates_json"),
             *super().get_urls(),
         ]
-
-    def changelist_view(self, request: HttpRequest, extra_context=None) -> HttpResponse:
-        return HttpResponseRedirect(reverse("admin:search_duplicates"))
 
     def groups_view(self, request: HttpRequest) -> HttpResponse:
         if not request.user.has_perm("gallery.view_image"):
@@ -222,18 +230,13 @@ class ImageAdmin(gallery_admin.ImageAdmin):
 
 
 @admin.register(LabellingPass)
-class LabelSuggestionsAdmin(admin.ModelAdmin):
+class LabelSuggestionsAdmin(_PagesAdmin):
     """Shows up in the admin index as "Label suggestions": the review list (images with
     suggestions, unlabelled ones first) and the likely mislabels. The worker finds them
     (search.labelling); these pages only read and apply staff's choices."""
 
     IMAGES_PER_PAGE = 20
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
+    landing = "admin:search_suggestions"
 
     def get_urls(self):
         view = self.admin_site.admin_view
@@ -242,9 +245,6 @@ class LabelSuggestionsAdmin(admin.ModelAdmin):
             path("mislabels/", view(self.mislabels_view), name="search_mislabels"),
             *super().get_urls(),
         ]
-
-    def changelist_view(self, request: HttpRequest, extra_context=None) -> HttpResponse:
-        return HttpResponseRedirect(reverse("admin:search_suggestions"))
 
     def review_view(self, request: HttpRequest) -> HttpResponse:
         if not request.user.has_perm("gallery.view_image"):
