@@ -76,7 +76,7 @@ class BulkUploadForm(forms.Form):
         ):
             raise forms.ValidationError(
                 "Give at least one label, take labels from a zip's folder names, or tick"
-                " \"Images without labels are welcome\"."
+                ' "Images without labels are welcome".'
             )
         return cleaned
 
