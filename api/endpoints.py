@@ -26,6 +26,7 @@ from search.query import clip_retrieval, queries
 from search.status import status_summary
 
 from . import schemas as s
+from . import status_schemas
 from .auth import STAFF, caller_sees_unindexed, require_search_access
 
 api = NinjaAPI(
@@ -253,9 +254,12 @@ def image_delete(request: HttpRequest, image_id: ImageId):
     return Status(204, None)
 
 
-@api.get("/api/status", auth=STAFF, response={200: s.StatusOut, **errors(400, 401)}, tags=["status"])
+@api.get(
+    "/api/status", auth=STAFF, response={200: status_schemas.StatusOut, **errors(400, 401)}, tags=["status"]
+)
 def status(request: HttpRequest):
-    """Images per status, the index generation, its size and age, and whether it is behind."""
+    """Images per status, the index generation, its size and age, whether it is behind, and the
+    cut-off's calibration on the library's own labels."""
     return status_summary()
 
 

@@ -1,6 +1,6 @@
 """Bookkeeping for the index (rebuild requests, so that bursts coalesce into one rebuild), the
-near-duplicate groups the worker finds (search.duplicates.scan), and the vectors pgvector searches when
-it is the vector store."""
+near-duplicate groups the worker finds (search.duplicates.scan), the label suggestions, the cut-off's
+calibration (search.calibration), and the vectors pgvector searches when it is the vector store."""
 
 from __future__ import annotations
 
@@ -237,3 +237,32 @@ class Mislabel(models.Model):
 
     def __str__(self) -> str:
         return f"image {self.image_id}: {self.label_id} -> {self.better_id}"
+
+
+class Calibration(_SingleRow):
+    """A single row (pk=1): the last calibration of the cut-off (search.calibration), made by the
+    worker after a rebuild that served requests. ``curves`` holds, per kind of query (``text``,
+    ``image``), the pooled precision at about a hundred scores (``[score, precision, results]``,
+    highest score first); empty, with ``note`` saying why, when the library had too few labelled
+    images. A failed calibration keeps the last curves and records ``last_error``."""
+
+    calibrated_at = models.DateTimeField(null=True, blank=True)
+    seconds = models.FloatField(null=True, blank=True)
+    image_model = models.CharField(max_length=500, blank=True)
+    text_model = models.CharField(max_length=500, blank=True)
+    library = models.PositiveIntegerField(default=0)  # searchable images the sample was drawn from
+    sample = models.PositiveIntegerField(default=0)  # images scored by every query
+    labels = models.PositiveIntegerField(default=0)  # labels that served as queries
+    eligible_labels = models.PositiveIntegerField(default=0)  # labels with enough images in the sample
+    text_queries = models.PositiveIntegerField(default=0)
+    image_queries = models.PositiveIntegerField(default=0)
+    curves = models.JSONField(default=dict)
+    note = models.TextField(blank=True)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        verbose_name = "cut-off calibration"
+        verbose_name_plural = "cut-off calibration"
+
+    def __str__(self) -> str:
+        return "cut-off calibration"

@@ -9,6 +9,7 @@ from django.db.models import Count
 from gallery.models import Image, Label
 
 from . import encoder
+from .calibration import calibration_summary
 from .models import IndexState
 from .stores.selection import vector_store
 
@@ -25,7 +26,8 @@ def index_behind() -> bool:
 
 def index_status() -> dict[str, Any]:
     """What the admin status page shows: the counts, the models, the store's own figures
-    (``VectorStore.status_fields``, the same keys on both stores) and the rebuild state."""
+    (``VectorStore.status_fields``, the same keys on both stores), the rebuild state and the
+    cut-off's calibration."""
     counts = {status: 0 for status in Image.Status.values}
     for row in Image.objects.order_by().values("status").annotate(n=Count("pk")):
         counts[row["status"]] = row["n"]
@@ -44,6 +46,8 @@ def index_status() -> dict[str, Any]:
         "model_error": encoder.last_load_error(),
         "encoder": encoder_summary(),
         "store": store.name,
+        # The cut-off's last calibration (search.calibration): when, from what, its thresholds.
+        "calibration": calibration_summary(),
     }
 
 
@@ -61,6 +65,7 @@ SUMMARY_FIELDS = (
     "counts", "total", "stale", "model", "text_model", "labels_outdated",
     "generation", "vectors", "dimension", "size_bytes", "kind", "requested_kind",
     "search_param", "search_param_value", "recall_text", "recall_image", "age_seconds", "behind",
+    "calibration",
 )  # fmt: skip
 
 

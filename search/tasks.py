@@ -26,6 +26,7 @@ from gallery.media import media_orphans_delete
 from gallery.services import images_taken_at_backfill
 
 from . import dispatch, encoder
+from .calibration import library_calibrate
 from .duplicates import scan as duplicates
 from .file_lock import Locked, file_lock
 from .ingest import pipeline, rebuild
@@ -89,10 +90,13 @@ def rebuild_index() -> dict[str, object]:
     """Write a new index generation. Run twice (or concurrently): one writer wins, the other
     backs off; the written generation always equals a rebuild from the database. A rebuild
     that served requests (a FAISS generation written, or pgvector's requests counted) asks for a
-    near-duplicate scan: images came, went or changed, on either store."""
+    near-duplicate scan and calibrates the cut-off (search.calibration; bounded by its sample,
+    and a failure there is logged and shown, never the rebuild's): images came, went or changed,
+    on either store."""
     report = rebuild.index_rebuild()
     if report.served:
         dispatch.duplicates_scan_request()
+        library_calibrate()
     return vars(report)
 
 

@@ -57,6 +57,13 @@
     }
     set("index-error", s.index_error);
     document.getElementById("index-error-row").hidden = !s.index_error;
+    var c = s.calibration;
+    set("calibration-when", c.calibrated_at == null ? "not yet" :
+      c.calibrated_at.slice(0, 10) + " " + c.calibrated_at.slice(11, 16) + " UTC" +
+      (c.seconds == null ? "" : " (took " + c.seconds.toFixed(2) + " s)"));
+    set("calibration-summary", c.summary);
+    set("calibration-error", c.error);
+    document.getElementById("calibration-error-row").hidden = !c.error;
     set("live-note", "Updated " + new Date().toLocaleTimeString() + "; this page updates by itself.");
   }
 
