@@ -101,12 +101,13 @@ def _invalid_labels(request, exc: InvalidLabels):
     return _error(request, str(exc), 400)
 
 
-def _image_out(request: HttpRequest, image: Image, score: float | None = None) -> dict:
+def _image_out(request: HttpRequest, image: Image, score: float | None = None, why=None) -> dict:
     thumbnail = image.thumbnail.url if image.thumbnail else image.file.url
     return {
         "id": image.pk,
         "labels": image.label_names,
         "score": score,
+        "why": _why_out(why) if why is not None else None,
         "image_url": request.build_absolute_uri(image.file.url),
         "display_url": request.build_absolute_uri(image.display_url),
         "content_type": image.content_type,
@@ -131,16 +132,31 @@ def _search(request: HttpRequest, params: s.SearchParams, image: UploadedFile | 
         labels=params.labels,
         sort=params.sort,
         image_weight=params.weight,
+        exclude=params.exclude,
+        alpha=params.alpha,
     )
     hits, has_more, result, query = queries.run_slice(query, offset=params.offset, limit=params.k)
     return {
-        "results": [_image_out(request, hit.image, hit.score) for hit in hits],
+        "results": [_image_out(request, hit.image, hit.score, hit.why) for hit in hits],
         "offset": params.offset,
         "k": params.k,
         "has_more": has_more,
         "generation": result.generation,
         "image_token": query.image_token or None,
         "notices": result.notices,
+        "excluded": list(query.excluded),
+    }
+
+
+def _why_out(why) -> dict:
+    return {
+        "picture": why.picture,
+        "labels": why.labels,
+        "picture_cosine": why.picture_cosine,
+        "labels_cosine": why.labels_cosine,
+        "picture_weight": why.picture_weight,
+        "labels_weight": why.labels_weight,
+        "parts": [{"part": p.name, "picture": p.picture, "labels": p.labels} for p in why.shares],
     }
 
 
@@ -148,7 +164,8 @@ def _search(request: HttpRequest, params: s.SearchParams, image: UploadedFile | 
 def search_get(request: HttpRequest, params: Query[s.SearchParams]):
     """Search by words (`text`), by an indexed image (`image_id`: more like this), by an earlier
     uploaded image (`image_token`), or browse `labels`; filter by `labels`, `sort`, page with
-    `offset` and `k`."""
+    `offset` and `k`. Leave words out (`exclude`), move the emphasis between the picture and the
+    labels (`alpha`); each result's `why` splits its score into its picture and label parts."""
     return _search(request, params, None)
 
 

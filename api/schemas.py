@@ -10,7 +10,7 @@ from pydantic import BeforeValidator, StrictBool, StrictFloat, StrictStr
 from pydantic.json_schema import SkipJsonSchema
 
 from gallery.labels import MAX_LABEL_LENGTH
-from search.query.queries import DEFAULT_IMAGE_WEIGHT, MAX_FILTER_LABELS, MAX_QUERY_TEXT_LENGTH
+from search.query.queries import DEFAULT_IMAGE_WEIGHT, MAX_EXCLUDED, MAX_FILTER_LABELS, MAX_QUERY_TEXT_LENGTH
 from search.query.ranking import MAX_RESULTS, PAGE_SIZE
 
 
@@ -71,12 +71,51 @@ class SearchParams(Schema):
         description="`relevance`: best first; `date`: the best matches, newest first (by `taken_at`, "
         "else `uploaded_at`).",
     )
+    exclude: list[Annotated[str, Field(min_length=1, max_length=MAX_LABEL_LENGTH)]] = Field(
+        [],
+        max_length=MAX_EXCLUDED,
+        description="Words to leave out: the query moves away from them, and images carrying a label "
+        'equal to one of them are left out entirely. `-word` (or `-"two words"`) in `text` does the '
+        "same.",
+    )
+    alpha: Annotated[float, Field(ge=0, le=1)] | SkipJsonSchema[None] = Field(
+        None,
+        description="Emphasis: rank by `alpha * cos(query, image) + (1 - alpha) * cos(query, labels)`, "
+        "1 = looks like, 0 = labelled as. Absent: the stored hybrids' own ranking (their image weight, "
+        "`GET /api/status`).",
+    )
+
+
+class PartShareOut(Schema):
+    part: str = Field(description="`words`, `image`, `the chosen image` or `left out`.")
+    picture: float
+    labels: float
+
+
+class ExplanationOut(Schema):
+    picture: float = Field(description="The part of `score` that comes from the picture.")
+    labels: float = Field(
+        description="The part of `score` that comes from the labels; `picture + labels = score`."
+    )
+    picture_cosine: float = Field(description="Cosine of the query with the image vector.")
+    labels_cosine: float | None = Field(
+        description="Cosine of the query with the label vector; null for an image without labels."
+    )
+    picture_weight: float = Field(description="`picture = picture_weight * picture_cosine`.")
+    labels_weight: float = Field(description="`labels = labels_weight * labels_cosine`.")
+    parts: list[PartShareOut] = Field(
+        description="For a query of several parts (words and an image, words left out): each part's "
+        "share of `picture` and `labels`; they add up to them. Empty for a one-part query."
+    )
 
 
 class ImageOut(Schema):
     id: int
     labels: list[str]
     score: float | None = Field(None, description="Cosine similarity to the query (absent when browsing).")
+    why: ExplanationOut | None = Field(
+        None, description="How much of `score` comes from the picture and how much from the labels."
+    )
     image_url: str = Field(description="The original, byte for byte as it was uploaded.")
     display_url: str = Field(
         description="The full-size picture in a format every browser shows: the original, or for "
@@ -111,6 +150,7 @@ class SearchOut(Schema):
         description="For an uploaded query image: send it back as `image_token` for further pages."
     )
     notices: list[str] = Field(description="States worth knowing, e.g. images still being indexed.")
+    excluded: list[str] = Field(description="The words left out (`exclude` and `-word` terms of `text`).")
 
 
 class LabelOut(Schema):

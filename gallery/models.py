@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 from django.db.models.functions import Coalesce, Lower
 
 from . import formats
@@ -26,6 +28,13 @@ class LabelQuerySet(models.QuerySet["Label"]):
     def named(self, name: str) -> LabelQuerySet:
         """Labels equal to ``name`` ignoring case and surrounding spaces."""
         return self.filter(name__iexact=normalize_label_name(name))
+
+    def named_any(self, names: Iterable[str]) -> LabelQuerySet:
+        """Labels equal to any of ``names`` ignoring case and surrounding spaces."""
+        found = Q(pk__in=[])
+        for name in names:
+            found |= Q(name__iexact=normalize_label_name(name))
+        return self.filter(found)
 
     def vectors_outdated(self, model_name: str) -> LabelQuerySet:
         """Labels behind a stored hybrid whose text vector was made by another model than

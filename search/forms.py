@@ -7,7 +7,13 @@ from django import forms
 from gallery.labels import MAX_LABEL_LENGTH, normalize_label_name
 from gallery.validation import InvalidImage, check_query_image_size
 
-from .query.queries import MAX_FILTER_LABELS, MAX_QUERY_TEXT_LENGTH, SearchQuery, search_query_build
+from .query.queries import (
+    MAX_EXCLUDED,
+    MAX_FILTER_LABELS,
+    MAX_QUERY_TEXT_LENGTH,
+    SearchQuery,
+    search_query_build,
+)
 from .query.ranking import SORTS
 
 
@@ -26,6 +32,20 @@ class LabelListField(forms.Field):
         return names
 
 
+class ExcludedField(forms.Field):
+    """Repeated ``exclude=`` parameters: words to leave out (besides the text's ``-word`` terms)."""
+
+    widget = forms.MultipleHiddenInput
+
+    def to_python(self, value) -> list[str]:
+        terms = list(dict.fromkeys(" ".join(v.split()) for v in (value or []) if v.strip()))
+        if len(terms) > MAX_EXCLUDED:
+            raise forms.ValidationError(f"Leave out at most {MAX_EXCLUDED} words at a time.")
+        if any(len(t) > MAX_LABEL_LENGTH for t in terms):
+            raise forms.ValidationError(f"Words left out are at most {MAX_LABEL_LENGTH} characters.")
+        return terms
+
+
 class SearchForm(forms.Form):
     """One search box: words, an image (new upload or remembered ``qimg``), or both with a
     weight; "more like this" (``like``); label filters; sort; page."""
@@ -37,6 +57,8 @@ class SearchForm(forms.Form):
     like = forms.IntegerField(required=False, min_value=1, max_value=2**62)
     label = LabelListField(required=False)
     sort = forms.ChoiceField(required=False, choices=[(s, s) for s in SORTS])
+    exclude = ExcludedField(required=False)
+    alpha = forms.FloatField(required=False, min_value=0.0, max_value=1.0)
     page = forms.IntegerField(required=False, min_value=1, max_value=10_000)
 
     def clean_image(self):
@@ -58,6 +80,8 @@ class SearchForm(forms.Form):
             labels=data.get("label"),
             sort=data.get("sort"),
             image_weight=data.get("w"),
+            exclude=data.get("exclude"),
+            alpha=data.get("alpha"),
         )
 
     def error_text(self) -> str:

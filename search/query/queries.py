@@ -30,11 +30,30 @@ from .. import encoder
 from ..errors import QueryError, QueryTargetMissing
 from . import ranking
 from . import vectors as query_vectors
+from .explain import QueryPart, QueryVector
 from .vectors import MAX_QUERY_TEXT_LENGTH
 
 QUERY_VECTOR_TTL = 3600  # seconds an uploaded image's query vector stays pageable
 DEFAULT_IMAGE_WEIGHT = 0.5  # words and image count the same, as in the stored hybrids
 MAX_FILTER_LABELS = 10
+MAX_EXCLUDED = 5  # words left out of one query
+# Words left out pull the query away from them: q = normalize(q - EXCLUDE_WEIGHT * n(left out)).
+EXCLUDE_WEIGHT = 0.5
+# "-word" or -"several words" in the search box: left out of the results.
+_EXCLUDED_TERM = re.compile(r'(?:^|(?<=\s))-(?:"([^"]+)"|(\S+))')
+
+
+def words_split(text: str) -> tuple[str, tuple[str, ...]]:
+    """The words to look for and the terms to leave out (``-word``, ``-"two words"``) of a
+    search box's text. A hyphen inside a word (``t-shirt``) is part of it."""
+    left_out = tuple(
+        dict.fromkeys(
+            " ".join((quoted or bare).split())
+            for quoted, bare in _EXCLUDED_TERM.findall(text)
+            if (quoted or bare).strip()
+        )
+    )
+    return " ".join(_EXCLUDED_TERM.sub(" ", text).split()), left_out
 
 
 @dataclass(frozen=True)
@@ -46,6 +65,9 @@ class SearchQuery:
     labels: tuple[str, ...] = ()
     sort: str = "relevance"
     image_weight: float = DEFAULT_IMAGE_WEIGHT
+    exclude: tuple[str, ...] = ()  # terms left out, besides the text's own ``-word`` terms
+    alpha: float | None = None  # emphasis: 1 "looks like", 0 "labelled as"; None: the hybrids'
+    min_precision: float | None = None  # "good matches only": the calibrated cut-off's level
 
     max_text_length: ClassVar[int] = MAX_QUERY_TEXT_LENGTH  # for the search box's maxlength
 
@@ -54,15 +76,47 @@ class SearchQuery:
         return self.image is not None or bool(self.image_token)
 
     @property
+    def words(self) -> str:
+        """The words to look for (the text without its ``-word`` terms)."""
+        return words_split(self.text)[0]
+
+    @property
+    def excluded(self) -> tuple[str, ...]:
+        """Every term left out: the text's ``-word`` terms and ``exclude``."""
+        return tuple(dict.fromkeys((*words_split(self.text)[1], *self.exclude)))
+
+    @property
+    def default_alpha(self) -> float:
+        """Where the emphasis slider starts: the stored hybrids' own image weight."""
+        return float(settings.IMAGESEARCH_IMAGE_WEIGHT)
+
+    @property
+    def alpha_percent(self) -> int:
+        return round(100 * (self.alpha if self.alpha is not None else self.default_alpha))
+
+    @property
+    def labels_percent(self) -> int:
+        return 100 - self.alpha_percent
+
+    @property
+    def emphasis_text(self) -> str:
+        """The emphasis in words: "looks like", "labelled as" or the mix."""
+        if self.alpha_percent == 100:
+            return "looks like"
+        if self.alpha_percent == 0:
+            return "labelled as"
+        return f"{self.alpha_percent} % picture"
+
+    @property
     def kind(self) -> str:
         """``like``, ``hybrid`` (words and image), ``image``, ``text``, ``browse`` (labels only)
         or ``empty``."""
         if self.like:
             return "like"
-        words = bool(query_vectors.query_text_clean(self.text))
+        words = bool(query_vectors.query_text_clean(self.words))
         if self.has_image:
             return "hybrid" if words else "image"
-        if words:
+        if words or self.excluded:  # only words left out: said to be not enough (query_vector)
             return "text"
         return "browse" if self.labels else "empty"
 
@@ -79,8 +133,13 @@ class SearchQuery:
             if query.text.strip():
                 params.append(("w", f"{query.image_weight:g}"))
         params.extend(("label", name) for name in query.labels)
+        params.extend(("exclude", term) for term in query.exclude)
         if query.sort != "relevance":
             params.append(("sort", query.sort))
+        if query.alpha is not None:
+            params.append(("alpha", f"{query.alpha:g}"))
+        if query.min_precision is not None:
+            params.append(("min_precision", f"{query.min_precision:g}"))
         return params
 
     def url(self, *, page: int = 1, **changes: object) -> str:
@@ -99,6 +158,9 @@ def search_query_build(
     labels: Iterable[str] | None = None,
     sort: str | None = None,
     image_weight: float | None = None,
+    exclude: Iterable[str] | None = None,
+    alpha: float | None = None,
+    min_precision: float | None = None,
 ) -> SearchQuery:
     """The query from validated request parameters, the search page's form or the API's: absent
     ones take their defaults, and a newly uploaded image replaces a remembered one."""
@@ -110,6 +172,9 @@ def search_query_build(
         labels=tuple(labels or ()),
         sort=sort or "relevance",
         image_weight=DEFAULT_IMAGE_WEIGHT if image_weight is None else image_weight,
+        exclude=tuple(dict.fromkeys(" ".join(t.split()) for t in exclude or () if t.strip())),
+        alpha=alpha,
+        min_precision=min_precision,
     )
 
 
@@ -131,11 +196,13 @@ def recall_image(token: str) -> np.ndarray:
     return encoder.from_bytes(data)
 
 
-def query_vector(query: SearchQuery) -> tuple[np.ndarray, SearchQuery]:
-    """The vector to search with, and the query as it can be asked again by GET (a new query
-    image replaced by its token). Words and an image together give their weighted hybrid."""
+def query_vector(query: SearchQuery) -> tuple[QueryVector, SearchQuery]:
+    """The vector to search with (and the parts it is made of), and the query as it can be asked
+    again by GET (a new query image replaced by its token). Words and an image together give
+    their weighted hybrid; terms left out pull the vector away from them."""
     if query.like:
-        return query_vectors.query_vector_for_image_id(image_id=query.like), query
+        like = query_vectors.query_vector_for_image_id(image_id=query.like)
+        return _leaving_out(QueryVector.single("the chosen image", like), query.excluded), query
     image_vector = None
     if query.image is not None:
         token = image_token(query.image)
@@ -147,15 +214,39 @@ def query_vector(query: SearchQuery) -> tuple[np.ndarray, SearchQuery]:
         query = replace(query, image=None, image_token=token)
     elif query.image_token:
         image_vector = recall_image(query.image_token)
+    words = query_vectors.query_text_clean(query.words)
     if image_vector is None:
-        return query_vectors.query_vector_for_text(text=query.text), query
-    if not query_vectors.query_text_clean(query.text):
-        return image_vector, query
-    text_vector = query_vectors.query_vector_for_text(text=query.text)
-    vector = query_vectors.query_vector_combine(
-        image_vector=image_vector, text_vector=text_vector, image_weight=query.image_weight
-    )
-    return vector, query
+        if not words:
+            raise QueryError("Say what to look for, not only what to leave out.")
+        vector = QueryVector.single("words", query_vectors.query_vector_for_text(text=words))
+    elif not words:
+        vector = QueryVector.single("image", image_vector)
+    else:
+        if not 0.0 <= query.image_weight <= 1.0:
+            raise QueryError("The image weight is a number from 0 to 1.")
+        text_vector = query_vectors.query_vector_for_text(text=words)
+        vector = QueryVector.combined(
+            [
+                QueryPart("image", query.image_weight, _unit(image_vector)),
+                QueryPart("words", 1.0 - query.image_weight, _unit(text_vector)),
+            ]
+        )
+    return _leaving_out(vector, query.excluded), query
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    return encoder.normalize(np.asarray(vector, dtype=np.float32).reshape(1, -1))[0]
+
+
+def _leaving_out(vector: QueryVector, terms: tuple[str, ...]) -> QueryVector:
+    """``vector`` pulled away from ``terms``: ``normalize(q - EXCLUDE_WEIGHT * n(mean of their
+    vectors))``."""
+    if not terms:
+        return vector
+    if len(terms) > MAX_EXCLUDED:
+        raise QueryError(f"Leave out at most {MAX_EXCLUDED} words at a time.")
+    away = np.mean([_unit(query_vectors.query_vector_for_text(text=term)) for term in terms], axis=0)
+    return QueryVector.combined([*vector.parts, QueryPart("left out", -EXCLUDE_WEIGHT, _unit(away))])
 
 
 def run(
@@ -166,6 +257,8 @@ def run(
         raise QueryError(f"Filter by at most {MAX_FILTER_LABELS} labels at a time.")
     if query.kind in ("browse", "empty"):  # no query: the newest images (with those labels)
         return ranking.images_browse(labels=query.labels, page=page, page_size=page_size), query
+    if query.alpha is not None and not 0.0 <= query.alpha <= 1.0:
+        raise QueryError("The emphasis is a number from 0 (labelled as) to 1 (looks like).")
     vector, query = query_vector(query)
     result = ranking.images_search(
         vector=vector,
@@ -173,7 +266,9 @@ def run(
         page_size=page_size,
         exclude_id=query.like,
         labels=query.labels,
+        without_labels=query.excluded,
         sort=query.sort,
+        alpha=query.alpha,
     )
     return result, query
 
@@ -263,6 +358,7 @@ def result_links(query: SearchQuery, result: ranking.ResultPage) -> dict[str, st
         "next": query.url(page=result.page + 1) if result.has_next else "",
         "relevance": query.url(sort="relevance"),
         "date": query.url(sort="date"),
+        "emphasis_reset": query.url(alpha=None),
     }
 
 

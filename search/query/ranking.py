@@ -17,18 +17,24 @@ from .. import status
 from ..errors import QueryError
 from ..stores.rows import with_labels
 from ..stores.selection import vector_store
-from . import slots
+from . import explain, slots
+from .explain import Explanation, QueryVector, RowVectors
+from .row_vectors import rows_vectors
 
 PAGE_SIZE = 24  # results per page: the search page's grid, and the API's default
 MAX_RESULTS = 1000  # deepest result a query pages to
 SORTS = ("relevance", "date")
 DATE_SORT_POOL = 200  # "newest first" reorders this many best matches
+# An emphasis re-scores this many of the nearest hybrids from their stored parts (a wider pool
+# finds more of the images one side alone ranks high; BENCHMARKS.md, "Emphasis", measures it).
+EMPHASIS_POOL = 1000
 
 
 @dataclass
 class Hit:
     image: Image
     score: float | None  # None when browsing (no query)
+    why: Explanation | None = None  # the picture and label parts of ``score``
 
 
 @dataclass
@@ -39,6 +45,7 @@ class ResultPage:
     has_next: bool
     generation: int | None
     notices: list[str] = field(default_factory=list)
+    hidden: int = 0  # results of this page's span below the cut-off (``min_score``)
 
     @property
     def has_previous(self) -> bool:
@@ -51,14 +58,18 @@ class ResultPage:
 
 def images_search(
     *,
-    vector: np.ndarray,
+    vector: np.ndarray | QueryVector,
     page: int = 1,
     page_size: int | None = None,
     exclude_id: int | None = None,
     labels: Sequence[str] = (),
+    without_labels: Sequence[str] = (),
     sort: str = "relevance",
+    alpha: float | None = None,
+    min_score: float | None = None,
 ) -> ResultPage:
-    """One page of the images nearest to ``vector``, best first, re-read from the database.
+    """One page of the images nearest to ``vector``, best first, re-read from the database, each
+    with the picture and label parts of its score (:mod:`search.query.explain`).
 
     Asks the index for more ids than the page needs (rows deleted or no longer ready since
     the last rebuild drop out) and widens the request until the page is full or the index
@@ -66,26 +77,43 @@ def images_search(
 
     ``labels``: keep only images that carry every one of these labels (names, any case). A
     narrow filter is scored exactly from the rows' stored hybrids; a wide one over-fetches
-    from the index in proportion to how few rows it keeps.
+    from the index in proportion to how few rows it keeps. ``without_labels``: leave out
+    images that carry any of these.
     ``sort``: ``"relevance"`` (best first) or ``"date"``: the ``DATE_SORT_POOL`` best
     matches, newest first by the date taken (the upload time where there is none).
+    ``alpha``: rank by ``alpha * cos(q, image) + (1 - alpha) * cos(q, labels)`` instead of the
+    stored hybrids: the ``EMPHASIS_POOL`` nearest hybrids re-scored from their stored parts.
+    ``min_score``: leave out results whose hybrid score (the default ranking's) is below it.
     """
+    query = vector if isinstance(vector, QueryVector) else QueryVector.single("query", vector)
     page_size = page_size or PAGE_SIZE
     start = _check_paging(page, page_size, sort)
     needed = DATE_SORT_POOL if sort == "date" else start + page_size + 1
     label_ids = _label_ids(labels)
-    vector = np.asarray(vector, dtype=np.float32).reshape(1, -1)
+    without_ids = (
+        list(Label.objects.named_any(without_labels).values_list("pk", flat=True)) if without_labels else []
+    )
     nearest = vector_store().nearest(
-        vector, needed=needed, exclude_id=exclude_id, label_ids=label_ids, slot=slots.model_slot
+        query.vector,
+        needed=max(needed, EMPHASIS_POOL) if alpha is not None else needed,
+        exclude_id=exclude_id,
+        label_ids=label_ids,
+        without_label_ids=without_ids,
+        slot=slots.model_slot,
     )
     hits = [Hit(image, score) for image, score in nearest.found]
     generation, notices = nearest.generation, status.search_notices() + nearest.notices
+    parts: dict[int, RowVectors] = {}
+    if alpha is not None:
+        parts = rows_vectors([hit.image.pk for hit in hits])
+        hits = _emphasised(query, hits, parts, alpha)
+    hidden = 0
+    if min_score is not None:
+        hits, hidden = _cut(query, hits, parts, min_score, span=start + page_size)
     if sort == "date":
         hits = sorted(hits[:DATE_SORT_POOL], key=lambda h: (h.image.sorted_at, h.image.pk), reverse=True)
     shown = hits[start : start + page_size]
-    # Label names of the hits shown only, in one query: loading them for every over-fetched
-    # row, or as Label objects, is a large share of a search's time.
-    Image.label_names_load([hit.image for hit in shown])
+    _explain(query, shown, alpha)
     return ResultPage(
         hits=shown,
         page=page,
@@ -93,7 +121,51 @@ def images_search(
         has_next=len(hits) > start + page_size,
         generation=generation,
         notices=notices,
+        hidden=hidden,
     )
+
+
+def _emphasised(query: QueryVector, hits: list[Hit], parts: dict[int, RowVectors], alpha: float) -> list[Hit]:
+    """``hits`` re-scored by ``alpha`` from their stored parts, best first (equal scores by id)."""
+    hits = [hit for hit in hits if hit.image.pk in parts]
+    if not hits:
+        return []
+    rows = [parts[hit.image.pk] for hit in hits]
+    images = np.stack([row.image for row in rows])
+    has_labels = np.array([row.labels is not None for row in rows])
+    labels = np.stack([row.labels if row.labels is not None else row.image for row in rows])
+    found = explain.scores(query.vector, images, labels, has_labels, alpha)
+    for hit, score in zip(hits, found, strict=True):
+        hit.score = float(score)
+    return sorted(hits, key=lambda hit: (-(hit.score or 0.0), hit.image.pk))
+
+
+def _cut(
+    query: QueryVector, hits: list[Hit], parts: dict[int, RowVectors], min_score: float, *, span: int
+) -> tuple[list[Hit], int]:
+    """The hits whose hybrid score reaches ``min_score``, and how many of the first ``span``
+    did not. With an emphasis the hybrid score is recomputed from the stored parts."""
+
+    def hybrid_score(hit: Hit) -> float:
+        if hit.image.pk in parts:
+            return explain.explain(query, parts[hit.image.pk]).score
+        return hit.score or 0.0
+
+    kept = [hit for hit in hits if hybrid_score(hit) >= min_score]
+    kept_ids = {hit.image.pk for hit in kept}
+    return kept, sum(1 for hit in hits[:span] if hit.image.pk not in kept_ids)
+
+
+def _explain(query: QueryVector, shown: list[Hit], alpha: float | None) -> None:
+    """Each shown hit's explanation, whose parts add up to the score it then shows. The label
+    names of the hits come in the same read: loading them for every over-fetched row, or as
+    Label objects, is a large share of a search's time."""
+    parts = rows_vectors([hit.image.pk for hit in shown], images=[hit.image for hit in shown])
+    for hit in shown:
+        row = parts.get(hit.image.pk)
+        if row is not None and row.image.shape == query.vector.shape[1:]:
+            hit.why = explain.explain(query, row, alpha=alpha)
+            hit.score = hit.why.score
 
 
 def images_browse(*, labels: Sequence[str] = (), page: int = 1, page_size: int | None = None) -> ResultPage:

@@ -72,9 +72,11 @@ class VectorStore(Protocol):
         exclude_id: int | None,
         label_ids: Sequence[int] | None,
         slot: Slot,
+        without_label_ids: Sequence[int] = (),
     ) -> Nearest:
         """The ``needed`` ready images nearest to ``vector`` (a 1 x d array) that carry every label
-        of ``label_ids`` (None: a label nobody carries, so none) and are not ``exclude_id``;
+        of ``label_ids`` (None: a label nobody carries, so none), none of ``without_label_ids``,
+        and are not ``exclude_id``;
         raises SearchUnavailable when nothing can be searched. ``slot`` is held around work that
         scores every row (model-sized: a flood of such queries is refused, not run side by side)."""
 

@@ -19,7 +19,7 @@ from ..errors import SearchUnavailable
 from . import base
 from . import faiss as search_index
 from .base import Nearest, Slot
-from .rows import no_index_message, with_labels
+from .rows import no_index_message, with_labels, without_labels
 
 _ROW_CHUNK = 2000  # ids re-read from the database per query
 # Rows scored per read by the exact scans (nearest_among): the memory of one scan stays about
@@ -48,9 +48,10 @@ def nearest(
     exclude_id: int | None,
     label_ids: Sequence[int] | None,
     slot: Slot,
+    without_label_ids: Sequence[int] = (),
 ) -> Nearest:
     """The hits of ``reader`` (whose served generation is ``manifest``), or of the rows."""
-    searchable = Image.objects.searchable(encoder.model_name())
+    searchable = without_labels(Image.objects.searchable(encoder.model_name()), without_label_ids)
     # No generation can be served, but the rows hold every hybrid: answer exactly from them.
     from_rows = manifest is None and searchable.exists()
     if manifest is None and not from_rows:
@@ -66,7 +67,9 @@ def nearest(
         with slot():
             found = nearest_among(candidates, vector, needed=needed, exclude_id=exclude_id)
     elif not label_ids:
-        found = _nearest_from_index(reader, vector, needed=needed, exclude_id=exclude_id)
+        found = _nearest_from_index(
+            reader, vector, needed=needed, exclude_id=exclude_id, without_label_ids=without_label_ids
+        )
     else:
         candidates = with_labels(searchable, label_ids)
         count = candidates.count()
@@ -79,6 +82,7 @@ def nearest(
                 needed=needed,
                 exclude_id=exclude_id,
                 label_ids=label_ids,
+                without_label_ids=without_label_ids,
                 kept_fraction=count / max(1, manifest.count),
                 widen=count > EXACT_SCAN_FALLBACK_LIMIT,
             )
@@ -89,11 +93,16 @@ def nearest(
 
 
 def _rows_in_rank_order(
-    pairs: Sequence[tuple[int, float]], *, needed: int, label_ids: Sequence[int] = ()
+    pairs: Sequence[tuple[int, float]],
+    *,
+    needed: int,
+    label_ids: Sequence[int] = (),
+    without_label_ids: Sequence[int] = (),
 ) -> Found:
     """Re-read ranked ids from the database, in chunks, until ``needed`` hits."""
     found: Found = []
     rows_qs = with_labels(Image.objects.ready().without_vectors(), label_ids)
+    rows_qs = without_labels(rows_qs, without_label_ids)
     # Most ranked ids are still there: read a few more than needed first, not the whole
     # over-fetch (each row read costs, see ranking.images_search()); then big chunks if many dropped out.
     start, size = 0, needed + max(8, needed // 4)
@@ -114,6 +123,7 @@ def _nearest_from_index(
     needed: int,
     exclude_id: int | None,
     label_ids: Sequence[int] = (),
+    without_label_ids: Sequence[int] = (),
     kept_fraction: float = 1.0,
     widen: bool = True,
 ) -> Found:
@@ -127,7 +137,9 @@ def _nearest_from_index(
         pairs = [
             (int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0 and i != exclude_id
         ]
-        found = _rows_in_rank_order(pairs, needed=needed, label_ids=label_ids)
+        found = _rows_in_rank_order(
+            pairs, needed=needed, label_ids=label_ids, without_label_ids=without_label_ids
+        )
         if len(found) >= needed or k >= total or not widen:
             break
         k = min(total, k * 4)

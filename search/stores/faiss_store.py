@@ -74,13 +74,21 @@ class FaissStore:
         exclude_id: int | None,
         label_ids: Sequence[int] | None,
         slot: Slot,
+        without_label_ids: Sequence[int] = (),
     ) -> Nearest:
         reader = index_reader()
         # A cheap check for a new generation; it loads in the background while this one serves.
         manifest = reader.poll()
         index_repair_request(reader)
         return faiss_nearest.nearest(
-            reader, manifest, vector, needed=needed, exclude_id=exclude_id, label_ids=label_ids, slot=slot
+            reader,
+            manifest,
+            vector,
+            needed=needed,
+            exclude_id=exclude_id,
+            label_ids=label_ids,
+            without_label_ids=without_label_ids,
+            slot=slot,
         )
 
     def rebuild(self) -> RebuildReport:

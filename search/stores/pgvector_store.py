@@ -41,13 +41,19 @@ class PgvectorStore:
         exclude_id: int | None,
         label_ids: Sequence[int] | None,
         slot: Slot,
+        without_label_ids: Sequence[int] = (),
     ) -> Nearest:
         """One query filters, ranks and limits; the rows come with it (nothing to re-read)."""
         if label_ids is None:  # a label nobody carries: nothing can match
             return Nearest([])
         model = encoder.model_name()
         found = vectorstore.nearest(
-            vector[0], model=model, needed=needed, exclude_id=exclude_id, label_ids=label_ids
+            vector[0],
+            model=model,
+            needed=needed,
+            exclude_id=exclude_id,
+            label_ids=label_ids,
+            without_label_ids=without_label_ids,
         )
         if not found and not Image.objects.searchable(model).exists():
             raise SearchUnavailable(no_index_message())

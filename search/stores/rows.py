@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from django.db import connection
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 
 from gallery.models import Image
 
@@ -58,6 +58,14 @@ def with_labels(rows: QuerySet[Image], label_ids: Sequence[int]) -> QuerySet[Ima
     for pk in label_ids:
         rows = rows.filter(labels=pk)
     return rows
+
+
+def without_labels(rows: QuerySet[Image], label_ids: Sequence[int]) -> QuerySet[Image]:
+    """``rows`` that carry none of ``label_ids``."""
+    if not label_ids:
+        return rows
+    carrying = Image.labels.through.objects.filter(image_id=OuterRef("pk"), label_id__in=list(label_ids))
+    return rows.exclude(Exists(carrying))
 
 
 def no_index_message() -> str:

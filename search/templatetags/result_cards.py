@@ -32,7 +32,7 @@ class Card:
     width: str
     height: str
     score: str | None  # 3 decimals, as shown
-    score_exact: str | None  # 4 decimals, the meter's value
+    why: SafeString  # the split bar of the score's picture and label parts ("" without one)
     more_url: str
 
 
@@ -56,11 +56,56 @@ def cards(hits: Iterable) -> list[Card]:
                 width=str(image.width),
                 height=str(image.height),
                 score=None if score is None else f"{score:.3f}",
-                score_exact=None if score is None else f"{score:.4f}",
+                why=why_bar(hit.why) if hit.why is not None else SafeString(""),
                 more_url=more + pk,
             )
         )
     return out
+
+
+def shown_parts(why) -> tuple[str, str, str]:
+    """The picture part, the label part and the score as the card shows them (3 decimals), the
+    label part rounded so that the two parts shown add up to the score shown."""
+    score = round(why.score, 3)
+    picture = round(why.picture, 3)
+    return f"{picture:.3f}", f"{score - picture:.3f}".replace("-0.000", "0.000"), f"{score:.3f}"
+
+
+def _width(value: float) -> int:
+    """A bar segment's width class: 0-100 in steps of 2 (the page's style sheet allows no inline
+    styles)."""
+    return 2 * round(50 * min(max(value, 0.0), 1.0))
+
+
+def why_bar(why) -> SafeString:
+    """The score as a bar split into its picture part and its label part, with the numbers."""
+    picture, labels, score = shown_parts(why)
+    if why.labels_cosine is None:
+        label_text = "no labels"
+        detail = f"picture {picture} = cosine {why.picture_cosine:.3f} (the image has no labels)"
+    else:
+        label_text = f"labels {labels}"
+        detail = (
+            f"picture {picture} = {why.picture_weight:.2f} x cosine {why.picture_cosine:.3f}; "
+            f"labels {labels} = {why.labels_weight:.2f} x cosine {why.labels_cosine:.3f}"
+        )
+    shares = ""
+    if why.shares:
+        detail += "; " + "; ".join(
+            f"{part.name}: picture {part.picture:.3f}, labels {part.labels:.3f}" for part in why.shares
+        )
+        shares = (
+            '<span class="why-shares">'
+            + " · ".join(f"{escape(part.name)} {part.picture + part.labels:+.3f}" for part in why.shares)
+            + "</span>"
+        )
+    return mark_safe(  # noqa: S308 - every value is a number or escaped
+        f'<div class="why" title="{escape(detail)}">'
+        f'<span class="why-bar" aria-hidden="true"><span class="why-picture w{_width(why.picture)}"></span>'
+        f'<span class="why-labels w{_width(why.labels)}"></span></span>'
+        f'<span class="why-text"><span class="why-p">picture {picture}</span> + '
+        f'<span class="why-l">{label_text}</span> = <b class="score-value">{score}</b></span>{shares}</div>'
+    )
 
 
 @register.simple_tag
@@ -70,12 +115,10 @@ def result_grid(hits: Iterable, start: int | None = None) -> SafeString:
     for card in cards(hits):
         labels_text = escape(card.labels_text)
         tags = "".join(f"<li>{escape(name)}</li>" for name in card.labels)
-        score = ""
-        if card.score is not None:
+        score = card.why
+        if card.score is not None and not score:
             score = (
                 '<div class="score" title="Cosine similarity to the query (1 is identical)">'
-                f'<meter min="0" max="1" low="0.2" high="0.5" optimum="1" value="{card.score_exact}"'
-                f' aria-label="Similarity">{card.score}</meter>'
                 f'<span class="score-value">{card.score}</span></div>'
             )
         parts.append(

@@ -103,6 +103,28 @@
   q.addEventListener("input", updateWeight);
   slider.addEventListener("input", function () { out.value = slider.value; });
   slider.addEventListener("change", function () { if (q.value.trim() && hasImage()) submit(); });
+  // The emphasis slider: untouched, it sends nothing (the stored hybrids rank); moved, it asks
+  // again with its value.
+  var alpha = document.getElementById("alpha");
+  var alphaOut = document.getElementById("alpha-value");
+  if (alpha) {
+    var emphasisText = function () {
+      var percent = Math.round(alpha.value * 100);
+      return percent === 100 ? "looks like" : percent === 0 ? "labelled as" : percent + " % picture";
+    };
+    alpha.addEventListener("input", function () {
+      alphaOut.value = emphasisText();
+      alpha.setAttribute("aria-valuetext", alphaOut.value);
+    });
+    alpha.addEventListener("change", function () {
+      // The same query (its GET address keeps every part of it), first page, this emphasis.
+      var params = new URLSearchParams((form.dataset.url || "?").slice(1));
+      params.set("alpha", alpha.value);
+      params.delete("page");
+      loading("Searching…");
+      window.location.href = form.action + "?" + params.toString();
+    });
+  }
   clear.addEventListener("click", function () {
     input.value = "";
     var old = qimgField();

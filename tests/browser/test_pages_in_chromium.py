@@ -135,7 +135,7 @@ def test_upload_a_zip_then_search_by_words_image_labels_and_pages(
     with search.expect_navigation():
         search.press("#q", "Enter")
     assert _card_labels(search) == ["sunset"] * PER_LABEL
-    assert search.locator(".grid .card meter").count() == PER_LABEL
+    assert search.locator(".grid .card .why-bar").count() == PER_LABEL
     assert not search.is_visible("#w")  # the weight slider is for words and an image together
     screenshot(search, "results-words")
 

@@ -119,27 +119,22 @@ def nearest(
     needed: int,
     exclude_id: int | None = None,
     label_ids: Sequence[int] = (),
+    without_label_ids: Sequence[int] = (),
 ) -> list[tuple[Image, float]]:
     """The ``needed`` ready images of ``model`` nearest to ``vector`` (inner product, best first)
-    that carry every label of ``label_ids``, with their scores: one query (:func:`nearest_query`).
+    that carry every label of ``label_ids`` and none of ``without_label_ids``, with their scores:
+    one query (:func:`nearest_query`).
 
     The HNSW index scan is iterative (``hnsw.iterative_scan``): when the filters drop the first
     candidates it goes on scanning, so a rare label still fills its page."""
     kept = _filter_bound(label_ids)
     exact = kept is not None and kept <= base.EXACT_FILTER_LIMIT  # as on the FAISS store
-    found = _run(
-        nearest_query(
-            vector, model=model, needed=needed, exclude_id=exclude_id, label_ids=label_ids, exact=exact
-        )
-    )
+    filters = {"exclude_id": exclude_id, "label_ids": label_ids, "without_label_ids": without_label_ids}
+    found = _run(nearest_query(vector, model=model, needed=needed, exact=exact, **filters))
     if not exact and kept is not None and len(found) < min(needed, kept):
         # The iterative scan gave up (hnsw.max_scan_tuples) before filling the page: the
         # filter's rows lie far from the query. Score them exactly instead.
-        found = _run(
-            nearest_query(
-                vector, model=model, needed=needed, exclude_id=exclude_id, label_ids=label_ids, exact=True
-            )
-        )
+        found = _run(nearest_query(vector, model=model, needed=needed, exact=True, **filters))
     return [(row.image, -float(row.distance)) for row in found]
 
 
@@ -166,6 +161,7 @@ def nearest_query(
     needed: int,
     exclude_id: int | None = None,
     label_ids: Sequence[int] = (),
+    without_label_ids: Sequence[int] = (),
     exact: bool = False,
 ) -> Any:
     """The query of :func:`nearest`: vector rows with their images, filtered, ranked, limited.
@@ -182,6 +178,9 @@ def nearest_query(
     through = Image.labels.through
     for label_id in label_ids:
         rows = rows.filter(Exists(through.objects.filter(image_id=OuterRef("image_id"), label_id=label_id)))
+    if without_label_ids:
+        left_out = through.objects.filter(image_id=OuterRef("image_id"), label_id__in=list(without_label_ids))
+        rows = rows.exclude(Exists(left_out))
     query = Cast(Value(HalfVector(vector).to_text()), HalfVectorField(dimensions=dimension))
     ranked = Cast("embedding", HalfVectorField()) if exact else _ranked(dimension)
     return (

@@ -1,0 +1,145 @@
+"""Why a result is there: the part of its score that comes from its picture and the part that
+comes from its labels, computed from the vectors the row stores.
+
+A row's hybrid is ``h = (w * I + (1 - w) * L) / N`` (``I`` its image vector, ``L`` the normalised
+mean of its labels' vectors, ``w`` the hybrid weight, ``N`` the length that makes ``h`` a unit
+vector). So the score of the default ranking splits exactly in two::
+
+    q . h  =  (w / N) * cos(q, I)  +  ((1 - w) / N) * cos(q, L)
+              \\____ picture ____/     \\_______ labels ______/
+
+With an emphasis ``alpha`` (0: "labelled as", 1: "looks like") a result scores
+``alpha * cos(q, I) + (1 - alpha) * cos(q, L)`` instead, split the same way. An image without
+labels has a hybrid equal to its picture: its label part is 0.
+
+A query of several parts (words and an image, or words with words to leave out) is
+``q = sum(c_j * u_j)``: each part's share of the picture and label parts is ``c_j`` times its
+own cosines, and the shares add up to the two parts.
+
+Everything here is numpy on vectors already read; :mod:`search.query.row_vectors` reads them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class QueryPart:
+    """One part of a query: ``name`` ("words", "image", "image in the library", "left out"), its
+    unit vector and its coefficient in the query vector (negative for words left out)."""
+
+    name: str
+    coefficient: float
+    vector: np.ndarray
+
+
+@dataclass(frozen=True)
+class QueryVector:
+    """The unit vector a search asks the store with, and the parts it is made of."""
+
+    vector: np.ndarray  # 1 x d
+    parts: tuple[QueryPart, ...]
+
+    @classmethod
+    def single(cls, name: str, vector: np.ndarray) -> QueryVector:
+        unit = np.asarray(vector, dtype=np.float32).reshape(-1)
+        return cls(unit.reshape(1, -1), (QueryPart(name, 1.0, unit),))
+
+    @classmethod
+    def combined(cls, parts: list[QueryPart]) -> QueryVector:
+        """``normalize(sum(c_j * u_j))``, with the coefficients rescaled by that norm so that the
+        query is exactly the sum of its parts."""
+        total = sum(part.coefficient * np.asarray(part.vector, dtype=np.float64) for part in parts)
+        norm = float(np.linalg.norm(total)) or 1.0
+        scaled = tuple(QueryPart(p.name, p.coefficient / norm, p.vector) for p in parts)
+        return cls((total / norm).astype(np.float32).reshape(1, -1), scaled)
+
+
+@dataclass(frozen=True)
+class RowVectors:
+    """What one row stores for its score: the image vector, the normalised mean of its labels'
+    vectors (None without labels) and the weight its hybrid was made with."""
+
+    image: np.ndarray
+    labels: np.ndarray | None
+    weight: float
+
+
+@dataclass(frozen=True)
+class PartShare:
+    name: str
+    picture: float
+    labels: float
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """A score and its two parts, ``score == picture + labels``."""
+
+    score: float
+    picture: float
+    labels: float
+    picture_cosine: float  # cos(query, image vector)
+    labels_cosine: float | None  # cos(query, label vector); None: the image has no labels
+    picture_weight: float  # the factor of picture_cosine in the score
+    labels_weight: float
+    shares: tuple[PartShare, ...]  # each query part's share (more than one part only)
+
+    @property
+    def picture_percent(self) -> int:
+        """The picture's share of the bar, 0-100 (parts below zero count as none)."""
+        positive = max(self.picture, 0.0) + max(self.labels, 0.0)
+        return round(100 * max(self.picture, 0.0) / positive) if positive > 0 else 50
+
+
+def part_weights(row: RowVectors, alpha: float | None) -> tuple[float, float]:
+    """The factors of cos(q, image) and cos(q, labels) in a row's score: the hybrid's own
+    (``w / N``, ``(1 - w) / N``) without an emphasis, else (``alpha``, ``1 - alpha``)."""
+    if row.labels is None:
+        return (1.0 if alpha is None else alpha), 0.0
+    if alpha is not None:
+        return alpha, 1.0 - alpha
+    w = float(row.weight)
+    mixed = w * row.image.astype(np.float64) + (1.0 - w) * row.labels.astype(np.float64)
+    norm = float(np.linalg.norm(mixed)) or 1.0
+    return w / norm, (1.0 - w) / norm
+
+
+def explain(query: QueryVector, row: RowVectors, *, alpha: float | None = None) -> Explanation:
+    """The score of ``row`` for ``query`` and its picture and label parts."""
+    a, b = part_weights(row, alpha)
+    image = row.image.astype(np.float64)
+    labels = row.labels.astype(np.float64) if row.labels is not None else None
+    shares = []
+    for part in query.parts:
+        u = np.asarray(part.vector, dtype=np.float64)
+        picture = part.coefficient * a * float(u @ image)
+        label = part.coefficient * b * float(u @ labels) if labels is not None else 0.0
+        shares.append(PartShare(part.name, picture, label))
+    picture = sum(s.picture for s in shares)
+    label_part = sum(s.labels for s in shares)
+    q = np.asarray(query.vector, dtype=np.float64).reshape(-1)
+    return Explanation(
+        score=picture + label_part,
+        picture=picture,
+        labels=label_part,
+        picture_cosine=float(q @ image),
+        labels_cosine=float(q @ labels) if labels is not None else None,
+        picture_weight=a,
+        labels_weight=b,
+        shares=tuple(shares) if len(shares) > 1 else (),
+    )
+
+
+def scores(
+    query: np.ndarray, images: np.ndarray, labels: np.ndarray, has_labels: np.ndarray, alpha: float
+) -> np.ndarray:
+    """``alpha * cos(q, image) + (1 - alpha) * cos(q, labels)`` of many rows at once (``labels``
+    rows of images without labels are ignored: their label part is 0), as :func:`explain` gives
+    them one by one."""
+    q = np.asarray(query, dtype=np.float32).reshape(-1)
+    label_cos = np.where(has_labels, labels @ q, 0.0)
+    return alpha * (images @ q) + (1.0 - alpha) * label_cos
