@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from gallery.models import Image
 
-from .models import DuplicateScan, IndexState, LabellingPass
+from .models import Calibration, DuplicateScan, IndexState, LabellingPass
 
 logger = logging.getLogger(__name__)
 
@@ -265,9 +265,12 @@ def _rebuild_countdown() -> float:
     """Seconds a newly scheduled rebuild waits: the configured delay, or, for a large library,
     twice as long as the last rebuild took. During a long ingest into a large index the worker
     then spends at most a third of its time rebuilding, so total ingest work stays linear in
-    the number of images; a small library's rebuild (milliseconds) waits only the delay."""
+    the number of images; a small library's rebuild (milliseconds) waits only the delay. The
+    rebuild task calibrates the cut-off after the rebuild (search.calibration): that time counts
+    as the rebuild's, so that the third holds for both together."""
     last = IndexState.objects.filter(pk=1).values_list("last_rebuild_seconds", flat=True).first() or 0.0
-    return _spaced_countdown(last)
+    calibrating = Calibration.objects.filter(pk=1).values_list("seconds", flat=True).first() or 0.0
+    return _spaced_countdown(last + calibrating)
 
 
 def _spaced_countdown(last_seconds: float) -> float:

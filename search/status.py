@@ -9,7 +9,7 @@ from django.db.models import Count
 from gallery.models import Image, Label
 
 from . import encoder
-from .calibration import calibration_summary
+from .calibration.cutoffs import calibration_summary
 from .models import IndexState
 from .stores.selection import vector_store
 

@@ -26,7 +26,7 @@ from gallery.media import media_orphans_delete
 from gallery.services import images_taken_at_backfill
 
 from . import dispatch, encoder
-from .calibration import library_calibrate
+from .calibration.library import library_calibrate
 from .duplicates import scan as duplicates
 from .file_lock import Locked, file_lock
 from .ingest import pipeline, rebuild

@@ -1,6 +1,6 @@
 """The worker's calibration on the library's own rows (search.calibration.library), run by the
 rebuild task as the worker runs it, on both stores: a library with enough labelled images gets
-thresholds that searches can read (search.calibration.cutoff), and results of real searches at
+thresholds that searches can read (search.calibration.cutoffs.cutoff), and results of real searches at
 or above them are the labels' images; too few labelled images give the sentence and no
 thresholds; a failure is recorded and leaves the rebuild standing."""
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from gallery.services import images_create
-from search import calibration, tasks
+from search import dispatch, tasks
 from search.calibration import cutoffs, library, precision
 from search.ingest import pipeline
 from search.models import Calibration, IndexState
@@ -69,7 +69,7 @@ def test_a_rebuild_that_served_requests_stores_thresholds_that_real_searches_hon
     assert (row.library, row.sample, row.labels, row.eligible_labels) == (24, 24, 4, 4)
     assert (row.text_queries, row.image_queries) == (4, 4 * precision.IMAGE_QUERIES_PER_LABEL)
     assert row.calibrated_at is not None and not row.note and not row.last_error
-    found = calibration.cutoff("text", 0.8)
+    found = cutoffs.cutoff("text", 0.8)
     assert found.threshold is not None and not found.reason
     # What a search at that cut-off keeps: its score is the cosine with the hybrid, as the
     # calibration's, so the labels' own words keep (mostly) their own images.
@@ -81,7 +81,7 @@ def test_a_rebuild_that_served_requests_stores_thresholds_that_real_searches_hon
                 kept += 1
                 right += hit.image.pk in ids
     assert kept >= 4 and right / kept >= 0.7
-    assert calibration.cutoff("image", 0.8).threshold is not None
+    assert cutoffs.cutoff("image", 0.8).threshold is not None
 
 
 def test_too_few_labelled_images_say_so_and_give_no_thresholds(staff_client):
@@ -89,8 +89,8 @@ def test_too_few_labelled_images_say_so_and_give_no_thresholds(staff_client):
     _rebuild_task()
     row = Calibration.get()
     assert row.note == TOO_FEW and row.curves == {} and row.eligible_labels == 2
-    for kind in calibration.cutoffs.KINDS:
-        assert calibration.cutoff(kind, 0.8) == calibration.Cutoff(kind, 0.8, None, TOO_FEW)
+    for kind in cutoffs.KINDS:
+        assert cutoffs.cutoff(kind, 0.8) == cutoffs.Cutoff(kind, 0.8, None, TOO_FEW)
     assert TOO_FEW in staff_client.get("/admin/search/indexstate/status/").content.decode()
     assert staff_client.get("/api/status").json()["calibration"]["note"] == TOO_FEW
 
@@ -100,7 +100,7 @@ def test_too_few_labelled_images_say_so_and_give_no_thresholds(staff_client):
     )
     pipeline.images_embed(image_ids=more.added)
     _rebuild_task()
-    assert calibration.cutoff("text", 0.8).threshold is not None
+    assert cutoffs.cutoff("text", 0.8).threshold is not None
 
 
 def _more(name: str) -> list[bytes]:
@@ -116,7 +116,7 @@ def _more(name: str) -> list[bytes]:
 def test_the_status_page_and_the_api_show_the_calibration(staff_client):
     _library({name: VARIANTS for name in SEEDS})
     _rebuild_task()
-    threshold = calibration.cutoff("text", 0.8).threshold
+    threshold = cutoffs.cutoff("text", 0.8).threshold
     status = staff_client.get("/api/status").json()["calibration"]
     assert (status["labels"], status["sample"], status["current"], status["note"]) == (4, 24, True, "")
     shown = {(t["kind"], t["level"]): t["threshold"] for t in status["thresholds"]}
@@ -137,24 +137,24 @@ def test_a_calibration_made_by_another_model_gives_no_threshold(settings):
     _rebuild_task()
     made = settings.IMAGESEARCH_CLIP_MODEL
     settings.IMAGESEARCH_CLIP_MODEL = "another-model"
-    found = calibration.cutoff("image", 0.8)
+    found = cutoffs.cutoff("image", 0.8)
     assert found.threshold is None and made in found.reason and "another model" in found.reason
-    assert calibration.calibration_summary()["current"] is False
+    assert cutoffs.calibration_summary()["current"] is False
 
 
 def test_before_the_first_calibration_a_cutoff_says_so_and_bad_arguments_are_refused():
-    assert calibration.cutoff("text", 0.8).reason == cutoffs.NOT_YET
-    assert calibration.calibration_summary()["summary"] == cutoffs.NOT_YET
+    assert cutoffs.cutoff("text", 0.8).reason == cutoffs.NOT_YET
+    assert cutoffs.calibration_summary()["summary"] == cutoffs.NOT_YET
     with pytest.raises(ValueError, match="from 0.5 to 0.99"):
-        calibration.cutoff("text", 0.3)
+        cutoffs.cutoff("text", 0.3)
     with pytest.raises(ValueError, match="kind must be one of text, image"):
-        calibration.cutoff("words", 0.8)
+        cutoffs.cutoff("words", 0.8)
 
 
 def test_a_failed_calibration_is_recorded_and_the_rebuild_stands(monkeypatch, staff_client):
     _library({name: VARIANTS for name in SEEDS})
     _rebuild_task()
-    kept = calibration.cutoff("text", 0.8).threshold
+    kept = cutoffs.cutoff("text", 0.8).threshold
 
     def broken(*args, **kwargs):
         raise MemoryError("no room for the scores")
@@ -164,7 +164,7 @@ def test_a_failed_calibration_is_recorded_and_the_rebuild_stands(monkeypatch, st
     report = _rebuild_task()
     assert report["served"]
     assert Calibration.get().last_error == "MemoryError: no room for the scores"
-    assert calibration.cutoff("text", 0.8).threshold == kept  # the last calibration stays
+    assert cutoffs.cutoff("text", 0.8).threshold == kept  # the last calibration stays
     status = staff_client.get("/api/status").json()["calibration"]
     assert status["error"] == "MemoryError: no room for the scores"
     assert "no room for the scores" in staff_client.get("/admin/search/indexstate/status/").content.decode()
@@ -179,3 +179,13 @@ def test_a_large_library_is_calibrated_on_a_capped_uniform_sample(monkeypatch):
     again = library.library_calibrate()
     assert Calibration.get().curves == row.curves and again.sample == 15  # the same sample each time
     assert np.isfinite(row.seconds)
+
+
+def test_the_calibration_time_counts_in_the_spacing_of_rebuilds():
+    """A rebuild waits twice the last rebuild and calibration together (search.dispatch), so that
+    during a long ingest both take at most a third of the worker's time."""
+    IndexState.get()
+    IndexState.objects.filter(pk=1).update(last_rebuild_seconds=5.0)
+    Calibration.get()
+    Calibration.objects.filter(pk=1).update(seconds=15.0)
+    assert dispatch._rebuild_countdown() == pytest.approx(40.0)

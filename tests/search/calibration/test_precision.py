@@ -4,6 +4,11 @@ the same library, keeps results whose measured precision is within 0.1 of that l
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -122,3 +127,16 @@ def test_the_same_library_gives_the_same_curves():
     second = precision.label_queries(*library)
     for kind in precision.KINDS:
         assert first.curves[kind].to_json() == second.curves[kind].to_json()
+
+
+def test_the_arithmetic_imports_without_django():
+    code = (
+        "import sys, search.calibration.precision;"
+        " print(sorted(m for m in sys.modules if m.startswith('django')))"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
+    root = Path(__file__).resolve().parents[3]
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=root, check=True
+    )
+    assert done.stdout.strip() == "[]"
