@@ -52,8 +52,11 @@ def library_calibrate() -> CalibrationReport:
     except Exception as exc:  # noqa: BLE001 - shown on the status page, the rebuild stands
         logger.exception("the cut-off calibration failed")
         error = f"{type(exc).__name__}: {exc}"
-        Calibration.get()
-        Calibration.objects.filter(pk=1).update(last_error=error)
+        try:
+            Calibration.get()
+            Calibration.objects.filter(pk=1).update(last_error=error)
+        except Exception:  # noqa: BLE001 - the database itself failed: the log says it
+            logger.exception("could not record the calibration's failure")
         return CalibrationReport(ran=False, error=error, seconds=time.monotonic() - started)
     logger.info(
         "calibration: %d labels of a sample of %d images (of %d) in %.2fs%s",

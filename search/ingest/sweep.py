@@ -9,8 +9,9 @@ from django.utils import timezone
 
 from gallery.models import Image
 
-from .. import dispatch
-from ..models import DuplicateScan, LabellingPass
+from .. import dispatch, encoder
+from ..calibration.library import library_calibrate
+from ..models import Calibration, DuplicateScan, LabellingPass
 from ..stores.selection import vector_store
 from . import claims, pipeline
 
@@ -36,6 +37,9 @@ def index_sweep(*, at_start: bool = False) -> dict[str, int]:
       lost and schedules one when the index is behind; pgvector writes missing vectors and
       serves rebuild requests.
     - A near-duplicate scan whose message was lost is asked again.
+    - The cut-off is calibrated (search.calibration) when the store served rebuild requests here,
+      as after a rebuild task, and when a worker starts on a library never calibrated (indexed
+      before calibration existed: no rebuild may come for a long time).
     """
     now = timezone.now()
     lost = claims.claims_free_lost(Image.objects.all(), now=now)
@@ -72,10 +76,14 @@ def index_sweep(*, at_start: bool = False) -> dict[str, int]:
     scan_behind = DuplicateScan.objects.filter(
         pk=1, scan_queued=False, running_since__isnull=True, requested__gt=F("scanned_request")
     ).exists()
-    if figures.pop("rebuild_served", 0):
+    served = figures.pop("rebuild_served", 0)
+    if served:
         dispatch.duplicates_scan_request()
     elif scan_behind:
         dispatch.duplicates_scan_schedule()
+    calibrated = 0
+    if served or (at_start and _never_calibrated()):
+        calibrated = int(library_calibrate().ran)
     return {
         "requeued": len(stuck),
         "claims_freed": len(lost),
@@ -83,4 +91,11 @@ def index_sweep(*, at_start: bool = False) -> dict[str, int]:
         "text_model_refreshed": text_model_refreshed,
         **figures,
         "duplicates_scan_scheduled": int(scan_behind),
+        "calibrated": calibrated,
     }
+
+
+def _never_calibrated() -> bool:
+    """Searchable rows, and no calibration ever made (nor one that failed: the next rebuild retries)."""
+    made = Calibration.objects.filter(Q(calibrated_at__isnull=False) | ~Q(last_error=""), pk=1).exists()
+    return not made and Image.objects.searchable(encoder.model_name()).exists()

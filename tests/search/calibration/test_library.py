@@ -10,6 +10,7 @@ import io
 
 import numpy as np
 import pytest
+from django.db.models import F
 
 from gallery.services import images_create
 from search import dispatch, tasks
@@ -189,3 +190,17 @@ def test_the_calibration_time_counts_in_the_spacing_of_rebuilds():
     Calibration.get()
     Calibration.objects.filter(pk=1).update(seconds=15.0)
     assert dispatch._rebuild_countdown() == pytest.approx(40.0)
+
+
+def test_a_worker_starting_on_a_library_never_calibrated_calibrates_it_once():
+    """A library indexed before calibration existed gets one when a worker starts; a later
+    start, or the periodic sweep, leaves it to the rebuilds."""
+    from search.ingest import sweep
+
+    _library({name: VARIANTS for name in SEEDS})
+    IndexState.get()
+    IndexState.objects.filter(pk=1).update(built_request=F("requested"))  # served: nothing to rebuild
+    assert sweep.index_sweep()["calibrated"] == 0
+    assert sweep.index_sweep(at_start=True)["calibrated"] == 1
+    assert cutoffs.cutoff("text", 0.8).threshold is not None
+    assert sweep.index_sweep(at_start=True)["calibrated"] == 0
