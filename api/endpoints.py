@@ -134,6 +134,7 @@ def _search(request: HttpRequest, params: s.SearchParams, image: UploadedFile | 
         image_weight=params.weight,
         exclude=params.exclude,
         alpha=params.alpha,
+        min_precision=params.min_precision,
     )
     hits, has_more, result, query = queries.run_slice(query, offset=params.offset, limit=params.k)
     return {
@@ -145,7 +146,15 @@ def _search(request: HttpRequest, params: s.SearchParams, image: UploadedFile | 
         "image_token": query.image_token or None,
         "notices": result.notices,
         "excluded": list(query.excluded),
+        "cutoff": _cutoff_out(result.cutoff),
+        "hidden": result.hidden,
     }
+
+
+def _cutoff_out(found) -> dict | None:
+    if found is None or found.threshold is None:
+        return None
+    return {"min_score": found.threshold, "min_precision": found.level, "kind": found.kind}
 
 
 def _why_out(why) -> dict:

@@ -10,6 +10,7 @@ from pydantic import BeforeValidator, StrictBool, StrictFloat, StrictStr
 from pydantic.json_schema import SkipJsonSchema
 
 from gallery.labels import MAX_LABEL_LENGTH
+from search.calibration.cutoffs import MAX_LEVEL, MIN_LEVEL
 from search.query.queries import DEFAULT_IMAGE_WEIGHT, MAX_EXCLUDED, MAX_FILTER_LABELS, MAX_QUERY_TEXT_LENGTH
 from search.query.ranking import MAX_RESULTS, PAGE_SIZE
 
@@ -84,6 +85,14 @@ class SearchParams(Schema):
         "1 = looks like, 0 = labelled as. Absent: the stored hybrids' own ranking (their image weight, "
         "`GET /api/status`).",
     )
+    min_precision: Annotated[float, Field(ge=MIN_LEVEL, le=MAX_LEVEL)] | SkipJsonSchema[None] = Field(
+        None,
+        description="Good matches only: leave out results scoring below the score at which, on this "
+        "library's own labels (calibrated by the worker at each rebuild), this share of the results were "
+        "right. 0.8 is the search page's checkbox. `cutoff` says which score that was, `hidden` how many "
+        "results it left out; where the library cannot say (too few labelled images, not calibrated yet), "
+        "nothing is left out and `notices` says why.",
+    )
 
 
 class PartShareOut(Schema):
@@ -151,6 +160,14 @@ class SearchOut(Schema):
     )
     notices: list[str] = Field(description="States worth knowing, e.g. images still being indexed.")
     excluded: list[str] = Field(description="The words left out (`exclude` and `-word` terms of `text`).")
+    cutoff: CutoffOut | None = Field(description="The cut-off `min_precision` applied; null without one.")
+    hidden: int = Field(description="Results of this slice (from the first) the cut-off left out.")
+
+
+class CutoffOut(Schema):
+    min_score: float = Field(description="Results scoring below it were left out.")
+    min_precision: float
+    kind: Literal["text", "image"] = Field(description="The calibration used: of word or of image queries.")
 
 
 class LabelOut(Schema):

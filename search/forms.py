@@ -7,7 +7,9 @@ from django import forms
 from gallery.labels import MAX_LABEL_LENGTH, normalize_label_name
 from gallery.validation import InvalidImage, check_query_image_size
 
+from .calibration.cutoffs import MAX_LEVEL, MIN_LEVEL
 from .query.queries import (
+    GOOD_MATCHES_LEVEL,
     MAX_EXCLUDED,
     MAX_FILTER_LABELS,
     MAX_QUERY_TEXT_LENGTH,
@@ -59,6 +61,8 @@ class SearchForm(forms.Form):
     sort = forms.ChoiceField(required=False, choices=[(s, s) for s in SORTS])
     exclude = ExcludedField(required=False)
     alpha = forms.FloatField(required=False, min_value=0.0, max_value=1.0)
+    good = forms.BooleanField(required=False)  # "Good matches only"
+    min_precision = forms.FloatField(required=False, min_value=MIN_LEVEL, max_value=MAX_LEVEL)
     page = forms.IntegerField(required=False, min_value=1, max_value=10_000)
 
     def clean_image(self):
@@ -82,6 +86,7 @@ class SearchForm(forms.Form):
             image_weight=data.get("w"),
             exclude=data.get("exclude"),
             alpha=data.get("alpha"),
+            min_precision=data.get("min_precision") or (GOOD_MATCHES_LEVEL if data.get("good") else None),
         )
 
     def error_text(self) -> str:

@@ -27,6 +27,7 @@ from gallery.models import Image, Label
 from gallery.validation import InvalidImage, check_query_image_size
 
 from .. import encoder
+from ..calibration.cutoffs import MAX_LEVEL, MIN_LEVEL, Cutoff, cutoff
 from ..errors import QueryError, QueryTargetMissing
 from . import ranking
 from . import vectors as query_vectors
@@ -37,6 +38,7 @@ QUERY_VECTOR_TTL = 3600  # seconds an uploaded image's query vector stays pageab
 DEFAULT_IMAGE_WEIGHT = 0.5  # words and image count the same, as in the stored hybrids
 MAX_FILTER_LABELS = 10
 MAX_EXCLUDED = 5  # words left out of one query
+GOOD_MATCHES_LEVEL = 0.8  # the search page's "Good matches only": precision 0.8 or better
 # Words left out pull the query away from them: q = normalize(q - EXCLUDE_WEIGHT * n(left out)).
 EXCLUDE_WEIGHT = 0.5
 # "-word" or -"several words" in the search box: left out of the results.
@@ -138,7 +140,9 @@ class SearchQuery:
             params.append(("sort", query.sort))
         if query.alpha is not None:
             params.append(("alpha", f"{query.alpha:g}"))
-        if query.min_precision is not None:
+        if query.min_precision == GOOD_MATCHES_LEVEL:
+            params.append(("good", "1"))
+        elif query.min_precision is not None:
             params.append(("min_precision", f"{query.min_precision:g}"))
         return params
 
@@ -259,7 +263,10 @@ def run(
         return ranking.images_browse(labels=query.labels, page=page, page_size=page_size), query
     if query.alpha is not None and not 0.0 <= query.alpha <= 1.0:
         raise QueryError("The emphasis is a number from 0 (labelled as) to 1 (looks like).")
+    if query.min_precision is not None and not MIN_LEVEL <= query.min_precision <= MAX_LEVEL:
+        raise QueryError(f"min_precision is a share of right answers from {MIN_LEVEL} to {MAX_LEVEL}.")
     vector, query = query_vector(query)
+    found = _cutoff(query)
     result = ranking.images_search(
         vector=vector,
         page=page,
@@ -269,8 +276,25 @@ def run(
         without_labels=query.excluded,
         sort=query.sort,
         alpha=query.alpha,
+        min_score=found.threshold if found is not None else None,
     )
+    result.cutoff = found
+    if found is not None and found.threshold is None:
+        result.notices.append(f"“Good matches only” cannot apply: {found.reason}")
     return result, query
+
+
+def _cutoff(query: SearchQuery) -> Cutoff | None:
+    """The calibrated cut-off a query asks for (``min_precision``): for its kind of query, words
+    or an image; words and an image together take the lower of the two."""
+    if query.min_precision is None:
+        return None
+    level = query.min_precision
+    if query.kind == "hybrid":
+        both = [cutoff("text", level), cutoff("image", level)]
+        known = [found for found in both if found.threshold is not None]
+        return min(known, key=lambda found: found.threshold) if known else both[0]
+    return cutoff("image" if query.kind in ("image", "like") else "text", level)
 
 
 def run_slice(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -46,6 +47,7 @@ class ResultPage:
     generation: int | None
     notices: list[str] = field(default_factory=list)
     hidden: int = 0  # results of this page's span below the cut-off (``min_score``)
+    cutoff: Any = None  # the calibrated cut-off applied (search.calibration.cutoffs.Cutoff)
 
     @property
     def has_previous(self) -> bool:

@@ -125,6 +125,19 @@
       window.location.href = form.action + "?" + params.toString();
     });
   }
+  // "Good matches only": the same query again with the cut-off on or off.
+  var good = document.getElementById("good");
+  if (good) {
+    good.addEventListener("change", function () {
+      var params = new URLSearchParams((form.dataset.url || "?").slice(1));
+      params.delete("good");
+      params.delete("min_precision");
+      params.delete("page");
+      if (good.checked) params.set("good", "1");
+      loading("Searching…");
+      window.location.href = form.action + "?" + params.toString();
+    });
+  }
   clear.addEventListener("click", function () {
     input.value = "";
     var old = qimgField();
