@@ -100,7 +100,7 @@ class Pool:
         result is wrong, and results to leave out are simply not passed)."""
         bins = _bins(np.asarray(scores).ravel())
         self.total += np.bincount(bins, minlength=BINS)
-        self.right += np.bincount(bins[np.asarray(is_right).ravel()], minlength=BINS)
+        self.right += np.bincount(bins[np.asarray(is_right, dtype=bool).ravel()], minlength=BINS)
         self.queries += queries
 
     def curve(self) -> Curve:
@@ -113,11 +113,16 @@ class Pool:
         wanted = np.ceil(RECALL_POINTS * right[0])
         ascending = right[::-1]  # non-decreasing as the bin goes down
         at_recall = BINS - 1 - np.searchsorted(ascending, wanted, side="left")
-        # For each level, the lowest bin that reaches it (the exact threshold of that level).
+        # For each level, the lowest bin that reaches it (the exact threshold of that level),
+        # moved up to the bin of the lowest result it keeps: the empty bins below it keep the
+        # same results, and a threshold in such a gap would admit fresh results no
+        # calibration result vouched for.
         precision = right / np.maximum(total, 1)
         supported = total >= MIN_SUPPORT
-        at_level = [np.flatnonzero(supported & (precision >= level)) for level in LEVEL_POINTS]
-        picked = np.unique(np.concatenate([at_recall, [bins.min() for bins in at_level if len(bins)]]))
+        lowest = [np.flatnonzero(supported & (precision >= level)) for level in LEVEL_POINTS]
+        occupied = np.flatnonzero(self.total)
+        at_level = [occupied[np.searchsorted(occupied, bins.min())] for bins in lowest if len(bins)]
+        picked = np.unique(np.concatenate([at_recall, at_level]).astype(np.int64))
         picked = picked[::-1].astype(np.int64)
         edges = -1.0 + 2.0 * picked / BINS
         return Curve(scores=edges, precision=precision[picked], results=total[picked])

@@ -140,3 +140,12 @@ def test_the_arithmetic_imports_without_django():
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=root, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_a_threshold_sits_at_the_lowest_result_it_keeps_not_in_the_gap_below():
+    # Thirty right answers from 0.9 down to 0.8, then nothing until five wrong ones at 0.2:
+    # every score in the gap keeps the same thirty, and the threshold is the lowest of them.
+    scores = np.concatenate([np.linspace(0.9, 0.8, 30), np.full(5, 0.2)])
+    right = np.concatenate([np.ones(30, bool), np.zeros(5, bool)])
+    threshold = precision.pooled([(scores, right)]).threshold(0.9)
+    assert 0.8 - 2 / precision.BINS <= threshold <= 0.8
