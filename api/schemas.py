@@ -6,13 +6,14 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from ninja import Field, Schema
-from pydantic import BeforeValidator, StrictBool, StrictFloat, StrictStr
+from pydantic import BeforeValidator, StrictStr
 from pydantic.json_schema import SkipJsonSchema
 
 from gallery.labels import MAX_LABEL_LENGTH
 from search.calibration.cutoffs import MAX_LEVEL, MIN_LEVEL
-from search.query.queries import DEFAULT_IMAGE_WEIGHT, MAX_EXCLUDED, MAX_FILTER_LABELS, MAX_QUERY_TEXT_LENGTH
+from search.query.queries import DEFAULT_IMAGE_WEIGHT, MAX_FILTER_LABELS, MAX_QUERY_TEXT_LENGTH
 from search.query.ranking import MAX_RESULTS, PAGE_SIZE
+from search.query.vectors import MAX_EXCLUDED
 
 
 def _a_number(value: object) -> object:
@@ -266,164 +267,3 @@ class StatusOut(Schema):
     rebuild_queued: bool
     last_rebuild_seconds: float | None
     index_error: str
-
-
-class DuplicatesParams(Schema):
-    offset: int = Field(0, ge=0, le=10**9, description="How many groups to skip.")
-    limit: int = Field(50, ge=1, le=500, description="How many groups.")
-
-
-class DuplicateImageOut(ImageOut):
-    file_bytes: int | None = Field(description="The stored file's size (null when it is missing).")
-    similarity: float = Field(description="Its highest cosine to another image of the group.")
-
-
-class DuplicateGroupOut(Schema):
-    id: int
-    scan: int = Field(description="The scan that found it.")
-    top_similarity: float
-    least_similarity: float = Field(description="The lowest cosine of the pairs that joined the group.")
-    images: list[DuplicateImageOut]
-
-
-class DuplicateScanOut(Schema):
-    number: int = Field(description="How many scans have finished (0: none yet).")
-    running: bool
-    done: int = Field(description="While a scan runs: images whose neighbours were searched.")
-    total: int = Field(description="While a scan runs: images it compares.")
-    queued: bool
-    finished_at: datetime | None
-    seconds: float | None
-    images: int = Field(description="Images the last scan compared.")
-    threshold: float | None = Field(description="The cosine the last scan used.")
-    setting: float = Field(description="`IMAGESEARCH_DUPLICATE_THRESHOLD` now (the next scan's).")
-    model: str
-    groups: int = Field(description="Groups with two images or more.")
-    last_error: str
-
-
-class DuplicatesOut(Schema):
-    scan: DuplicateScanOut
-    groups: list[DuplicateGroupOut] = Field(description="Best first, as on the admin's page.")
-    offset: int
-    has_more: bool
-
-
-# --- Label suggestions and likely mislabels (staff) --------------------------------------------
-
-
-class SuggestionsParams(Schema):
-    min_confidence: float = Field(0.0, ge=0.0, le=1.0, description="Only suggestions at least this sure.")
-    offset: int = Field(0, ge=0, le=10**9, description="How many images to skip.")
-    limit: int = Field(50, ge=1, le=500, description="How many images.")
-
-
-class SuggestionOut(Schema):
-    id: int
-    label: str
-    confidence: float = Field(
-        description="The chance that the label is right, calibrated on the images that already carry labels."
-    )
-
-
-class SuggestedImageOut(Schema):
-    image: ImageDetailOut
-    suggestions: list[SuggestionOut] = Field(description="Best first.")
-
-
-class LabellingPassOut(Schema):
-    finished_at: str | None
-    running: bool
-    queued: bool
-    images: int
-    labels: int
-    suggestions: int
-    mislabels: int
-    seconds: float | None
-    note: str = Field(description="Why nothing was suggested, when nothing was (too few labelled images).")
-    error: str
-
-
-class SuggestionsOut(Schema):
-    labelling: LabellingPassOut
-    images: list[SuggestedImageOut] = Field(
-        description="Images without labels first, then by best confidence."
-    )
-    offset: int
-    has_more: bool
-
-
-class AcceptAboveIn(Schema):
-    min_confidence: float = Field(
-        ge=0.0, le=1.0, description="Accept every open suggestion at least this sure."
-    )
-
-
-class AcceptedOut(Schema):
-    images: int
-    labels: int
-
-
-class MislabelOut(Schema):
-    id: int
-    image: ImageDetailOut
-    label: str = Field(description="The label it carries that its picture is far from.")
-    better: str = Field(description="The label that fits it better.")
-    spreads: float = Field(
-        description="How many of its label's own spreads below the label's typical picture."
-    )
-    better_confidence: float
-
-
-class MislabelsOut(Schema):
-    labelling: LabellingPassOut
-    mislabels: list[MislabelOut]
-    offset: int
-    has_more: bool
-
-
-# --- clip-retrieval's back-end protocol ------------------------------------------------------
-
-
-class KnnIn(Schema):
-    """clip-retrieval's ``/knn-service`` request. One of ``text``, ``image``, ``image_url`` or
-    ``embedding_input``; the other fields are accepted as clip-retrieval's clients send them."""
-
-    text: StrictStr | None = Field(None, max_length=MAX_QUERY_TEXT_LENGTH)
-    image: StrictStr | None = Field(None, description="The query image, base64-encoded.")
-    image_url: StrictStr | None = Field(
-        None, max_length=2000, description="Only this library's own image URLs."
-    )
-    embedding_input: list[StrictFloat] | None = Field(None, max_length=4096)
-    modality: Literal["image", "text"] = "image"
-    num_images: json_int(ge=1, le=MAX_RESULTS) = 40
-    num_result_ids: json_int(ge=1, le=100_000) | None = None
-    indice_name: Literal["imagesearch"] | None = Field(None, description="This service's one index.")
-    deduplicate: StrictBool = True
-    use_safety_model: StrictBool = False
-    use_violence_detector: StrictBool = False
-    use_mclip: StrictBool = False
-    aesthetic_score: json_int() | StrictStr | None = None
-    aesthetic_weight: StrictFloat | StrictStr | None = None
-
-
-class KnnHit(Schema):
-    id: int
-    similarity: float
-    url: str | None = Field(None, description="The image (the first `num_images` results).")
-    caption: str | None = Field(None, description="Its labels, comma-separated.")
-
-
-class MetadataIn(Schema):
-    ids: list[json_int(ge=1, le=2**62)] = Field(max_length=MAX_RESULTS)
-    indice_name: Literal["imagesearch"] | None = Field(None, description="This service's one index.")
-
-
-class Metadata(Schema):
-    url: str
-    caption: str
-
-
-class MetadataOut(Schema):
-    id: int
-    metadata: Metadata

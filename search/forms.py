@@ -10,13 +10,13 @@ from gallery.validation import InvalidImage, check_query_image_size
 from .calibration.cutoffs import MAX_LEVEL, MIN_LEVEL
 from .query.queries import (
     GOOD_MATCHES_LEVEL,
-    MAX_EXCLUDED,
     MAX_FILTER_LABELS,
     MAX_QUERY_TEXT_LENGTH,
     SearchQuery,
     search_query_build,
 )
 from .query.ranking import SORTS
+from .query.vectors import MAX_EXCLUDED
 
 
 class LabelListField(forms.Field):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from gallery.batches import batch_remember, batch_status
-from search.query.queries import recall_image, remember_image
+from search.query.vectors import recall_image, remember_image
 
 pytestmark = pytest.mark.django_db
 

@@ -2,14 +2,11 @@
 only labels. Turned here into a query vector and a page of :mod:`search.query.ranking` results.
 
 The search page and the JSON API both go through :func:`run`, so they answer the same
-question the same way. An uploaded query image is never stored: its vector is remembered
-for an hour under a token (``qimg``), so that its result pages are plain GET links.
+question the same way; :mod:`search.query.vectors` turns a query into its vector.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -17,9 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import ClassVar
 from urllib.parse import urlencode
 
-import numpy as np
 from django.conf import settings
-from django.core.cache import caches
 from django.core.files.uploadedfile import UploadedFile
 from django.db.models import Count, Q
 
@@ -32,30 +27,11 @@ from ..errors import QueryError, QueryTargetMissing
 from . import ranking
 from . import vectors as query_vectors
 from .explain import QueryPart, QueryVector
-from .vectors import MAX_QUERY_TEXT_LENGTH
+from .vectors import MAX_QUERY_TEXT_LENGTH, words_split
 
-QUERY_VECTOR_TTL = 3600  # seconds an uploaded image's query vector stays pageable
 DEFAULT_IMAGE_WEIGHT = 0.5  # words and image count the same, as in the stored hybrids
 MAX_FILTER_LABELS = 10
-MAX_EXCLUDED = 5  # words left out of one query
 GOOD_MATCHES_LEVEL = 0.8  # the search page's "Good matches only": precision 0.8 or better
-# Words left out pull the query away from them: q = normalize(q - EXCLUDE_WEIGHT * n(left out)).
-EXCLUDE_WEIGHT = 0.5
-# "-word" or -"several words" in the search box: left out of the results.
-_EXCLUDED_TERM = re.compile(r'(?:^|(?<=\s))-(?:"([^"]+)"|(\S+))')
-
-
-def words_split(text: str) -> tuple[str, tuple[str, ...]]:
-    """The words to look for and the terms to leave out (``-word``, ``-"two words"``) of a
-    search box's text. A hyphen inside a word (``t-shirt``) is part of it."""
-    left_out = tuple(
-        dict.fromkeys(
-            " ".join((quoted or bare).split())
-            for quoted, bare in _EXCLUDED_TERM.findall(text)
-            if (quoted or bare).strip()
-        )
-    )
-    return " ".join(_EXCLUDED_TERM.sub(" ", text).split()), left_out
 
 
 @dataclass(frozen=True)
@@ -182,42 +158,24 @@ def search_query_build(
     )
 
 
-def image_token(data: bytes) -> str:
-    """The token a query image's vector is remembered under (its content's hash)."""
-    return hashlib.sha256(data).hexdigest()[:32]
-
-
-def remember_image(data: bytes, vector: np.ndarray) -> str:
-    token = image_token(data)
-    caches["query_vectors"].set(f"qvec:{token}", np.asarray(vector, dtype="<f4").tobytes(), QUERY_VECTOR_TTL)
-    return token
-
-
-def recall_image(token: str) -> np.ndarray:
-    data = caches["query_vectors"].get(f"qvec:{token}") if re.fullmatch(r"[0-9a-f]{32}", token) else None
-    if data is None:
-        raise QueryTargetMissing("That image search has expired; choose the image again.")
-    return encoder.from_bytes(data)
-
-
 def query_vector(query: SearchQuery) -> tuple[QueryVector, SearchQuery]:
     """The vector to search with (and the parts it is made of), and the query as it can be asked
     again by GET (a new query image replaced by its token). Words and an image together give
     their weighted hybrid; terms left out pull the vector away from them."""
     if query.like:
         like = query_vectors.query_vector_for_image_id(image_id=query.like)
-        return _leaving_out(QueryVector.single("the chosen image", like), query.excluded), query
+        return query_vectors.leaving_out(QueryVector.single("the chosen image", like), query.excluded), query
     image_vector = None
     if query.image is not None:
-        token = image_token(query.image)
+        token = query_vectors.image_token(query.image)
         try:  # the same picture again (the search box resends it): no decode, no model slot
-            image_vector = recall_image(token)
+            image_vector = query_vectors.recall_image(token)
         except QueryTargetMissing:
             image_vector = query_vectors.query_vector_for_image(data=query.image)
-            remember_image(query.image, image_vector)
+            query_vectors.remember_image(query.image, image_vector)
         query = replace(query, image=None, image_token=token)
     elif query.image_token:
-        image_vector = recall_image(query.image_token)
+        image_vector = query_vectors.recall_image(query.image_token)
     words = query_vectors.query_text_clean(query.words)
     if image_vector is None:
         if not words:
@@ -231,26 +189,11 @@ def query_vector(query: SearchQuery) -> tuple[QueryVector, SearchQuery]:
         text_vector = query_vectors.query_vector_for_text(text=words)
         vector = QueryVector.combined(
             [
-                QueryPart("image", query.image_weight, _unit(image_vector)),
-                QueryPart("words", 1.0 - query.image_weight, _unit(text_vector)),
+                QueryPart("image", query.image_weight, query_vectors.unit(image_vector)),
+                QueryPart("words", 1.0 - query.image_weight, query_vectors.unit(text_vector)),
             ]
         )
-    return _leaving_out(vector, query.excluded), query
-
-
-def _unit(vector: np.ndarray) -> np.ndarray:
-    return encoder.normalize(np.asarray(vector, dtype=np.float32).reshape(1, -1))[0]
-
-
-def _leaving_out(vector: QueryVector, terms: tuple[str, ...]) -> QueryVector:
-    """``vector`` pulled away from ``terms``: ``normalize(q - EXCLUDE_WEIGHT * n(mean of their
-    vectors))``."""
-    if not terms:
-        return vector
-    if len(terms) > MAX_EXCLUDED:
-        raise QueryError(f"Leave out at most {MAX_EXCLUDED} words at a time.")
-    away = np.mean([_unit(query_vectors.query_vector_for_text(text=term)) for term in terms], axis=0)
-    return QueryVector.combined([*vector.parts, QueryPart("left out", -EXCLUDE_WEIGHT, _unit(away))])
+    return query_vectors.leaving_out(vector, query.excluded), query
 
 
 def run(

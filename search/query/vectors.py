@@ -1,10 +1,16 @@
-"""A query (words, an image, an image in the library, or words and an image) as one vector."""
+"""A query (words, an image, an image in the library, or words and an image, with words to leave
+out) as one vector and the parts it is made of. An uploaded query image is never stored: its
+vector is remembered for an hour under a token (``qimg``), so that its result pages are plain
+GET links."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 
 import numpy as np
+from django.core.cache import caches
 
 from gallery.models import Image
 from gallery.validation import InvalidImage, query_image_decode
@@ -12,6 +18,7 @@ from gallery.validation import InvalidImage, query_image_decode
 from .. import encoder
 from ..errors import QueryError, QueryTargetMissing, SearchUnavailable
 from . import slots
+from .explain import QueryPart, QueryVector
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +32,13 @@ MODEL_UNAVAILABLE = (
 # a longer one with a clear 400). The text model reads a few dozen tokens (CLIP 77, the
 # multilingual text model 128), a few hundred characters; its tokenizer cuts the rest.
 MAX_QUERY_TEXT_LENGTH = 1000
+
+QUERY_VECTOR_TTL = 3600  # seconds an uploaded image's query vector stays pageable
+MAX_EXCLUDED = 5  # words left out of one query
+# Words left out pull the query away from them: q = normalize(q - EXCLUDE_WEIGHT * n(left out)).
+EXCLUDE_WEIGHT = 0.5
+# "-word" or -"several words" in the search box: left out of the results.
+_EXCLUDED_TERM = re.compile(r'(?:^|(?<=\s))-(?:"([^"]+)"|(\S+))')
 
 # Invisible but meaningful: the zero-width non-joiner spells Persian and Indic words, the joiner
 # builds emoji sequences (👩‍💻). Other format characters (bidi overrides, zero-width spaces) go.
@@ -95,3 +109,49 @@ def query_vector_combine(
     if not 0.0 <= image_weight <= 1.0:
         raise QueryError("The image weight is a number from 0 to 1.")
     return encoder.combine(image_vector, [text_vector], image_weight)
+
+
+def words_split(text: str) -> tuple[str, tuple[str, ...]]:
+    """The words to look for and the terms to leave out (``-word``, ``-"two words"``) of a
+    search box's text. A hyphen inside a word (``t-shirt``) is part of it."""
+    left_out = tuple(
+        dict.fromkeys(
+            " ".join((quoted or bare).split())
+            for quoted, bare in _EXCLUDED_TERM.findall(text)
+            if (quoted or bare).strip()
+        )
+    )
+    return " ".join(_EXCLUDED_TERM.sub(" ", text).split()), left_out
+
+
+def image_token(data: bytes) -> str:
+    """The token a query image's vector is remembered under (its content's hash)."""
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+def remember_image(data: bytes, vector: np.ndarray) -> str:
+    token = image_token(data)
+    caches["query_vectors"].set(f"qvec:{token}", np.asarray(vector, dtype="<f4").tobytes(), QUERY_VECTOR_TTL)
+    return token
+
+
+def recall_image(token: str) -> np.ndarray:
+    data = caches["query_vectors"].get(f"qvec:{token}") if re.fullmatch(r"[0-9a-f]{32}", token) else None
+    if data is None:
+        raise QueryTargetMissing("That image search has expired; choose the image again.")
+    return encoder.from_bytes(data)
+
+
+def unit(vector: np.ndarray) -> np.ndarray:
+    return encoder.normalize(np.asarray(vector, dtype=np.float32).reshape(1, -1))[0]
+
+
+def leaving_out(vector: QueryVector, terms: tuple[str, ...]) -> QueryVector:
+    """``vector`` pulled away from ``terms``: ``normalize(q - EXCLUDE_WEIGHT * n(mean of their
+    vectors))``."""
+    if not terms:
+        return vector
+    if len(terms) > MAX_EXCLUDED:
+        raise QueryError(f"Leave out at most {MAX_EXCLUDED} words at a time.")
+    away = np.mean([unit(query_vector_for_text(text=term)) for term in terms], axis=0)
+    return QueryVector.combined([*vector.parts, QueryPart("left out", -EXCLUDE_WEIGHT, unit(away))])

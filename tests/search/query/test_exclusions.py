@@ -10,7 +10,7 @@ from gallery.models import Image, Label
 from search import encoder
 from search.ingest import pipeline, rebuild
 from search.query import vectors as query_vectors
-from search.query.queries import words_split
+from search.query.vectors import words_split
 from tests.factories import indexed_library
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("vector_store")]

@@ -1,0 +1,1 @@
+"""The API's endpoints, one module per area (registered on :data:`api.app.api` when imported)."""
