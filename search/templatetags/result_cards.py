@@ -55,7 +55,7 @@ def cards(hits: Iterable) -> list[Card]:
                 labels_text=", ".join(labels),
                 width=str(image.width),
                 height=str(image.height),
-                score=None if score is None else f"{score:.3f}",
+                score=None if score is None else shown(score),
                 why=why_bar(hit.why) if hit.why is not None else SafeString(""),
                 more_url=more + pk,
             )
@@ -63,12 +63,19 @@ def cards(hits: Iterable) -> list[Card]:
     return out
 
 
+def shown(value: float) -> str:
+    """A number as a card shows it: 3 decimals, and a value that rounds to zero without a minus
+    sign (a part or a score just below zero is no less than zero to a reader)."""
+    text = f"{value:.3f}"
+    return "0.000" if text == "-0.000" else text
+
+
 def shown_parts(why) -> tuple[str, str, str]:
     """The picture part, the label part and the score as the card shows them (3 decimals), the
     label part rounded so that the two parts shown add up to the score shown."""
     score = round(why.score, 3)
     picture = round(why.picture, 3)
-    return f"{picture:.3f}", f"{score - picture:.3f}".replace("-0.000", "0.000"), f"{score:.3f}"
+    return shown(picture), shown(score - picture), shown(score)
 
 
 def _width(value: float) -> int:
@@ -82,12 +89,12 @@ def why_bar(why) -> SafeString:
     picture, labels, score = shown_parts(why)
     if why.labels_cosine is None:
         label_text = "no labels"
-        detail = f"picture {picture} = cosine {why.picture_cosine:.3f} (the image has no labels)"
+        detail = f"picture {picture} = cosine {shown(why.picture_cosine)} (the image has no labels)"
     else:
         label_text = f"labels {labels}"
         detail = (
-            f"picture {picture} = {why.picture_weight:.2f} x cosine {why.picture_cosine:.3f}; "
-            f"labels {labels} = {why.labels_weight:.2f} x cosine {why.labels_cosine:.3f}"
+            f"picture {picture} = {why.picture_weight:.2f} x cosine {shown(why.picture_cosine)}; "
+            f"labels {labels} = {why.labels_weight:.2f} x cosine {shown(why.labels_cosine)}"
         )
     shares = ""
     if why.shares:

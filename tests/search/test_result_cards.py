@@ -10,6 +10,8 @@ from django.template.loader import render_to_string
 from gallery.models import Image
 from search.query import ranking
 from search.query import vectors as query_vectors
+from search.query.explain import Explanation
+from search.templatetags.result_cards import why_bar
 from tests.factories import create_indexed_images
 
 pytestmark = pytest.mark.django_db
@@ -40,3 +42,22 @@ def test_a_rendered_card_links_the_image_its_thumbnail_labels_and_score():
         assert f'<span class="why-p">picture {hit.why.picture:.3f}</span>' in card
         assert f'href="/?like={image.pk}"' in card
         assert re.findall(r"<li>([^<]*)</li>", card) == image.label_names
+
+
+def test_a_part_or_score_that_rounds_to_zero_is_shown_without_a_minus_sign():
+    # "looks like" (alpha 1): the picture's cosine with the words just below zero, no label part.
+    why = Explanation(
+        score=-0.0002,
+        picture=-0.0002,
+        labels=0.0,
+        picture_cosine=-0.0002,
+        labels_cosine=0.4,
+        picture_weight=1.0,
+        labels_weight=0.0,
+        shares=(),
+    )
+    bar = why_bar(why)
+    assert "-0.000" not in bar
+    assert '<span class="why-p">picture 0.000</span>' in bar
+    assert '<span class="why-l">labels 0.000</span> = <b class="score-value">0.000</b>' in bar
+    assert "x cosine 0.000;" in bar
