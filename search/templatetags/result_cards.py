@@ -108,10 +108,13 @@ def why_bar(why) -> SafeString:
         )
     return mark_safe(  # noqa: S308 - every value is a number or escaped
         f'<div class="why" title="{escape(detail)}">'
-        f'<span class="why-bar" aria-hidden="true"><span class="why-picture w{_width(why.picture)}"></span>'
+        f'<span class="why-row"><span class="why-bar" aria-hidden="true">'
+        f'<span class="why-picture w{_width(why.picture)}"></span>'
         f'<span class="why-labels w{_width(why.labels)}"></span></span>'
+        f'<b class="score-value" aria-label="Score {score}: picture {picture} + {label_text}">'
+        f"{score}</b></span>"
         f'<span class="why-text"><span class="why-p">picture {picture}</span> + '
-        f'<span class="why-l">{label_text}</span> = <b class="score-value">{score}</b></span>{shares}</div>'
+        f'<span class="why-l">{label_text}</span></span>{shares}</div>'
     )
 
 

@@ -38,7 +38,7 @@ def test_a_rendered_card_links_the_image_its_thumbnail_labels_and_score():
         assert card.startswith(f'data-id="{image.pk}"')
         assert f'href="/image/{image.pk}/" aria-label="Image {image.pk}: {names}"' in card
         assert f'src="{image.thumbnail.url}" alt="{names}"' in card
-        assert f'<b class="score-value">{hit.score:.3f}</b>' in card
+        assert f">{hit.score:.3f}</b>" in card
         assert f'<span class="why-p">picture {hit.why.picture:.3f}</span>' in card
         assert f'href="/?like={image.pk}"' in card
         assert re.findall(r"<li>([^<]*)</li>", card) == image.label_names

@@ -44,6 +44,7 @@ def test_text_search_shows_thumbnails_labels_scores_and_more_like_this(client, l
     assert f'href="/?like={top.image.pk}"' in html
     assert 'alt="zebra"' in html
     assert re.search(r'class="why-picture w\d+"', html)
+    assert re.search(r'<b class="score-value"[^>]*>-?\d\.\d{3}</b>', html)
     assert re.search(r'picture -?\d\.\d{3}</span> \+ <span class="why-l">labels -?\d\.\d{3}</span>', html)
     assert "/media/thumbnails/" in html
 

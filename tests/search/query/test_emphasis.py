@@ -59,7 +59,7 @@ def test_without_an_emphasis_the_stored_hybrids_rank(client, library):
 
 def test_the_search_page_keeps_the_emphasis_in_its_links_and_says_it(client, library):
     html = client.get("/", {"q": "moon", "alpha": "0.8"}).content.decode()
-    assert "Ranked by 80 % picture: 80 % what the picture looks like, 20 % what the labels say." in html
+    assert "Ranked 80 % by what the picture looks like and 20 % by what the labels say." in html
     assert "alpha=0.8" in html.split('rel="next"')[1].split(">")[0]
     assert 'class="emphasis-reset" href="?q=moon"' in html
 

@@ -50,12 +50,12 @@ def test_the_parts_of_every_api_result_add_up_to_its_score_and_match_the_stored_
 def test_the_numbers_on_the_page_add_up_to_the_score_shown(client, library):
     html = client.get("/", {"q": "sunset"}).content.decode()
     shown = re.findall(
-        r'picture (-?\d\.\d{3})</span> \+ <span class="why-l">labels (-?\d\.\d{3})</span> = '
-        r'<b class="score-value">(-?\d\.\d{3})</b>',
+        r'>(-?\d\.\d{3})</b></span><span class="why-text"><span class="why-p">picture (-?\d\.\d{3})</span>'
+        r' \+ <span class="why-l">labels (-?\d\.\d{3})</span>',
         html,
     )
     assert len(shown) == len(library["all"])
-    for picture, labels, score in shown:
+    for score, picture, labels in shown:
         assert round(float(picture) + float(labels), 3) == float(score)
 
 
