@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 SUBJECTS = ["beach", "zebra", "bicycle"]
 SIZE = 24
-# Shown under each card: "picture 0.051 + labels 0.612 = 0.663" (or "no labels").
+# Shown under each card: "picture 0.051 + labels 0.612 = 0.663" (every image here has labels).
 WHY_TEXT = re.compile(r"^picture (-?\d+\.\d{3}) \+ labels (-?\d+\.\d{3}) = (-?\d+\.\d{3})$")
 # The bar's title: "picture P = a x cosine C; labels L = b x cosine D".
 WHY_TITLE = re.compile(
