@@ -25,8 +25,10 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 SUBJECTS = ["beach", "zebra", "bicycle"]
 SIZE = 24
-# Shown under each card: "picture 0.051 + labels 0.612 = 0.663" (every image here has labels).
-WHY_TEXT = re.compile(r"^picture (-?\d+\.\d{3}) \+ labels (-?\d+\.\d{3}) = (-?\d+\.\d{3})$")
+# Shown under each card's bar: "picture 0.051 + labels 0.612" (every image here has labels); the
+# score at the bar's end.
+WHY_TEXT = re.compile(r"^picture (-?\d+\.\d{3})\s*\+\s*labels (-?\d+\.\d{3})$")
+SCORE = re.compile(r"^-?\d+\.\d{3}$")
 # The bar's title: "picture P = a x cosine C; labels L = b x cosine D".
 WHY_TITLE = re.compile(
     r"^picture (-?\d+\.\d{3}) = (\d\.\d{2}) x cosine (-?\d\.\d{3}); "
@@ -66,8 +68,11 @@ def _parts(card) -> tuple[Decimal, Decimal, Decimal]:
     """(picture, labels, score) as the card shows them."""
     found = WHY_TEXT.match(card.locator(".why-text").inner_text().strip())
     assert found, card.locator(".why-text").inner_text()
-    assert "-0.000" not in found.groups(), found.group(0)  # nothing is "less than zero" by rounding
-    return tuple(Decimal(value) for value in found.groups())
+    score = card.locator(".why-row .score-value").inner_text().strip()
+    assert SCORE.match(score), score
+    shown = (*found.groups(), score)
+    assert "-0.000" not in shown, shown  # nothing is "less than zero" by rounding
+    return tuple(Decimal(value) for value in shown)
 
 
 def _move_slider(page, key: str) -> None:
@@ -135,7 +140,7 @@ def test_the_slider_at_each_end_ranks_by_the_picture_then_by_the_labels(
     assert page.input_value("#alpha") == "1"
     assert page.inner_text("#alpha-value") == "looks like"
     assert page.inner_text("#emphasis-hint") == (
-        "Ranked by looks like: 100 % what the picture looks like, 0 % what the labels say."
+        "Ranked 100 % by what the picture looks like and 0 % by what the labels say."
     )
     looks_like = _ids(page)
     assert looks_like == sorted(library["all"], key=lambda pk: -alpha_score(query, pk, 1.0))
@@ -149,7 +154,7 @@ def test_the_slider_at_each_end_ranks_by_the_picture_then_by_the_labels(
     assert page.input_value("#alpha") == "0"
     assert page.inner_text("#alpha-value") == "labelled as"
     assert page.inner_text("#emphasis-hint") == (
-        "Ranked by labelled as: 0 % what the picture looks like, 100 % what the labels say."
+        "Ranked 0 % by what the picture looks like and 100 % by what the labels say."
     )
     labelled_as = _ids(page)
     zebras = _only(library, "zebra")
