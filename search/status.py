@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Count
+from django.db.models import Count, Subquery
+from django.db.models.functions import Coalesce
 
 from gallery.models import Image, Label
 
@@ -90,13 +91,34 @@ BEHIND_NOTICE = "The index is being updated; the newest changes may take a momen
 
 
 def search_notices() -> list[str]:
-    """What a page of results says about images or changes it may be missing."""
+    """What a page of results says about images or changes it may be missing.
+
+    Read afresh on every page (a notice appears the moment images wait or a rebuild is asked
+    for), in one query: see :func:`notice_counts`."""
     notices = []
-    pending = Image.objects.pending().count()
+    pending, behind_requests = notice_counts()
     if pending:
         notices.append(f"{pending} image(s) are still being indexed and may be missing from the results.")
     notices.extend(vector_store().notices())
-    state = IndexState.objects.filter(pk=1).first()
-    if state is not None and state.behind_requests and not pending:
+    if behind_requests and not pending:
         notices.append(BEHIND_NOTICE)
     return notices
+
+
+def notice_counts() -> tuple[int, bool]:
+    """(images still pending, whether a rebuild request is not served yet), in one query: the
+    index state's row with the pending count as a subquery (a second query only where that
+    row does not exist yet, before any rebuild was ever asked for)."""
+    pending_count = Subquery(
+        Image.objects.pending().order_by().values("status").annotate(n=Count("pk")).values("n")[:1]
+    )
+    row = (
+        IndexState.objects.filter(pk=1)
+        .annotate(pending=Coalesce(pending_count, 0))
+        .values_list("pending", "requested", "built_request")
+        .first()
+    )
+    if row is None:
+        return Image.objects.pending().count(), False
+    pending, requested, built_request = row
+    return pending, requested > built_request
