@@ -11,6 +11,7 @@ sets its own thread count; an ONNX Runtime session keeps the one thread each web
 import gc
 import sys
 import threading
+from pathlib import Path
 
 # The application (Django, the model, the index) is imported in the master, then forked.
 preload_app = True
@@ -31,11 +32,16 @@ def when_ready(server) -> None:
             vector_store().warm()  # FAISS: verified once, mapped here, shared by the workers
         except Exception as exc:  # noqa: BLE001 - no index yet, or a damaged one: workers report it
             server.log.warning("the index could not be loaded before forking: %s", exc)
+        try:
+            first_request_warm()
+        except Exception as exc:  # noqa: BLE001 - each worker's first page does it itself
+            server.log.warning("the search page could not be prepared before forking: %s", exc)
         finally:
             connections.close_all()  # this thread's own connections
 
-    # The index is verified (a hash of the whole file: I/O and hashing, outside the GIL) while
-    # torch and the model load, which take most of a restart.
+    # The index is verified (a hash of the whole file: I/O and hashing, outside the GIL), and what
+    # the first search page would do itself is done, while torch and the model load, which take
+    # most of a restart.
     index_thread = threading.Thread(target=index_load, name="preload-index")
     index_thread.start()
     configured = settings.IMAGESEARCH_TORCH_THREADS
@@ -53,6 +59,24 @@ def when_ready(server) -> None:
     # its first full pass in each worker touches every object and copies the pages holding them.
     gc.collect()
     gc.freeze()
+
+
+def first_request_warm() -> None:
+    """What each worker's first search page would otherwise wait for, done once in the master
+    (the workers inherit it): the library's label counts (a read of the whole library, which the
+    workers reuse: search.query.label_counts), the URL configuration (which imports every view
+    and the API's schemas) and the project's templates, compiled."""
+    from django.conf import settings
+    from django.template.loader import get_template
+    from django.urls import get_resolver
+
+    from search.query import label_counts
+
+    label_counts.popular_labels_count()
+    get_resolver().url_patterns  # noqa: B018 - imports the URL configuration's modules
+    for directory in settings.TEMPLATES[0]["DIRS"]:
+        for path in sorted(Path(directory).rglob("*.html")):
+            get_template(path.relative_to(directory).as_posix())
 
 
 def post_fork(server, worker) -> None:

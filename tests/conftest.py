@@ -189,14 +189,14 @@ def _empty_queue(request) -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def _label_counts_afresh(monkeypatch) -> Iterator[None]:
     """Label counts are never reused from another test: the reuse is process-wide, and whether a
-    count is "slow" (search.query.queries) would otherwise depend on the machine's load. The test of
-    the reuse sets the threshold itself."""
-    from search.query import queries
+    count is "slow" (search.query.label_counts) would otherwise depend on the machine's load. The
+    test of the reuse sets the threshold itself."""
+    from search.query import label_counts
 
-    monkeypatch.setattr(queries, "POPULAR_LABELS_SLOW_SECONDS", float("inf"))
-    queries._popular_labels_memo.clear()
+    monkeypatch.setattr(label_counts, "POPULAR_LABELS_SLOW_SECONDS", float("inf"))
+    label_counts.reset()
     yield
-    queries._popular_labels_memo.clear()
+    label_counts.reset()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ question the same way; :mod:`search.query.vectors` turns a query into its vector
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -16,9 +15,8 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
-from django.db.models import Count, Q
 
-from gallery.models import Image, Label
+from gallery.models import Image
 from gallery.validation import InvalidImage, check_query_image_size
 
 from .. import encoder
@@ -27,6 +25,7 @@ from ..errors import QueryError, QueryTargetMissing
 from . import ranking
 from . import vectors as query_vectors
 from .explain import QueryPart, QueryVector
+from .label_counts import popular_labels
 from .vectors import MAX_QUERY_TEXT_LENGTH, words_split
 
 DEFAULT_IMAGE_WEIGHT = 0.5  # words and image count the same, as in the stored hybrids
@@ -256,40 +255,6 @@ def run_slice(
         return result.hits, result.has_next and not last, result, query
     result, query = run(query, page=1, page_size=offset + limit)
     return result.hits[offset:], result.has_next and not last, result, query
-
-
-# Counting every label's images reads the whole library (slow in a large one), and every search
-# page's chips ask for it. Where counting is that slow, a web process reuses its last count:
-# for a minute, or 100 times as long as counting took (so that counting never takes more than
-# 1% of its time). A small library is counted afresh.
-POPULAR_LABELS_SLOW_SECONDS = 0.02
-POPULAR_LABELS_REUSE_SECONDS = 60.0
-_popular_labels_memo: dict[int, tuple[float, list[tuple[str, int]]]] = {}
-
-
-def popular_labels(limit: int = 24) -> list[tuple[str, int]]:
-    """Labels by how many ready images carry them, most first (chips on the start page).
-
-    In a large library (counting takes longer than ``POPULAR_LABELS_SLOW_SECONDS``) the counts
-    may be a minute old, or older where counting is slower still (see above).
-    """
-    started = time.monotonic()
-    memo = _popular_labels_memo.get(limit)
-    if memo is not None and started < memo[0]:
-        return memo[1]
-    rows = list(
-        Label.objects.annotate(n=Count("images", filter=Q(images__status=Image.Status.READY)))
-        .filter(n__gt=0)
-        .order_by("-n", "name")
-        .values_list("name", "n")[:limit]
-    )
-    took = time.monotonic() - started
-    if took > POPULAR_LABELS_SLOW_SECONDS:
-        reuse = max(POPULAR_LABELS_REUSE_SECONDS, 100 * took)
-        _popular_labels_memo[limit] = (time.monotonic() + reuse, rows)
-    else:
-        _popular_labels_memo.pop(limit, None)
-    return rows
 
 
 @dataclass
