@@ -31,7 +31,7 @@ from search.stores import faiss as search_index
 from tests.factories import create_indexed_images
 from tests.support.processes import children
 from tests.support.waiting import wait_for
-from tests.support.workers import clear_shared_index, sweeps_done
+from tests.support.workers import clear_shared_index, sweeps_done, wait_for_start_up_sweep
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -50,6 +50,12 @@ def _library(redis, specs: list[tuple[int, list[str]]]) -> list[int]:
 def _start(start_worker, redis, *args: str):
     # --concurrency 1: a worker reserves one message at a time, so two tasks go to two workers.
     return start_worker(*args, "--concurrency", "1", broker=redis.url)
+
+
+def _start_swept(start_worker, redis, *args: str):
+    """A worker past its start-up sweep, which also calibrates a library never calibrated: a
+    write that a stalled rebuild would hold up, keeping the worker from the rebuild."""
+    return wait_for_start_up_sweep(_start(start_worker, redis, *args))
 
 
 @contextlib.contextmanager
@@ -119,7 +125,7 @@ def test_worker_killed_mid_rebuild_the_old_generation_serves_and_the_rebuild_run
 ):
     _library(private_redis, [(1, ["sunset"]), (2, ["bicycle"]), (3, ["zebra"])])
     served = search_index.read_current_manifest(settings.INDEX_DIR).generation
-    worker = _start(start_worker, private_redis, "--pool", "prefork")
+    worker = _start_swept(start_worker, private_redis, "--pool", "prefork")
 
     with _rebuilds_stalled():
         tasks.rebuild_index.apply_async()
@@ -146,7 +152,7 @@ def test_worker_killed_mid_rebuild_the_old_generation_serves_and_the_rebuild_run
 def test_delete_and_relabel_during_a_rebuild(private_redis, start_worker, client):
     gone, relabelled, other = _library(private_redis, [(1, ["sunset"]), (2, ["sunset"]), (3, ["zebra"])])
     before = Image.objects.get(pk=relabelled).hybrid_updated_at
-    worker = _start(start_worker, private_redis, "--pool", "solo")
+    worker = _start_swept(start_worker, private_redis, "--pool", "solo")
 
     with _rebuilds_stalled():
         tasks.rebuild_index.apply_async()
