@@ -6,7 +6,9 @@ their copies; and for each library size, grows the library with synthetic rows, 
 index from the database, measures queries and (at 10k and 100k) the near-duplicate scan; at the
 middle size the web server's throughput, at the largest the approximate index, the memory of
 several web processes and a generation switch under load; at the smallest size the encoder's
-runtimes against each other (ONNX Runtime and torch, interleaved, with the same top 10).
+runtimes against each other (ONNX Runtime and torch, interleaved, with the same top 10); at
+10k and 100k the search features' cost (issue 22), and at the end the emphasis's recall over a
+library in memory (1M rows; 100k with ``--quick``).
 Prints every figure with its target, writes
 ``benchmarks/results/latest.json`` and ``benchmarks/results/latency_vs_size.png``.
 """
@@ -40,6 +42,9 @@ FULL = {
     "memory_sizes": (100_000, 1_000_000),
     "restart_size": 100_000,
     "threshold_sizes": (10_000, 20_000, 40_000, 80_000, 160_000, 320_000),
+    "features_sizes": (10_000, 100_000),
+    "features_rounds": 3,
+    "emphasis_size": 1_000_000,
 }
 #: The full sizes without issue 4's extras (the cold rebuild, the ann comparison at the largest
 #: size, which the query section's product search now covers, the throughput comparisons, HNSW at
@@ -69,6 +74,9 @@ QUICK = {
     "memory_sizes": (100_000,),
     "restart_size": 100_000,
     "threshold_sizes": (10_000, 20_000, 40_000, 80_000),
+    "features_sizes": (10_000, 100_000),
+    "features_rounds": 1,
+    "emphasis_size": 100_000,
 }
 
 
@@ -121,12 +129,14 @@ def run(quick: bool, lean: bool = False) -> dict[str, Any]:
         ann,
         duplicate_threshold,
         duplicates,
+        emphasis_recall,
         encoder_compare,
         flat_threshold,
         ingest,
         query,
         rebuild,
         restart,
+        search_features,
         throughput,
     )
     from .library import ClusteredVectors, grow_library
@@ -167,6 +177,10 @@ def run(quick: bool, lean: bool = False) -> dict[str, Any]:
             _log(f"rebuild {section['rebuild']['seconds']} s; text search requests ...")
             section["query"] = query.run(size, requests=plan["query_requests"][size])
             _log(f"query ratio {section['query']['ratio']}, p50 {section['query']['request']['p50_ms']} ms")
+            if size in plan["features_sizes"]:
+                _log("search features (issue 22) against the label-names-only search ...")
+                found = section["search_features"] = search_features.run(size, rounds=plan["features_rounds"])
+                _log(f"search features p50 ratios {found['ratios']}")
             if size == plan["sizes"][0]:
                 _log("encoder: ONNX Runtime against torch, interleaved, same top 10 ...")
                 results["encoder"] = encoder_compare.run(queries=plan.get("encoder_queries", 60))
@@ -209,6 +223,9 @@ def run(quick: bool, lean: bool = False) -> dict[str, Any]:
             if size == largest:
                 _log("generation switch under load ...")
                 section["switch"] = rebuild.switch(size, workers=cores, before_s=5.0)
+        _log(f"emphasis recall at {plan['emphasis_size']:,} rows in memory ...")
+        results["emphasis_recall"] = emphasis_recall.run(plan["emphasis_size"])
+        _log(f"emphasis: smallest pools reaching the target {results['emphasis_recall']['answer']}")
     finally:
         env.purge_queue()
     results["meta"]["total_s"] = round(time.perf_counter() - started, 1)

@@ -51,6 +51,7 @@ class ClusteredVectors:
 
         g, topics, own = unit(1)[0], unit(self.topics), unit(self.clusters)
         topic_of = rng.integers(0, self.topics, self.clusters)
+        self.topic_of = topic_of  # each cluster's topic
         self.centres = (
             math.sqrt(0.45) * g + math.sqrt(0.15) * topics[topic_of] + math.sqrt(0.2) * own
         ).astype(np.float32)

@@ -486,6 +486,19 @@ def figures(results: dict[str, Any]) -> list[dict[str, Any]]:
                 + (f"; {alternatives}" if alternatives else ""),
             )
         )
+    out.extend(_issue22_figures(results, sizes))
+    return out
+
+
+def _issue22_figures(results: dict[str, Any], sizes: list[int]) -> list[dict[str, Any]]:
+    from . import emphasis_recall, search_features
+
+    out = []
+    for size in sizes:
+        found = _get(results, "sizes", str(size), "search_features")
+        out.extend(search_features.figures(found, _figure) if found else [])
+    found = results.get("emphasis_recall")
+    out.extend(emphasis_recall.figures(found, _figure) if found else [])
     return out
 
 
