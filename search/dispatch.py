@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from datetime import timedelta
 
 from celery import current_app
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
 from django.utils import timezone
 
 from gallery.models import Image
 
+from . import jobs
 from .models import Calibration, DuplicateScan, IndexState, LabellingPass
 
 logger = logging.getLogger(__name__)
@@ -44,9 +43,6 @@ REBUILD_DELAY = 0.5
 #: A rebuild waits at least this many times the last rebuild's duration (see _rebuild_countdown).
 REBUILD_SPACING = 2.0
 REBUILD_MAX_COUNTDOWN = 100.0
-#: A rebuild, scan or labelling pass still queued this long past its due time lost its message (a
-#: broker restart): the next request, or the sweep, sends another. Longer than a busy worker's usual lateness.
-LOST_MESSAGE_AFTER = timedelta(seconds=30)
 #: A labelling pass waits ten times the last pass's duration (capped): during a long ingest the
 #: worker then spends at most a tenth of its time labelling, so ingest slows by under 10 %.
 LABELLING_SPACING = 10.0
@@ -74,7 +70,7 @@ def index_rebuild_request() -> None:
     """Ask for an index rebuild. Bursts coalesce: at most one rebuild task waits in the queue,
     and it runs ``REBUILD_DELAY`` seconds later, after the burst (later for a large
     library: see :func:`_rebuild_countdown`)."""
-    _count_request(IndexState)
+    jobs.request(IndexState)
     index_rebuild_schedule()
 
 
@@ -87,7 +83,7 @@ def index_rebuild_schedule() -> bool:
 def duplicates_scan_request() -> None:
     """Ask for a near-duplicate scan (after a rebuild: images were added, re-embedded or
     deleted). Coalesced as rebuild requests are: at most one scan waits in the queue."""
-    _count_request(DuplicateScan)
+    jobs.request(DuplicateScan)
     duplicates_scan_schedule()
 
 
@@ -101,7 +97,7 @@ def labelling_request() -> None:
     """Ask for a labelling pass (search.labelling: suggestions and likely mislabels), after
     embedding and after label changes. Coalesced as scans are: at most one pass waits in the
     queue, spaced by twice the last pass's duration."""
-    _count_request(LabellingPass)
+    jobs.request(LabellingPass)
     labelling_schedule()
 
 
@@ -129,12 +125,6 @@ def taken_at_backfill_enqueue() -> bool:
         return True
 
     return _after_commit(send)
-
-
-def _count_request(model) -> None:
-    """One more request on a coalescing single row (IndexState, DuplicateScan)."""
-    model.get()
-    model.objects.filter(pk=1).update(requested=F("requested") + 1)
 
 
 def _after_commit(send: Callable[[], bool]) -> bool:
@@ -184,78 +174,45 @@ def _sweep_send(at_start: bool) -> bool:
 
 
 def _rebuild_send() -> bool:
-    countdown = _rebuild_countdown()
-    now = timezone.now()
     return _claimed_send(
         IndexState,
-        # Rows queued before rebuild_due_at existed are due at their queued_at.
-        _free_or_lost("rebuild_queued", "rebuild_due_at", now)
-        | Q(rebuild_due_at__isnull=True, queued_at__lt=now - LOST_MESSAGE_AFTER),
         REBUILD_TASK,
-        countdown,
-        claim={
-            "rebuild_queued": True,
-            "queued_at": now,
-            "rebuild_due_at": now + timedelta(seconds=countdown),
-        },
-        release={"rebuild_queued": False},
+        _rebuild_countdown(),
         failure="could not enqueue an index rebuild; the next request or the sweep asks again",
     )
 
 
 def _duplicates_send() -> bool:
-    last = DuplicateScan.objects.filter(pk=1).values_list("seconds", flat=True).first() or 0.0
     # As for rebuilds: a long scan waits twice its duration, so that during a long ingest the
     # worker spends at most a third of its time scanning.
-    countdown = _spaced_countdown(last)
-    now = timezone.now()
     return _claimed_send(
         DuplicateScan,
-        _free_or_lost("scan_queued", "due_at", now),
         DUPLICATES_TASK,
-        countdown,
-        claim={"scan_queued": True, "queued_at": now, "due_at": now + timedelta(seconds=countdown)},
-        release={"scan_queued": False},
+        _spaced_countdown(jobs.last_seconds(DuplicateScan)),
         failure="could not enqueue a near-duplicate scan; the next request asks again",
     )
 
 
 def _labelling_send() -> bool:
-    last = LabellingPass.objects.filter(pk=1).values_list("seconds", flat=True).first() or 0.0
-    spaced = max(REBUILD_DELAY, LABELLING_SPACING * last)
-    countdown = min(LABELLING_MAX_COUNTDOWN, spaced)
-    now = timezone.now()
+    spaced = max(REBUILD_DELAY, LABELLING_SPACING * jobs.last_seconds(LabellingPass))
     return _claimed_send(
         LabellingPass,
-        _free_or_lost("queued", "due_at", now),
         LABELLING_TASK,
-        countdown,
-        claim={"queued": True, "queued_at": now, "due_at": now + timedelta(seconds=countdown)},
-        release={"queued": False},
+        min(LABELLING_MAX_COUNTDOWN, spaced),
         failure="could not enqueue a labelling pass; the next request asks again",
     )
 
 
-def _free_or_lost(queued: str, due: str, now) -> Q:
-    """When a single-row job (IndexState, DuplicateScan, LabellingPass) may be claimed for a new
-    message: none is queued, or the queued one is still waiting ``LOST_MESSAGE_AFTER`` past its
-    due time, so its message was lost (a broker restart) and another is sent. The same rule for
-    every such job: the next request, or the sweep, recovers a lost message."""
-    return Q(**{queued: False}) | Q(**{f"{due}__lt": now - LOST_MESSAGE_AFTER})
-
-
-def _claimed_send(
-    model, free: Q, task: str, countdown: float, *, claim: dict, release: dict, failure: str
-) -> bool:
-    """Send ``task`` if the single row of ``model`` can be claimed (a conditional UPDATE on
-    ``free``): at most one such task waits in the queue, and it sees every request counted
-    before it runs. A send that fails releases the claim for the next request or the sweep."""
-    if not model.objects.filter(free, pk=1).update(**claim):
+def _claimed_send(job: jobs.JobModel, task: str, countdown: float, *, failure: str) -> bool:
+    """Send ``task`` if the job's queue slot can be claimed (search.jobs.claim): at most one such
+    task waits in the queue, and it sees every request counted before it runs. A send that fails
+    releases the claim for the next request or the sweep."""
+    if not jobs.claim(job, countdown=countdown):
         return False  # one is already waiting; it will see this request
     try:
         _send(task, countdown=countdown)
     except Exception:  # noqa: BLE001 - broker down: released for the next request or the sweep
-        model.objects.filter(pk=1).update(**release)
+        jobs.release(job)
         logger.warning(failure, exc_info=True)
         return False
     return True
@@ -268,7 +225,7 @@ def _rebuild_countdown() -> float:
     the number of images; a small library's rebuild (milliseconds) waits only the delay. The
     rebuild task calibrates the cut-off after the rebuild (search.calibration): that time counts
     as the rebuild's, so that the third holds for both together."""
-    last = IndexState.objects.filter(pk=1).values_list("last_rebuild_seconds", flat=True).first() or 0.0
+    last = jobs.last_seconds(IndexState)
     calibrating = Calibration.objects.filter(pk=1).values_list("seconds", flat=True).first() or 0.0
     return _spaced_countdown(last + calibrating)
 

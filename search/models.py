@@ -1,6 +1,7 @@
-"""Bookkeeping for the index (rebuild requests, so that bursts coalesce into one rebuild), the
-near-duplicate groups the worker finds (search.duplicates.scan), the label suggestions, the cut-off's
-calibration (search.calibration), and the vectors pgvector searches when it is the vector store."""
+"""Bookkeeping for the background jobs (requests that coalesce, so that a burst makes one rebuild,
+scan or labelling pass), the near-duplicate groups the worker finds (search.duplicates.scan), the
+label suggestions, the cut-off's calibration (search.calibration), and the vectors pgvector searches
+when it is the vector store."""
 
 from __future__ import annotations
 
@@ -8,6 +9,16 @@ from typing import Self
 
 from django.db import IntegrityError, models, transaction
 from pgvector.django import HalfVectorField
+
+
+def _the_row(model, **key):
+    """The row of ``model`` with ``key``, created if missing, by whichever process comes first."""
+    try:
+        with transaction.atomic():
+            row, _ = model.objects.get_or_create(**key)
+    except IntegrityError:  # another process created it a moment ago
+        row = model.objects.get(**key)
+    return row
 
 
 class _SingleRow(models.Model):
@@ -18,84 +29,100 @@ class _SingleRow(models.Model):
 
     @classmethod
     def get(cls) -> Self:
-        try:
-            with transaction.atomic():
-                state, _ = cls.objects.get_or_create(pk=1)
-        except IntegrityError:  # another process created it a moment ago
-            state = cls.objects.get(pk=1)
-        return state
+        return _the_row(cls, pk=1)
 
 
-class IndexState(_SingleRow):
-    """A single row (pk=1).
+class Job(models.Model):
+    """One background job that runs at most one at a time and coalesces its requests (the index
+    rebuild, the near-duplicate scan, the labelling pass): a row per job, keyed by ``name``.
 
-    ``requested`` counts rebuild requests; ``rebuild_queued`` is claimed with a conditional
-    UPDATE so that at most one rebuild task waits in the queue at any time, however many
-    requests arrive. ``built_request`` is the value of ``requested`` the last rebuild saw.
+    ``requested`` counts requests; ``queued`` is claimed with a conditional UPDATE so that at most
+    one task of the job waits in the queue, however many requests arrive (search.jobs);
+    ``done_request`` is the value of ``requested`` the last finished run saw. A job still queued
+    well after ``due_at`` lost its message, and the next request or the sweep sends another.
     """
 
+    name = models.CharField(max_length=20, primary_key=True)
     requested = models.PositiveBigIntegerField(default=0)
-    built_request = models.PositiveBigIntegerField(default=0)
-    rebuild_queued = models.BooleanField(default=False)
+    done_request = models.PositiveBigIntegerField(default=0)
+    queued = models.BooleanField(default=False)
     queued_at = models.DateTimeField(null=True, blank=True)
-    # When the queued rebuild is due to run (queued_at + its countdown): a rebuild still queued
-    # well after that was lost with its message, and the sweep sends another.
-    rebuild_due_at = models.DateTimeField(null=True, blank=True)
-    last_rebuild_at = models.DateTimeField(null=True, blank=True)
-    last_rebuild_seconds = models.FloatField(null=True, blank=True)
+    due_at = models.DateTimeField(null=True, blank=True)
+    # The running one (None when none runs) and its progress (steps done, of how many).
+    running_since = models.DateTimeField(null=True, blank=True)
+    done = models.PositiveIntegerField(default=0)
+    total = models.PositiveIntegerField(default=0)
+    # The last finished run: when, how long, and what it found (a job's own figures).
+    finished_at = models.DateTimeField(null=True, blank=True)
+    seconds = models.FloatField(null=True, blank=True)
+    result = models.JSONField(default=dict, blank=True)
     last_error = models.TextField(blank=True)
 
+    def __str__(self) -> str:
+        return f"{self.name} job"
+
+    @property
+    def behind_requests(self) -> bool:
+        return self.requested > self.done_request
+
+
+class _OneJob(models.Manager):
+    def get_queryset(self):
+        return super().get_queryset().filter(name=self.model.JOB)
+
+
+class _JobView(models.Model):
+    """A job's own row as a model of its own (a proxy of Job): its admin entry, and the fields of
+    its result by name."""
+
+    JOB = ""
+    objects = _OneJob()
+
     class Meta:
+        abstract = True
+
+    @classmethod
+    def get(cls) -> Self:
+        return _the_row(cls, name=cls.JOB)
+
+    def _result(self, key: str, default=None):
+        return self.result.get(key, default)
+
+
+class IndexState(_JobView, Job):
+    """The index rebuild (search.stores): ``finished_at`` and ``seconds`` are the last rebuild's."""
+
+    JOB = "rebuild"
+
+    class Meta:
+        proxy = True
         verbose_name = "index status"
         verbose_name_plural = "index status"
 
     def __str__(self) -> str:
         return "index state"
 
-    @property
-    def behind_requests(self) -> bool:
-        return self.requested > self.built_request
 
+class DuplicateScan(_JobView, Job):
+    """The near-duplicate scan (search.duplicates.scan). ``number`` grows with every scan that
+    wrote groups, so that a page showing groups of an older scan is told so; ``fingerprint`` is
+    what the last scan read (ids, model, threshold): an unchanged library is not scanned again."""
 
-class DuplicateScan(_SingleRow):
-    """A single row (pk=1): the near-duplicate scan's requests, progress and last result.
-
-    Requests coalesce as the index rebuild's do: ``requested`` counts them, ``scan_queued`` is
-    claimed with a conditional UPDATE so that at most one scan waits in the queue, and
-    ``scanned_request`` is the value of ``requested`` the last scan saw. ``number`` grows with
-    every scan that wrote groups, so that a page showing groups of an older scan is told so.
-    """
-
-    requested = models.PositiveBigIntegerField(default=0)
-    scanned_request = models.PositiveBigIntegerField(default=0)
-    scan_queued = models.BooleanField(default=False)
-    queued_at = models.DateTimeField(null=True, blank=True)
-    due_at = models.DateTimeField(null=True, blank=True)
-    # Progress of the running scan (images whose neighbours were searched, of how many).
-    running_since = models.DateTimeField(null=True, blank=True)
-    done = models.PositiveIntegerField(default=0)
-    total = models.PositiveIntegerField(default=0)
-    # The last finished scan.
-    number = models.PositiveBigIntegerField(default=0)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    seconds = models.FloatField(null=True, blank=True)
-    images = models.PositiveIntegerField(default=0)
-    threshold = models.FloatField(null=True, blank=True)
-    model = models.CharField(max_length=500, blank=True)
-    # What the last scan read (ids, model, threshold): an unchanged library is not scanned again.
-    fingerprint = models.CharField(max_length=64, blank=True)
-    last_error = models.TextField(blank=True)
+    JOB = "duplicates"
 
     class Meta:
+        proxy = True
         verbose_name = "near-duplicates"
         verbose_name_plural = "near-duplicates"
 
     def __str__(self) -> str:
         return "near-duplicate scan"
 
-    @property
-    def behind_requests(self) -> bool:
-        return self.requested > self.scanned_request
+    number = property(lambda self: self._result("number", 0))
+    images = property(lambda self: self._result("images", 0))
+    threshold = property(lambda self: self._result("threshold"))
+    model = property(lambda self: self._result("model", ""))
+    fingerprint = property(lambda self: self._result("fingerprint", ""))
 
 
 class DuplicateGroup(models.Model):
@@ -162,37 +189,25 @@ class ImageVector(models.Model):
         return f"vector of image {self.image_id}"
 
 
-class LabellingPass(_SingleRow):
-    """A single row (pk=1): the labelling pass's requests and its last result (search.labelling).
+class LabellingPass(_JobView, Job):
+    """The labelling pass (search.labelling): its last result, and ``note``: why it suggested
+    nothing (too few labelled images to calibrate on)."""
 
-    Requests coalesce as the near-duplicate scan's do: ``requested`` counts them (after embedding
-    and after label changes), ``queued`` is claimed with a conditional UPDATE so that at most one
-    pass waits in the queue, and ``done_request`` is the value of ``requested`` the last pass saw.
-    """
-
-    requested = models.PositiveBigIntegerField(default=0)
-    done_request = models.PositiveBigIntegerField(default=0)
-    queued = models.BooleanField(default=False)
-    queued_at = models.DateTimeField(null=True, blank=True)
-    due_at = models.DateTimeField(null=True, blank=True)
-    running_since = models.DateTimeField(null=True, blank=True)
-    # The last finished pass.
-    finished_at = models.DateTimeField(null=True, blank=True)
-    seconds = models.FloatField(null=True, blank=True)
-    images = models.PositiveIntegerField(default=0)
-    labels = models.PositiveIntegerField(default=0)
-    suggestions = models.PositiveIntegerField(default=0)
-    mislabels = models.PositiveIntegerField(default=0)
-    # Why it suggested nothing (too few labelled images to calibrate on), or its last error.
-    note = models.TextField(blank=True)
-    last_error = models.TextField(blank=True)
+    JOB = "labelling"
 
     class Meta:
+        proxy = True
         verbose_name = "label suggestions"
         verbose_name_plural = "label suggestions"
 
     def __str__(self) -> str:
         return "labelling pass"
+
+    images = property(lambda self: self._result("images", 0))
+    labels = property(lambda self: self._result("labels", 0))
+    suggestions = property(lambda self: self._result("suggestions", 0))
+    mislabels = property(lambda self: self._result("mislabels", 0))
+    note = property(lambda self: self._result("note", ""))
 
 
 class LabelSuggestion(models.Model):

@@ -81,8 +81,8 @@ def status_summary() -> dict[str, Any]:
         "encoder": status["encoder"]["serving"],
         "int8_agreement": status["encoder"]["int8_agreement"],
         "int8_reason": status["encoder"]["int8_reason"],
-        "rebuild_queued": state.rebuild_queued,
-        "last_rebuild_seconds": state.last_rebuild_seconds,
+        "rebuild_queued": state.queued,
+        "last_rebuild_seconds": state.seconds,
         "index_error": status["reader"].get("last_error") or "",
     }
 
@@ -114,13 +114,13 @@ def notice_counts() -> tuple[int, bool]:
     image, state = Image._meta, IndexState._meta
     status, requested, built = (
         quote(meta.get_field(name).column)
-        for meta, name in ((image, "status"), (state, "requested"), (state, "built_request"))
+        for meta, name in ((image, "status"), (state, "requested"), (state, "done_request"))
     )
     sql = (
         f"SELECT (SELECT COUNT(*) FROM {quote(image.db_table)} WHERE {status} = %s),"
-        f" (SELECT {requested} > {built} FROM {quote(state.db_table)} WHERE {quote(state.pk.column)} = 1)"
+        f" (SELECT {requested} > {built} FROM {quote(state.db_table)} WHERE {quote(state.pk.column)} = %s)"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [Image.Status.PENDING])
+        cursor.execute(sql, [Image.Status.PENDING, IndexState.JOB])
         pending, behind_requests = cursor.fetchone()
     return int(pending), bool(behind_requests)  # no index state row yet: no rebuild asked for

@@ -25,12 +25,11 @@ import numpy as np
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Prefetch, QuerySet
-from django.utils import timezone
 
 from gallery import services as gallery_services
 from gallery.models import Image
 
-from .. import dispatch, encoder
+from .. import dispatch, encoder, jobs
 from ..file_lock import Locked, file_lock
 from ..models import DuplicateGroup, DuplicateMember, DuplicateScan
 from ..stores import faiss as search_index
@@ -88,10 +87,9 @@ def duplicates_scan(*, force: bool = False) -> ScanReport:
     started = time.monotonic()
     try:
         with file_lock(_lock_dir() / "LOCK", blocking=False):
-            state = DuplicateScan.get()
-            seen = state.requested
             # New requests from here on schedule another scan.
-            DuplicateScan.objects.filter(pk=1).update(scan_queued=False)
+            seen = jobs.take(DuplicateScan)
+            state = DuplicateScan.get()
             model = encoder.model_name()
             threshold = settings.IMAGESEARCH_DUPLICATE_THRESHOLD
             ids_now = np.fromiter(
@@ -103,7 +101,7 @@ def duplicates_scan(*, force: bool = False) -> ScanReport:
                 and (state.fingerprint == _fingerprint(ids_now, model=model, threshold=threshold))
             )
             if unchanged and not force:
-                DuplicateScan.objects.filter(pk=1).update(scanned_request=seen)
+                jobs.served(DuplicateScan, seen)
                 return ScanReport(
                     scanned=False, reason="nothing changed since the last scan", images=len(ids_now)
                 )
@@ -111,14 +109,12 @@ def duplicates_scan(*, force: bool = False) -> ScanReport:
     except Locked:
         logger.info("another process is scanning for near-duplicates; backing off")
         # That scan checks at its end whether requests arrived meanwhile.
-        DuplicateScan.objects.filter(pk=1).update(scan_queued=False)
+        jobs.release(DuplicateScan)
         return ScanReport(scanned=False, reason="another scan is running")
     except Exception as exc:
-        DuplicateScan.objects.filter(pk=1).update(
-            running_since=None, last_error=f"{type(exc).__name__}: {exc}"
-        )
+        jobs.fail(DuplicateScan, exc)
         raise
-    if DuplicateScan.objects.filter(pk=1, requested__gt=seen).exists():
+    if jobs.requested_since(DuplicateScan, seen):
         dispatch.duplicates_scan_schedule()
     logger.info(
         "near-duplicates: %d groups among %d images in %.2fs (%.2fs searching neighbours)",
@@ -131,10 +127,10 @@ def duplicates_scan(*, force: bool = False) -> ScanReport:
 
 
 def _scan(*, state: DuplicateScan, seen: int, model: str, threshold: float, started: float) -> ScanReport:
-    DuplicateScan.objects.filter(pk=1).update(running_since=timezone.now(), done=0, total=0, last_error="")
+    jobs.run_started(DuplicateScan)
     ids, vectors = vector_store().image_vectors(_candidates(model).order_by("pk"), model=model)
     read_seconds = time.monotonic() - started
-    DuplicateScan.objects.filter(pk=1).update(total=len(ids))
+    DuplicateScan.objects.update(total=len(ids))
 
     last_written = [time.monotonic()]
 
@@ -142,7 +138,7 @@ def _scan(*, state: DuplicateScan, seen: int, model: str, threshold: float, star
         # A write per second at most: each is a commit, and the page polls once a second anyway.
         now = time.monotonic()
         if now - last_written[0] >= PROGRESS_INTERVAL or done == total:
-            DuplicateScan.objects.filter(pk=1).update(done=done, total=total)
+            DuplicateScan.objects.update(done=done, total=total)
             last_written[0] = now
 
     searching = time.monotonic()
@@ -157,21 +153,20 @@ def _scan(*, state: DuplicateScan, seen: int, model: str, threshold: float, star
     except IntegrityError:
         # An image of a group was deleted while the groups were written: its deletion asks for
         # another scan, which sees the rows as they are.
-        DuplicateScan.objects.filter(pk=1).update(running_since=None)
         dispatch.duplicates_scan_request()
         raise
     seconds = time.monotonic() - started
-    DuplicateScan.objects.filter(pk=1).update(
-        scanned_request=seen,
-        number=state.number + 1,
-        running_since=None,
-        finished_at=timezone.now(),
+    jobs.finish(
+        DuplicateScan,
+        seen=seen,
         seconds=seconds,
-        images=len(ids),
-        threshold=threshold,
-        model=model,
-        fingerprint=_fingerprint(ids, model=model, threshold=threshold),
-        last_error="",
+        result={
+            "number": state.number + 1,
+            "images": len(ids),
+            "threshold": threshold,
+            "model": model,
+            "fingerprint": _fingerprint(ids, model=model, threshold=threshold),
+        },
     )
     return ScanReport(
         scanned=True,
@@ -283,7 +278,7 @@ def scan_summary() -> dict[str, Any]:
         "running": running,
         "done": state.done if running else 0,
         "total": state.total if running else 0,
-        "queued": state.scan_queued,
+        "queued": state.queued,
         "number": state.number,
         "finished_at": state.finished_at.isoformat() if state.finished_at else None,
         "seconds": state.seconds,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from gallery.models import Image
 
-from .. import dispatch, encoder
+from .. import dispatch, encoder, jobs
 from ..calibration.library import library_calibrate
 from ..models import Calibration, DuplicateScan, LabellingPass
 from ..stores.selection import vector_store
@@ -66,16 +66,12 @@ def index_sweep(*, at_start: bool = False) -> dict[str, int]:
         Image.objects.filter(pk__in=stale_hybrids).update(labels_changed_at=now)
         dispatch.hybrids_refresh_enqueue(image_ids=stale_hybrids)
     # A labelling pass requested while the broker was down (or lost with its message), either store.
-    if LabellingPass.objects.filter(
-        pk=1, queued=False, running_since__isnull=True, requested__gt=F("done_request")
-    ).exists():
+    if jobs.waiting_unsent(LabellingPass):
         dispatch.labelling_schedule()
     figures = vector_store().sweep(stale_before=grace)
     # A scan requested while the broker was down (or lost with its message) is asked again, and
     # one is asked when the store served rebuild requests here (their message was lost).
-    scan_behind = DuplicateScan.objects.filter(
-        pk=1, scan_queued=False, running_since__isnull=True, requested__gt=F("scanned_request")
-    ).exists()
+    scan_behind = jobs.waiting_unsent(DuplicateScan)
     served = figures.pop("rebuild_served", 0)
     if served:
         dispatch.duplicates_scan_request()

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from gallery.models import Image, Label
 
-from .. import dispatch, encoder
+from .. import dispatch, encoder, jobs
 from ..file_lock import Locked, file_lock
 from ..models import LabellingPass, LabelSuggestion, Mislabel
 from ..stores.selection import vector_store
@@ -55,34 +55,30 @@ def labelling_pass() -> PassReport:
     started = time.monotonic()
     try:
         with file_lock(_lock_dir() / "LOCK", blocking=False):
-            state = LabellingPass.get()
-            seen = state.requested
             # New requests from here on schedule another pass.
-            LabellingPass.objects.filter(pk=1).update(
-                queued=False, running_since=timezone.now(), last_error=""
-            )
+            seen = jobs.take(LabellingPass)
+            jobs.run_started(LabellingPass)
             report = _run(started)
-            LabellingPass.objects.filter(pk=1).update(
-                done_request=seen,
-                running_since=None,
-                finished_at=timezone.now(),
+            jobs.finish(
+                LabellingPass,
+                seen=seen,
                 seconds=report.seconds,
-                images=report.images,
-                labels=report.labels,
-                suggestions=report.suggestions,
-                mislabels=report.mislabels,
-                note=report.reason,
+                result={
+                    "images": report.images,
+                    "labels": report.labels,
+                    "suggestions": report.suggestions,
+                    "mislabels": report.mislabels,
+                    "note": report.reason,
+                },
             )
     except Locked:
         logger.info("another process runs the labelling pass; backing off")
-        LabellingPass.objects.filter(pk=1).update(queued=False)
+        jobs.release(LabellingPass)
         return PassReport(ran=False, reason="another pass is running")
     except Exception as exc:
-        LabellingPass.objects.filter(pk=1).update(
-            running_since=None, last_error=f"{type(exc).__name__}: {exc}"
-        )
+        jobs.fail(LabellingPass, exc)
         raise
-    if LabellingPass.objects.filter(pk=1, requested__gt=seen).exists():
+    if jobs.requested_since(LabellingPass, seen):
         dispatch.labelling_schedule()
     logger.info(
         "labelling: %d suggestions, %d likely mislabels among %d images and %d labels in %.2fs",

@@ -13,11 +13,10 @@ from pathlib import Path
 
 import numpy as np
 from django.conf import settings
-from django.utils import timezone
 
 from gallery.models import Image, Label
 
-from .. import dispatch, encoder
+from .. import dispatch, encoder, jobs
 from ..models import IndexState
 from . import faiss as search_index
 from .base import RebuildReport
@@ -36,10 +35,8 @@ def generation_write(directory: Path) -> RebuildReport:
     directory.mkdir(parents=True, exist_ok=True)
     try:
         with search_index.writer_lock(directory, blocking=False):
-            state = IndexState.get()
-            seen = state.requested
             # New requests from here on schedule another rebuild.
-            IndexState.objects.filter(pk=1).update(rebuild_queued=False)
+            seen = jobs.take(IndexState)
             model = encoder.model_name()
             ids, vectors = hybrids_read(model=model)
             read_seconds = time.monotonic() - started
@@ -57,19 +54,14 @@ def generation_write(directory: Path) -> RebuildReport:
                 **recall_probes_read(model=model, ids=ids, dim=dim),
             )
             seconds = time.monotonic() - started
-            IndexState.objects.filter(pk=1).update(
-                built_request=seen,
-                last_rebuild_at=timezone.now(),
-                last_rebuild_seconds=seconds,
-                last_error="",
-            )
+            jobs.finish(IndexState, seen=seen, seconds=seconds)
     except search_index.IndexLocked:
         logger.info("another process is rebuilding the index; backing off")
         # Release the claim: the writer checks at its end whether requests arrived while it
         # ran and schedules one more rebuild, which this claim would otherwise block.
-        IndexState.objects.filter(pk=1).update(rebuild_queued=False)
+        jobs.release(IndexState)
         return RebuildReport(built=False)
-    if IndexState.objects.filter(pk=1, requested__gt=seen).exists():
+    if jobs.requested_since(IndexState, seen):
         dispatch.index_rebuild_schedule()
     logger.info(
         "index generation %s: %d vectors in %.2fs (%.2fs reading the database)",

@@ -63,10 +63,8 @@ class PgvectorStore:
         """Nothing to build: the vectors are written with the rows. Requests count as served;
         ``served`` says whether there were any (the library changed since the last one)."""
         state = IndexState.get()
-        served = state.requested > state.built_request
-        IndexState.objects.filter(pk=1).update(
-            built_request=F("requested"), rebuild_queued=False, last_error=""
-        )
+        served = state.behind_requests
+        IndexState.objects.update(done_request=F("requested"), queued=False, last_error="")
         logger.info("rebuild requested: %s", vectorstore.NOTHING_TO_REBUILD)
         return RebuildReport(built=False, served=served)
 

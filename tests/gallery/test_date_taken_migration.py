@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import pytest
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
+
+from tests.support.migrations import migrate, migrate_to_the_latest
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -13,24 +13,13 @@ BEFORE = ("gallery", "0003_display_copies")
 AFTER = ("gallery", "0004_date_taken")
 
 
-def _migrate(*targets: tuple[str, str]):
-    executor = MigrationExecutor(connection)
-    executor.migrate(list(targets))
-    executor.loader.build_graph()
-    return executor.loader.project_state(list(targets)).apps
-
-
-def _migrate_to_the_latest() -> None:
-    _migrate(*MigrationExecutor(connection).loader.graph.leaf_nodes())
-
-
 def test_images_stored_before_the_migration_are_left_for_the_worker_to_read():
-    old = _migrate(BEFORE).get_model("gallery", "Image")
+    old = migrate(BEFORE).get_model("gallery", "Image")
     old.objects.create(sha256="a" * 64, file="images/aa/x.jpg", content_type="image/jpeg")
     try:
-        new = _migrate(AFTER).get_model("gallery", "Image")
+        new = migrate(AFTER).get_model("gallery", "Image")
         assert list(new.objects.values_list("taken_at_read", "taken_at")) == [(False, None)]
         later = new.objects.create(sha256="b" * 64, file="images/bb/y.jpg", content_type="image/jpeg")
         assert new.objects.get(pk=later.pk).taken_at_read is True
     finally:
-        _migrate_to_the_latest()
+        migrate_to_the_latest()

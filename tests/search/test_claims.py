@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from gallery.models import Image
 from gallery.services import image_relabel
-from search import dispatch
+from search import dispatch, jobs
 from search.ingest import claims, pipeline, sweep
 from tests.factories import create_images
 
@@ -149,7 +149,7 @@ def test_a_rebuild_whose_message_was_lost_is_sent_again_soon_after_it_was_due(se
     sent.clear()  # lost with the broker
     sweep.index_sweep()
     assert dispatch.REBUILD_TASK not in [name for name, _ in sent]  # not yet due
-    overdue = timezone.now() - dispatch.LOST_MESSAGE_AFTER - timedelta(seconds=5)
-    IndexState.objects.filter(pk=1).update(rebuild_due_at=overdue, queued_at=overdue)
+    overdue = timezone.now() - jobs.LOST_MESSAGE_AFTER - timedelta(seconds=5)
+    IndexState.objects.update(due_at=overdue, queued_at=overdue)
     sweep.index_sweep()
     assert dispatch.REBUILD_TASK in [name for name, _ in sent]

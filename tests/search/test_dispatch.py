@@ -62,4 +62,4 @@ def test_outside_a_transaction_it_is_sent_at_once_and_a_broker_down_is_reported(
     assert Image.objects.get(pk=ids[0]).queued_at is None  # left for the sweep
     assert not dispatch.hybrids_refresh_enqueue(image_ids=ids)
     assert not dispatch.index_rebuild_schedule()
-    assert not IndexState.get().rebuild_queued  # the claim is released for the sweep
+    assert not IndexState.get().queued  # the claim is released for the sweep

@@ -14,7 +14,7 @@ from django.core.files.storage import default_storage
 from django.urls import reverse
 
 from gallery.models import Image
-from search import dispatch, tasks
+from search import dispatch, jobs, tasks
 from search.duplicates import scan as duplicates
 from search.ingest import pipeline, sweep
 from search.models import DuplicateGroup, DuplicateScan, IndexState
@@ -230,10 +230,10 @@ def test_a_rebuild_that_served_requests_asks_for_one_scan_however_many_requests(
             tasks.rebuild_index()
         dispatch.duplicates_scan_request()
     state = DuplicateScan.get()
-    assert state.requested == 3 and state.scan_queued
+    assert state.requested == 3 and state.queued
     assert _scans_sent(sent) == 1
     duplicates.duplicates_scan()  # takes the queued one: new requests queue again
-    assert DuplicateScan.get().scanned_request == 3
+    assert DuplicateScan.get().done_request == 3
     with django_capture_on_commit_callbacks(execute=True):
         dispatch.duplicates_scan_request()
     assert _scans_sent(sent) == 2
@@ -248,8 +248,8 @@ def test_a_scan_lost_with_its_message_is_sent_again(sent, django_capture_on_comm
         dispatch.duplicates_scan_request()
         dispatch.duplicates_scan_request()
     assert _scans_sent(sent) == 1
-    long_ago = timezone.now() - dispatch.LOST_MESSAGE_AFTER - timedelta(seconds=5)
-    DuplicateScan.objects.filter(pk=1).update(due_at=long_ago)
+    long_ago = timezone.now() - jobs.LOST_MESSAGE_AFTER - timedelta(seconds=5)
+    DuplicateScan.objects.update(due_at=long_ago)
     with django_capture_on_commit_callbacks(execute=True):
         dispatch.duplicates_scan_request()
     assert _scans_sent(sent) == 2
@@ -257,7 +257,7 @@ def test_a_scan_lost_with_its_message_is_sent_again(sent, django_capture_on_comm
 
 def test_the_sweep_sends_a_scan_requested_while_the_broker_was_down(sent, django_capture_on_commit_callbacks):
     DuplicateScan.get()
-    DuplicateScan.objects.filter(pk=1).update(requested=1)  # counted, never sent
+    DuplicateScan.objects.update(requested=1)  # counted, never sent
     with django_capture_on_commit_callbacks(execute=True):
         assert sweep.index_sweep()["duplicates_scan_scheduled"] == 1
     assert _scans_sent(sent) == 1

@@ -24,7 +24,7 @@ def test_a_burst_of_requests_queues_one_pass_spaced_by_ten_times_the_last(
     sent, django_capture_on_commit_callbacks
 ):
     LabellingPass.get()
-    LabellingPass.objects.filter(pk=1).update(seconds=3.0)
+    LabellingPass.objects.update(seconds=3.0)
     with django_capture_on_commit_callbacks(execute=True):
         for _ in range(5):
             dispatch.labelling_request()
@@ -38,7 +38,7 @@ def test_embedding_and_label_changes_request_a_pass(sent, django_capture_on_comm
     with django_capture_on_commit_callbacks(execute=True):
         current_app.tasks["search.tasks.embed_images"](image_ids=[pk])
     assert len(_passes_sent(sent)) == 1
-    LabellingPass.objects.filter(pk=1).update(queued=False)
+    LabellingPass.objects.update(queued=False)
     with django_capture_on_commit_callbacks(execute=True):
         tasks.refresh_hybrids(image_ids=[pk])
     assert len(_passes_sent(sent)) == 2
@@ -46,7 +46,7 @@ def test_embedding_and_label_changes_request_a_pass(sent, django_capture_on_comm
 
 def test_the_sweep_sends_a_pass_requested_while_the_broker_was_down(sent, django_capture_on_commit_callbacks):
     LabellingPass.get()
-    LabellingPass.objects.filter(pk=1).update(requested=1)  # counted, never sent
+    LabellingPass.objects.update(requested=1)  # counted, never sent
     with django_capture_on_commit_callbacks(execute=True):
         sweep.index_sweep()
     assert len(_passes_sent(sent)) == 1
@@ -57,7 +57,7 @@ def test_the_sweep_sends_a_pass_requested_while_the_broker_was_down(sent, django
 
 def test_the_pass_run_by_its_task_records_what_it_saw(sent, django_capture_on_commit_callbacks):
     LabellingPass.get()
-    LabellingPass.objects.filter(pk=1).update(requested=3, queued=True)
+    LabellingPass.objects.update(requested=3, queued=True)
     report = tasks.suggest_labels()
     state = LabellingPass.get()
     assert report["ran"] and (state.done_request, state.queued) == (3, False)

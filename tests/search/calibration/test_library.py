@@ -161,7 +161,7 @@ def test_a_failed_calibration_is_recorded_and_the_rebuild_stands(monkeypatch, st
         raise MemoryError("no room for the scores")
 
     monkeypatch.setattr(precision, "label_queries", broken)
-    IndexState.objects.filter(pk=1).update(requested=IndexState.get().requested + 1)  # a change to serve
+    IndexState.objects.update(requested=IndexState.get().requested + 1)  # a change to serve
     report = _rebuild_task()
     assert report["served"]
     assert Calibration.get().last_error == "MemoryError: no room for the scores"
@@ -186,7 +186,7 @@ def test_the_calibration_time_counts_in_the_spacing_of_rebuilds():
     """A rebuild waits twice the last rebuild and calibration together (search.dispatch), so that
     during a long ingest both take at most a third of the worker's time."""
     IndexState.get()
-    IndexState.objects.filter(pk=1).update(last_rebuild_seconds=5.0)
+    IndexState.objects.update(seconds=5.0)
     Calibration.get()
     Calibration.objects.filter(pk=1).update(seconds=15.0)
     assert dispatch._rebuild_countdown() == pytest.approx(40.0)
@@ -199,7 +199,7 @@ def test_a_worker_starting_on_a_library_never_calibrated_calibrates_it_once():
 
     _library({name: VARIANTS for name in SEEDS})
     IndexState.get()
-    IndexState.objects.filter(pk=1).update(built_request=F("requested"))  # served: nothing to rebuild
+    IndexState.objects.update(done_request=F("requested"))  # served: nothing to rebuild
     assert sweep.index_sweep()["calibrated"] == 0
     assert sweep.index_sweep(at_start=True)["calibrated"] == 1
     assert cutoffs.cutoff("text", 0.8).threshold is not None
