@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from gallery.models import Image
-from tests.search.test_labelling import VARIANTS, variants
+from tests.search.labelling.test_labelling import VARIANTS, variants
 from tests.support.constants import UPLOAD_URL
 from tests.support.images import zip_bytes
 

@@ -18,7 +18,7 @@ from search.stores import faiss as search_index
 from search.stores import faiss_store
 from tests.factories import create_images
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.django_db

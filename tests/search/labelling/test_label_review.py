@@ -11,7 +11,7 @@ from api.tokens import api_token_create
 from gallery.models import Image
 from search.labelling.passes import labelling_pass
 from search.models import LabelSuggestion, Mislabel
-from tests.search.test_labelling import VARIANTS, _index, _store, variants
+from tests.search.labelling.test_labelling import VARIANTS, _index, _store, variants
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("vector_store")]
 

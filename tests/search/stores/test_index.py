@@ -603,7 +603,7 @@ def test_write_waits_for_a_writer_in_another_process(tmp_path):
 
 
 def test_importing_the_module_does_not_import_faiss_or_torch():
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[3]
     code = (
         "import sys, search.stores.faiss; "
         "bad = [m for m in ('faiss', 'torch', 'sentence_transformers', 'django') if m in sys.modules]; "
