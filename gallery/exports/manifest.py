@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from ..dates import TakenAt
 from ..labels import InvalidLabels, clean_label_names
+from ..vectors import from_bytes
 
 MANIFEST_NAME = "imagesearch-export.json"
 FORMAT = "imagesearch-export"
@@ -207,7 +208,7 @@ def _vector_parse(raw: dict[str, Any], where: str, problems: list[str]) -> Expor
     if len(blob) != 4 * dimension:
         problems.append(f"{where}.data: {len(blob)} bytes, but dimension {dimension} needs {4 * dimension}.")
         return None
-    if not np.isfinite(np.frombuffer(blob, dtype="<f4")).all():
+    if not np.isfinite(from_bytes(blob)).all():
         problems.append(f"{where}.data: the vector holds values that are not finite numbers.")
         return None
     return ExportVector(model=model, dimension=dimension, data=blob)

@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gallery.vectors import from_bytes, to_bytes
+
 from .base import Encoder, ModelUnavailable, normalize
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -361,11 +363,3 @@ def combine(image_vector: np.ndarray, label_vectors: Sequence[np.ndarray], weigh
     labels = normalize(np.stack([np.asarray(v, dtype=np.float32) for v in label_vectors]))
     label_part = normalize(labels.mean(axis=0, keepdims=True))[0]
     return normalize((weight * image_part + (1.0 - weight) * label_part).reshape(1, -1))[0]
-
-
-def to_bytes(vector: np.ndarray) -> bytes:
-    return np.asarray(vector, dtype="<f4").tobytes()
-
-
-def from_bytes(data: bytes | memoryview) -> np.ndarray:
-    return np.frombuffer(bytes(data), dtype="<f4")
