@@ -22,7 +22,8 @@ Everything is in memory (numpy and faiss; no database):
   re-scored with :func:`search.query.explain.scores`. The alternatives the issue names: the
   same kind of index over the image vectors alone, and over the label vectors ``L`` alone
   (the images whose labels match the query best), each asked for ``pool``, their union with
-  the hybrid's candidates re-scored the same way.
+  the hybrid's candidates re-scored the same way; and the hybrid index widened (its nprobe
+  times ``NPROBE_FACTORS``), no second index.
 * brute force: the alpha-scores of every row (``explain.scores``' formula over all rows, in
   batches of queries; checked against ``explain.scores`` itself for a few queries).
 
@@ -31,7 +32,7 @@ exact score minus 1e-6 (many images carry the same labels, so at alpha = 0 score
 ``rescore_ms``: p50 of gathering one query's candidates' parts and scoring them (one alpha).
 ``search_ms``: p50 of one query's index search for ``2 * pool + 16`` ids.
 
-``python -m benchmarks.emphasis_recall [--size 1000000] [--queries 200]``.
+``python -m benchmarks.emphasis_recall [--size 1000000] [--queries 200] [--sides image labels]``.
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ TOPIC_LABEL = 0.6
 WEIGHT = 0.5
 TARGET = 0.95
 MECHANISMS = ("hybrid", "image", "labels", "hybrid+image", "hybrid+labels", "hybrid+image+labels")
+SIDES = ("image", "labels")
+#: The hybrid index searched with its tuned nprobe times these too ("hybrid_nprobe_x4": the
+#: hybrid index widened, no second index).
+NPROBE_FACTORS = (2, 4, 8)
 
 
 @dataclass
@@ -191,7 +196,13 @@ def _candidates(found: dict[str, np.ndarray], mechanism: str, row: int, pool: in
     return np.unique(ids[ids >= 0]) if len(parts) > 1 else ids[ids >= 0]
 
 
-def run(size: int = 1_000_000, *, queries: int = 200, pools: tuple[int, ...] = POOLS) -> dict[str, Any]:
+def run(
+    size: int = 1_000_000,
+    *,
+    queries: int = 200,
+    pools: tuple[int, ...] = POOLS,
+    sides: tuple[str, ...] = SIDES,
+) -> dict[str, Any]:
     from search.query import explain
     from search.query.ranking import EMPHASIS_POOL
 
@@ -221,12 +232,16 @@ def run(size: int = 1_000_000, *, queries: int = 200, pools: tuple[int, ...] = P
         found: dict[str, np.ndarray] = {}
         out["indexes"] = {}
         for name, side in (("hybrid", "hybrids"), ("image", "images"), ("labels", "labels")):
+            if name != "hybrid" and name not in sides:
+                continue
             index, info = product_index(getattr(lib, side), probes)
             found[name] = index.search(all_q, k)[1]
             indexes[name] = index
             out["indexes"][name] = info
             if name == "hybrid":
                 lib.hybrids = None
+                found.update(_widened(index, info, all_q, k))
+        mechanisms = [m for m in (*MECHANISMS, *_WIDENED) if all(p in found for p in m.split("+"))]
         out["search_ms"] = _search_times(indexes, all_q, pools)
         del indexes
         t = time.perf_counter()
@@ -235,7 +250,7 @@ def run(size: int = 1_000_000, *, queries: int = 200, pools: tuple[int, ...] = P
         out["brute_force_check_max_diff"] = check_exact(lib, all_q, thresholds)
         recall: dict[str, Any] = {}
         rescore: dict[str, Any] = {}
-        for mechanism in MECHANISMS:
+        for mechanism in mechanisms:
             for pool in pools:
                 hits = {(kind, alpha): [] for kind in ("text", "image") for alpha in ALPHAS}
                 times, sizes = [], []
@@ -269,8 +284,33 @@ def run(size: int = 1_000_000, *, queries: int = 200, pools: tuple[int, ...] = P
                 }
         out["recall"] = recall
         out["rescore"] = rescore
-        out["answer"] = _answer(recall, rescore, pools)
+        out["answer"] = _answer(recall, rescore, pools, mechanisms)
     return out
+
+
+_WIDENED = tuple(f"hybrid_nprobe_x{f}" for f in NPROBE_FACTORS)
+
+
+def _widened(index: Any, info: dict[str, Any], queries: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """The hybrid IVF's candidates with nprobe widened (``NPROBE_FACTORS``), and each search's
+    p50 for one query (in ``info``); nprobe is set back to the tuned value after."""
+    if info.get("param") != "nprobe":
+        return {}
+    from search.stores.faiss.faiss_lib import import_faiss
+
+    ivf = import_faiss().extract_index_ivf(index)
+    tuned, found = ivf.nprobe, {}
+    for factor, name in zip(NPROBE_FACTORS, _WIDENED, strict=True):
+        ivf.nprobe = min(ivf.nlist, tuned * factor)
+        found[name] = index.search(queries, k)[1]
+        times = []
+        for i in range(0, len(queries), max(1, len(queries) // 40)):
+            t = time.perf_counter()
+            index.search(queries[i : i + 1], 2 * 1000 + 16)
+            times.append(time.perf_counter() - t)
+        info[f"{name}_search_ms_pool_1000"] = round(percentile(times, 50) * 1000, 3)
+    ivf.nprobe = tuned
+    return found
 
 
 def _cosines(lib: Library, vectors: ClusteredVectors) -> dict[str, float]:
@@ -306,11 +346,13 @@ def _search_times(indexes: dict[str, Any], queries: np.ndarray, pools: tuple[int
     return {key: round(percentile(v, 50) * 1000, 3) for key, v in times.items()}
 
 
-def _answer(recall: dict[str, Any], rescore: dict[str, Any], pools: tuple[int, ...]) -> dict[str, Any]:
+def _answer(
+    recall: dict[str, Any], rescore: dict[str, Any], pools: tuple[int, ...], mechanisms: list[str]
+) -> dict[str, Any]:
     """Per mechanism, the smallest pool whose recall reaches the target at every alpha (both
     kinds of query), with its candidates and re-score time."""
     answer: dict[str, Any] = {}
-    for mechanism in MECHANISMS:
+    for mechanism in mechanisms:
         for pool in pools:
             key = f"{mechanism}@{pool}"
             worst = min(v for k, v in recall[key].items() if not k.startswith("all@"))
@@ -322,62 +364,20 @@ def _answer(recall: dict[str, Any], rescore: dict[str, Any], pools: tuple[int, .
     return answer
 
 
-def figures(found: dict[str, Any], figure: Any) -> list[dict[str, Any]]:
-    """The report's rows (``figure``: :func:`benchmarks.report._figure`): the product's pool,
-    and each mechanism's smallest pool reaching the target."""
-    size, pool = found["size"], found.get("product_pool")
-    rows = []
-    key = f"hybrid@{pool}"
-    if key in found["recall"]:
-        for alpha in ALPHAS:
-            worst = min(found["recall"][key][f"{kind}@{alpha:g}"] for kind in ("text", "image"))
-            rows.append(
-                figure(
-                    "22 emphasis",
-                    f"recall@10 at alpha {alpha:g}, {size:,} rows, hybrid pool {pool}",
-                    worst,
-                    ">=",
-                    TARGET,
-                )
-            )
-    for mechanism, answer in found["answer"].items():
-        rows.append(
-            figure(
-                "22 emphasis",
-                f"smallest pool of {mechanism} reaching {TARGET} at every alpha, {size:,} rows",
-                answer["pool"] if answer else None,
-                note=f"{answer['candidates']} candidates, re-score {answer['rescore_ms']} ms"
-                if answer
-                else "none",
-            )
-        )
-    return rows
-
-
-def table(result: dict[str, Any]) -> str:
-    lines = [
-        "mechanism@pool          cands  rescore_ms  "
-        + "  ".join(f"{k}@{a:g}" for k in ("text", "image") for a in ALPHAS)
-    ]
-    for key, r in result["recall"].items():
-        cells = "  ".join(f"{r[f'{k}@{a:g}']:>8.3f}" for k in ("text", "image") for a in ALPHAS)
-        cost = result["rescore"][key]
-        lines.append(f"{key:<24}{cost['candidates']:>5}  {cost['rescore_ms']:>10.3f}  {cells}")
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.emphasis_recall", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--size", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=200, help="text queries, and as many image queries")
+    parser.add_argument("--sides", nargs="*", default=list(SIDES), help="second indexes: image, labels")
     args = parser.parse_args(argv)
     from . import env
+    from .emphasis_report import table
 
     env.configure(fresh=False)  # the product's settings (EMPHASIS_POOL); no database is used
     env.setup_django()
-    result = run(args.size, queries=args.queries)
+    result = run(args.size, queries=args.queries, sides=tuple(args.sides))
     env.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (env.RESULTS_DIR / "emphasis_recall.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k not in ("recall", "rescore")}, indent=2))

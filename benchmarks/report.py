@@ -491,14 +491,14 @@ def figures(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _issue22_figures(results: dict[str, Any], sizes: list[int]) -> list[dict[str, Any]]:
-    from . import emphasis_recall, search_features
+    from . import emphasis_report, search_features
 
     out = []
     for size in sizes:
         found = _get(results, "sizes", str(size), "search_features")
         out.extend(search_features.figures(found, _figure) if found else [])
     found = results.get("emphasis_recall")
-    out.extend(emphasis_recall.figures(found, _figure) if found else [])
+    out.extend(emphasis_report.figures(found, _figure) if found else [])
     return out
 
 
