@@ -4,7 +4,13 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = ["imagesearch/settings.py", "run", "search/encoder/__init__.py", "search/encoder/torch_runtime.py"]
+SOURCES = [
+    "imagesearch/settings.py",
+    "imagesearch/settings_limits.py",
+    "run",
+    "search/encoder/__init__.py",
+    "search/encoder/torch_runtime.py",
+]
 
 
 def _read_variables() -> set[str]:
