@@ -134,6 +134,66 @@ def explain(query: QueryVector, row: RowVectors, *, alpha: float | None = None) 
     )
 
 
+def _part_weights_many(
+    images: np.ndarray, labels: np.ndarray, has_labels: np.ndarray, w: np.ndarray, alpha: float | None
+) -> np.ndarray:
+    """:func:`part_weights` of many rows (n x 2), the hybrid's length ``N`` in closed form from
+    the two unit parts: ``N^2 = w^2 + (1 - w)^2 + 2 w (1 - w) cos(image, labels)``."""
+    if alpha is not None:
+        picture, label = np.full(len(w), alpha), np.where(has_labels, 1.0 - alpha, 0.0)
+    else:
+        mixed = w[:, None] * images + (1.0 - w)[:, None] * labels
+        norm = np.linalg.norm(mixed, axis=1)
+        norm = np.where(norm > 0, norm, 1.0)
+        picture = np.where(has_labels, w / norm, 1.0)
+        label = np.where(has_labels, (1.0 - w) / norm, 0.0)
+    return np.stack([picture, label], axis=1)
+
+
+def explain_many(
+    query: QueryVector, rows: list[RowVectors], *, alpha: float | None = None
+) -> list[Explanation]:
+    """:func:`explain` of many rows at once: every cosine of every query part in one matrix
+    product (a page of results is explained in about the time of one row explained alone)."""
+    if not rows:
+        return []
+    images = np.stack([row.image for row in rows]).astype(np.float64)
+    has_labels = np.array([row.labels is not None for row in rows])
+    labels = np.stack([row.labels if row.labels is not None else row.image for row in rows]).astype(
+        np.float64
+    )
+    weights = _part_weights_many(images, labels, has_labels, np.array([row.weight for row in rows]), alpha)
+    units = np.stack([np.asarray(p.vector, dtype=np.float64).reshape(-1) for p in query.parts])  # m x d
+    coefficients = np.array([p.coefficient for p in query.parts])[:, None]
+    picture_cos, label_cos = units @ images.T, np.where(has_labels, units @ labels.T, 0.0)  # m x n
+    picture_shares = coefficients * weights[:, 0] * picture_cos
+    label_shares = coefficients * weights[:, 1] * label_cos
+    q = np.asarray(query.vector, dtype=np.float64).reshape(-1)
+    q_picture, q_labels = images @ q, labels @ q
+    names = [p.name for p in query.parts]
+    found = []
+    for i in range(len(rows)):
+        shares = tuple(
+            PartShare(name, float(picture_shares[j, i]), float(label_shares[j, i]))
+            for j, name in enumerate(names)
+        )
+        picture = sum(share.picture for share in shares)
+        label_part = sum(share.labels for share in shares)
+        found.append(
+            Explanation(
+                score=picture + label_part,
+                picture=picture,
+                labels=label_part,
+                picture_cosine=float(q_picture[i]),
+                labels_cosine=float(q_labels[i]) if has_labels[i] else None,
+                picture_weight=float(weights[i, 0]),
+                labels_weight=float(weights[i, 1]),
+                shares=shares if len(shares) > 1 else (),
+            )
+        )
+    return found
+
+
 def scores(
     query: np.ndarray, images: np.ndarray, labels: np.ndarray, has_labels: np.ndarray, alpha: float
 ) -> np.ndarray:

@@ -163,11 +163,18 @@ def _explain(query: QueryVector, shown: list[Hit], alpha: float | None) -> None:
     names of the hits come in the same read: loading them for every over-fetched row, or as
     Label objects, is a large share of a search's time."""
     parts = rows_vectors([hit.image.pk for hit in shown], images=[hit.image for hit in shown])
-    for hit in shown:
-        row = parts.get(hit.image.pk)
-        if row is not None and row.image.shape == query.vector.shape[1:]:
-            hit.why = explain.explain(query, row, alpha=alpha)
-            hit.score = hit.why.score
+    explained = [
+        hit
+        for hit in shown
+        if hit.image.pk in parts and parts[hit.image.pk].image.shape == query.vector.shape[1:]
+    ]
+    for hit, why in zip(
+        explained,
+        explain.explain_many(query, [parts[h.image.pk] for h in explained], alpha=alpha),
+        strict=True,
+    ):
+        hit.why = why
+        hit.score = why.score
 
 
 def images_browse(*, labels: Sequence[str] = (), page: int = 1, page_size: int | None = None) -> ResultPage:
