@@ -16,6 +16,7 @@ from search.stores.faiss import flat_scan
 from tests.conftest import web_server_env
 from tests.factories import create_indexed_images
 from tests.support.processes import Gunicorn
+from tests.support.waiting import wait_for
 
 
 def _in_child(fn) -> object:
@@ -66,7 +67,10 @@ def test_gunicorn_loads_the_model_and_index_in_its_master_and_the_workers_answer
     try:
         server.wait_answering("/?" + urlencode({"q": "zebra"}), timeout=180)
         master_maps = open(f"/proc/{server.proc.pid}/maps").read()
-        workers = server.worker_pids()
+        # The first worker may answer before the master has forked the second.
+        workers = wait_for(
+            lambda: len(server.worker_pids()) >= 2 and server.worker_pids(), what="both workers"
+        )
         for _ in range(6):  # reaches both workers
             assert server.answers("/?" + urlencode({"q": "zebra"}))
     finally:
