@@ -15,14 +15,11 @@ The library's rows are :mod:`benchmarks.library`'s (1000 labels, two per image).
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from typing import Any
 
 import numpy as np
 
-from . import env
 from .timing import noise
 
 
@@ -66,28 +63,15 @@ def run(size: int, *, rounds: int = 1) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.calibration", description=__doc__.splitlines()[0]
+    from .library import sizes_main
+
+    return sizes_main(
+        argv,
+        prog="python -m benchmarks.calibration",
+        description=__doc__.splitlines()[0],
+        run=run,
+        results_name="calibration.json",
     )
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
-    parser.add_argument("--rounds", type=int, default=1)
-    args = parser.parse_args(argv)
-    env.configure(fresh=True)
-    env.build_model()
-    env.setup_django()
-    from django.core.management import call_command
-
-    from .library import ClusteredVectors, grow_library
-
-    call_command("migrate", verbosity=0)
-    vectors, results = ClusteredVectors(), {}
-    for size in args.sizes:
-        grow_library(size, vectors=vectors, model=str(env.MODEL_DIR))
-        results[str(size)] = run(size, rounds=args.rounds)
-        print(json.dumps(results[str(size)]), flush=True)
-    env.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (env.RESULTS_DIR / "calibration.json").write_text(json.dumps(results, indent=2) + "\n")
-    return 0
 
 
 if __name__ == "__main__":
