@@ -95,50 +95,17 @@ class Explanation:
         return round(100 * max(self.picture, 0.0) / positive) if positive > 0 else 50
 
 
-def part_weights(row: RowVectors, alpha: float | None) -> tuple[float, float]:
-    """The factors of cos(q, image) and cos(q, labels) in a row's score: the hybrid's own
-    (``w / N``, ``(1 - w) / N``) without an emphasis, else (``alpha``, ``1 - alpha``)."""
-    if row.labels is None:
-        return (1.0 if alpha is None else alpha), 0.0
-    if alpha is not None:
-        return alpha, 1.0 - alpha
-    w = float(row.weight)
-    mixed = w * row.image.astype(np.float64) + (1.0 - w) * row.labels.astype(np.float64)
-    norm = float(np.linalg.norm(mixed)) or 1.0
-    return w / norm, (1.0 - w) / norm
-
-
 def explain(query: QueryVector, row: RowVectors, *, alpha: float | None = None) -> Explanation:
     """The score of ``row`` for ``query`` and its picture and label parts."""
-    a, b = part_weights(row, alpha)
-    image = row.image.astype(np.float64)
-    labels = row.labels.astype(np.float64) if row.labels is not None else None
-    shares = []
-    for part in query.parts:
-        u = np.asarray(part.vector, dtype=np.float64)
-        picture = part.coefficient * a * float(u @ image)
-        label = part.coefficient * b * float(u @ labels) if labels is not None else 0.0
-        shares.append(PartShare(part.name, picture, label))
-    picture = sum(s.picture for s in shares)
-    label_part = sum(s.labels for s in shares)
-    q = np.asarray(query.vector, dtype=np.float64).reshape(-1)
-    return Explanation(
-        score=picture + label_part,
-        picture=picture,
-        labels=label_part,
-        picture_cosine=float(q @ image),
-        labels_cosine=float(q @ labels) if labels is not None else None,
-        picture_weight=a,
-        labels_weight=b,
-        shares=tuple(shares) if len(shares) > 1 else (),
-    )
+    return explain_many(query, [row], alpha=alpha)[0]
 
 
 def _part_weights_many(
     images: np.ndarray, labels: np.ndarray, has_labels: np.ndarray, w: np.ndarray, alpha: float | None
 ) -> np.ndarray:
-    """:func:`part_weights` of many rows (n x 2), the hybrid's length ``N`` in closed form from
-    the two unit parts: ``N^2 = w^2 + (1 - w)^2 + 2 w (1 - w) cos(image, labels)``."""
+    """The factors of cos(q, image) and cos(q, labels) in each row's score (n x 2): the hybrid's
+    own (``w / N``, ``(1 - w) / N``) without an emphasis, else (``alpha``, ``1 - alpha``); a row
+    without labels owes its score to its picture."""
     if alpha is not None:
         picture, label = np.full(len(w), alpha), np.where(has_labels, 1.0 - alpha, 0.0)
     else:
@@ -153,8 +120,9 @@ def _part_weights_many(
 def explain_many(
     query: QueryVector, rows: list[RowVectors], *, alpha: float | None = None
 ) -> list[Explanation]:
-    """:func:`explain` of many rows at once: every cosine of every query part in one matrix
-    product (a page of results is explained in about the time of one row explained alone)."""
+    """The scores of many rows and their picture and label parts, at once: every cosine of every
+    query part in one matrix product (a page of results is explained in about the time of one
+    row explained alone)."""
     if not rows:
         return []
     images = np.stack([row.image for row in rows]).astype(np.float64)

@@ -148,12 +148,13 @@ def _cut(
     """The hits whose hybrid score reaches ``min_score``, and how many of the first ``span``
     did not. With an emphasis the hybrid score is recomputed from the stored parts."""
 
-    def hybrid_score(hit: Hit) -> float:
-        if hit.image.pk in parts:
-            return explain.explain(query, parts[hit.image.pk]).score
-        return hit.score or 0.0
-
-    kept = [hit for hit in hits if hybrid_score(hit) >= min_score]
+    rescored = [hit.image.pk for hit in hits if hit.image.pk in parts]
+    hybrid = dict(zip(rescored, explain.explain_many(query, [parts[pk] for pk in rescored]), strict=True))
+    kept = [
+        hit
+        for hit in hits
+        if (hybrid[hit.image.pk].score if hit.image.pk in hybrid else hit.score or 0.0) >= min_score
+    ]
     kept_ids = {hit.image.pk for hit in kept}
     return kept, sum(1 for hit in hits[:span] if hit.image.pk not in kept_ids)
 

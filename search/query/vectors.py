@@ -101,16 +101,6 @@ def query_vector_for_image_id(*, image_id: int) -> np.ndarray:
     return encoder.from_bytes(row)
 
 
-def query_vector_combine(
-    *, image_vector: np.ndarray, text_vector: np.ndarray, image_weight: float
-) -> np.ndarray:
-    """A query of words and an image together: ``normalize(w * n(image) + (1 - w) * n(text))``,
-    the formula of the stored hybrids with the words in place of the labels."""
-    if not 0.0 <= image_weight <= 1.0:
-        raise QueryError("The image weight is a number from 0 to 1.")
-    return encoder.combine(image_vector, [text_vector], image_weight)
-
-
 def words_split(text: str) -> tuple[str, tuple[str, ...]]:
     """The words to look for and the terms to leave out (``-word``, ``-"two words"``) of a
     search box's text. A hyphen inside a word (``t-shirt``) is part of it."""

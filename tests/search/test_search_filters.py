@@ -8,8 +8,9 @@ import pytest
 from gallery import services as gallery_services
 from gallery.models import Image
 from search import encoder, errors
-from search.query import ranking
+from search.query import queries, ranking
 from search.query import vectors as query_vectors
+from search.query.explain import QueryPart, QueryVector
 from search.stores import base as store_base
 from tests.factories import create_indexed_images
 
@@ -76,11 +77,20 @@ def test_browsing_needs_neither_the_model_nor_the_index(ids, settings, tmp_path)
 def test_words_and_image_query_is_the_normalised_weighted_sum():
     image = np.array([3.0, 0.0, 0.0, 4.0], dtype=np.float32)
     text = np.array([0.0, 2.0, 0.0, 0.0], dtype=np.float32)
-    vector = query_vectors.query_vector_combine(image_vector=image, text_vector=text, image_weight=0.25)
+    vector = QueryVector.combined(
+        [
+            QueryPart("image", 0.25, query_vectors.unit(image)),
+            QueryPart("words", 0.75, query_vectors.unit(text)),
+        ]
+    ).vector[0]
     expected = 0.25 * image / 5 + 0.75 * text / 2
     np.testing.assert_allclose(vector, expected / np.linalg.norm(expected), rtol=1e-6)
-    with pytest.raises(errors.QueryError):
-        query_vectors.query_vector_combine(image_vector=image, text_vector=text, image_weight=1.5)
+
+
+def test_an_image_weight_outside_0_to_1_is_refused():
+    token = query_vectors.remember_image(b"a picture", np.ones(4, dtype=np.float32) / 2)
+    with pytest.raises(errors.QueryError, match="image weight"):
+        queries.query_vector(queries.SearchQuery(text="bicycle", image_token=token, image_weight=1.5))
 
 
 def test_only_ready_images_are_browsed(ids):
