@@ -88,12 +88,6 @@ class Explanation:
     labels_weight: float
     shares: tuple[PartShare, ...]  # each query part's share (more than one part only)
 
-    @property
-    def picture_percent(self) -> int:
-        """The picture's share of the bar, 0-100 (parts below zero count as none)."""
-        positive = max(self.picture, 0.0) + max(self.labels, 0.0)
-        return round(100 * max(self.picture, 0.0) / positive) if positive > 0 else 50
-
 
 def explain(query: QueryVector, row: RowVectors, *, alpha: float | None = None) -> Explanation:
     """The score of ``row`` for ``query`` and its picture and label parts."""
