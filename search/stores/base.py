@@ -36,11 +36,15 @@ Slot = Callable[[], AbstractContextManager[object]]
 @dataclass
 class Nearest:
     """A store's answer: (image, score) best first, the FAISS generation that answered (None on
-    pgvector) and the notices the page shows about how it was answered."""
+    pgvector) and the notices the page shows about how it was answered. ``by_picture``: asked
+    for with ``picture_needed``, the rows nearest by their image vectors alone (score: the cosine
+    to the image vector), best first, under the same filters; empty where the store has no
+    such index (an emphasised search then re-scores ``found`` alone)."""
 
     found: list[tuple[Image, float]]
     generation: int | None = None
     notices: list[str] = field(default_factory=list)
+    by_picture: list[tuple[Image, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -73,12 +77,16 @@ class VectorStore(Protocol):
         label_ids: Sequence[int] | None,
         slot: Slot,
         without_label_ids: Sequence[int] = (),
+        picture_needed: int = 0,
     ) -> Nearest:
         """The ``needed`` ready images nearest to ``vector`` (a 1 x d array) that carry every label
         of ``label_ids`` (None: a label nobody carries, so none), none of ``without_label_ids``,
         and are not ``exclude_id``;
         raises SearchUnavailable when nothing can be searched. ``slot`` is held around work that
-        scores every row (model-sized: a flood of such queries is refused, not run side by side)."""
+        scores every row (model-sized: a flood of such queries is refused, not run side by side).
+        ``picture_needed`` > 0 (an emphasised search): the store also searches its hybrids wider
+        (by its own measured factor) and fills ``Nearest.by_picture`` with up to that many rows
+        nearest by their image vectors alone, under the same filters."""
 
     def rebuild(self) -> RebuildReport:
         """Bring the store level with the rows and mark the rebuild requests served."""

@@ -75,6 +75,7 @@ class FaissStore:
         label_ids: Sequence[int] | None,
         slot: Slot,
         without_label_ids: Sequence[int] = (),
+        picture_needed: int = 0,
     ) -> Nearest:
         reader = index_reader()
         # A cheap check for a new generation; it loads in the background while this one serves.

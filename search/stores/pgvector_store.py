@@ -42,8 +42,11 @@ class PgvectorStore:
         label_ids: Sequence[int] | None,
         slot: Slot,
         without_label_ids: Sequence[int] = (),
+        picture_needed: int = 0,
     ) -> Nearest:
-        """One query filters, ranks and limits; the rows come with it (nothing to re-read)."""
+        """One query filters, ranks and limits; the rows come with it (nothing to re-read).
+        ``picture_needed`` is accepted; no image-vector index is searched yet (``by_picture``
+        stays empty, so an emphasis re-scores the hybrid pool alone)."""
         if label_ids is None:  # a label nobody carries: nothing can match
             return Nearest([])
         model = encoder.model_name()
