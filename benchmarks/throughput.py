@@ -17,7 +17,7 @@ import os
 from typing import Any
 
 from . import env
-from .timing import noise
+from .timing import CpuAccount, noise
 from .web import Gunicorn, load, summarise
 
 CONCURRENCY = 16
@@ -29,15 +29,21 @@ def _run_one(*, workers: int, threads: int, seconds: float, size: int, tag: str)
     server = Gunicorn(workers=workers, threads=threads, log=log).start()
     try:
         server.wait_ready(warm_requests=8 * workers)
+        account = CpuAccount(server.proc.pid)
         result = load(
             server.port,
             concurrency=CONCURRENCY,
             seconds=seconds,
             texts=lambda i: f"throughput {tag} {size} query number {i} red bicycle",
         )
+        cpu = account.result()  # before the server stops: its processes are counted while alive
     finally:
         server.stop()
-    return {"workers": workers, "threads": threads, **summarise(result)}
+    summary = summarise(result)
+    # Where the cores went: the server's CPU per answered request (against the ideal's encode +
+    # search), the load generator's share (it runs on the same cores) and the cores left idle.
+    cpu["server_ms_per_request"] = round(cpu.pop("server_s") * 1000 / max(1, summary["ok"]), 2)
+    return {"workers": workers, "threads": threads, **summary, "cpu": cpu}
 
 
 def run(*, size: int, seconds: float, query_figures: dict[str, Any], compare: bool) -> dict[str, Any]:
@@ -62,3 +68,33 @@ def run(*, size: int, seconds: float, query_figures: dict[str, Any], compare: bo
         }
     )
     return out
+
+
+def _at_size(size: int, *, rounds: int) -> dict[str, Any]:
+    """The library's index built, the query section's encode + search (the ideal's parts), then
+    ``rounds`` throughput runs of 15 s, each against that same ideal."""
+    from . import query, rebuild
+
+    rebuild.rebuild(size, cold=False)
+    figures = query.run(size, requests=60)
+    runs = [run(size=size, seconds=15.0, query_figures=figures, compare=False) for _ in range(rounds)]
+    return {"query_ratio": figures["ratio"], "runs": runs}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .library import sizes_main
+
+    return sizes_main(
+        argv,
+        prog="python -m benchmarks.throughput",
+        description="Requests per second at concurrency 16 against cores / (encode + search), "
+        "and where the CPU went meanwhile (server per request, load generator, idle).",
+        run=_at_size,
+        results_name="throughput.json",
+    )
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

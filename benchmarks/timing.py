@@ -117,3 +117,35 @@ def noise(into: dict[str, Any]) -> Iterator[Noise]:
         yield sampler
     finally:
         into["noise"] = sampler.result()
+
+
+class CpuAccount:
+    """Where the machine's CPU went while a load ran against a server: the server's process
+    tree (``server_s``, seconds of CPU), this process (the load generator: ``client_share``
+    of the machine's CPU time), other processes (``other_share``) and idle (``idle_share``)."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.server_pid = server_pid
+        self.hz = os.sysconf("SC_CLK_TCK")
+        self.start_total, self.start_idle = _machine_ticks()
+        self.start_server = _cpu_ticks_of(_tree_pids(server_pid))
+        self.start_client = _own_cpu_s()
+
+    def result(self) -> dict[str, float]:
+        total, idle = _machine_ticks()
+        d_total = max(1, total - self.start_total)
+        server_ticks = _cpu_ticks_of(_tree_pids(self.server_pid)) - self.start_server
+        client_ticks = (_own_cpu_s() - self.start_client) * self.hz
+        busy = d_total - (idle - self.start_idle)
+        return {
+            "server_s": round(server_ticks / self.hz, 3),
+            "server_share": round(server_ticks / d_total, 3),
+            "client_share": round(client_ticks / d_total, 3),
+            "other_share": round(max(0.0, (busy - server_ticks - client_ticks) / d_total), 3),
+            "idle_share": round((idle - self.start_idle) / d_total, 3),
+        }
+
+
+def _own_cpu_s() -> float:
+    times = os.times()
+    return times.user + times.system
