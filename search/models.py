@@ -161,9 +161,11 @@ class DuplicateMember(models.Model):
 class ImageVector(models.Model):
     """An image's hybrid vector where pgvector is the vector store (``IMAGESEARCH_VECTOR_BACKEND=
     pgvector``, search.stores.pgvector): written with the row when it becomes ready, searched by an
-    HNSW index per dimension.
+    HNSW index per dimension. Beside it the image vector alone (``picture``), with HNSW indexes of
+    its own, for an emphasis on the picture (the images nearest by picture whose hybrids rank low).
 
-    Derived from ``Image.hybrid_vector`` (still the source of truth). The table exists only on
+    Derived from ``Image.hybrid_vector`` and ``Image.image_vector`` (still the source of truth;
+    ``picture`` is null until the sweep backfills a row written before it existed). The table exists only on
     PostgreSQL with the vector extension (search/migrations/0007): a SQLite deployment never
     creates or reads it. The database deletes a row with its image (``ON DELETE CASCADE``,
     added by the same migration), so Django's deletion never looks at this table.
@@ -180,6 +182,7 @@ class ImageVector(models.Model):
     # An HNSW index needs one dimension: each dimension has its own partial index (search.stores.pgvector).
     dimension = models.PositiveSmallIntegerField()
     embedding = HalfVectorField()
+    picture = HalfVectorField(null=True)
     updated_at = models.DateTimeField()
 
     class Meta:

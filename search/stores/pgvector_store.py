@@ -45,22 +45,24 @@ class PgvectorStore:
         picture_needed: int = 0,
     ) -> Nearest:
         """One query filters, ranks and limits; the rows come with it (nothing to re-read).
-        ``picture_needed`` is accepted; no image-vector index is searched yet (``by_picture``
-        stays empty, so an emphasis re-scores the hybrid pool alone)."""
+        ``picture_needed``: a second such query ranks by the pictures alone, both searching
+        wider (:func:`search.stores.pgvector.store.emphasis_ef_search`)."""
         if label_ids is None:  # a label nobody carries: nothing can match
             return Nearest([])
+        if picture_needed < 0:
+            raise ValueError(f"picture_needed must be 0 or more, not {picture_needed}")
         model = encoder.model_name()
-        found = vectorstore.nearest(
-            vector[0],
-            model=model,
-            needed=needed,
-            exclude_id=exclude_id,
-            label_ids=label_ids,
-            without_label_ids=without_label_ids,
-        )
+        wider = vectorstore.emphasis_ef_search() if picture_needed else None
+        filters = {"exclude_id": exclude_id, "label_ids": label_ids, "without_label_ids": without_label_ids}
+        found = vectorstore.nearest(vector[0], model=model, needed=needed, ef_search=wider, **filters)
+        by_picture = []
+        if picture_needed:
+            by_picture = vectorstore.nearest(
+                vector[0], model=model, needed=picture_needed, column="picture", ef_search=wider, **filters
+            )
         if not found and not Image.objects.searchable(model).exists():
             raise SearchUnavailable(no_index_message())
-        return Nearest(found)
+        return Nearest(found, by_picture=by_picture)
 
     def rebuild(self) -> RebuildReport:
         """Nothing to build: the vectors are written with the rows. Requests count as served;
@@ -129,8 +131,14 @@ class PgvectorStore:
 
     def after_migrate(self, connection: Any) -> None:
         """Create the vector table if its migration ran before the extension was installed (that
-        migration leaves it out then); a later ``migrate`` completes the set-up."""
-        if connection.vendor != "postgresql" or database.table_exists(connection):
+        migration leaves it out then), and the HNSW indexes the stored dimensions lack (the
+        picture's, in a database that had hybrids before it); a later ``migrate`` completes the
+        set-up. The sweep then fills the pictures of rows written before them."""
+        if connection.vendor != "postgresql":
+            return
+        if database.table_exists(connection):
+            for name in vectorstore.indexes_complete(using=connection.alias):
+                print(f"  Created the pgvector index {name}.")
             return
         with connection.schema_editor() as editor:
             reason = database.vectors_table_ensure(editor, ImageVector)

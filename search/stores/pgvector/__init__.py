@@ -1,8 +1,9 @@
 """PostgreSQL + pgvector as the vector store (``IMAGESEARCH_VECTOR_BACKEND=pgvector``).
 
 The FAISS store (search.stores.faiss) keeps index generations in one machine's data directory; this one
-keeps each ready image's hybrid in the database beside its row (``search.models.ImageVector``),
-so every web and worker machine that reaches the database searches the same vectors:
+keeps each ready image's hybrid, and its image vector alone (the picture, for an emphasis on it),
+in the database beside its row (``search.models.ImageVector``), so every web and worker machine
+that reaches the database searches the same vectors:
 
 * writes go with the rows: the pipeline stores the vector in the transaction that marks the
   image ready, so it is searchable at the commit; there are no generations and nothing to rebuild;
@@ -19,8 +20,10 @@ from __future__ import annotations
 
 from .store import (
     EXTENSION_MINIMUM,
+    emphasis_ef_search,
     hybrids_write,
     index_ensure,
+    indexes_complete,
     nearest,
     vectors_backfill,
     vectors_dimension,
@@ -36,8 +39,10 @@ NOTHING_TO_REBUILD = (
 __all__ = [
     "EXTENSION_MINIMUM",
     "NOTHING_TO_REBUILD",
+    "emphasis_ef_search",
     "hybrids_write",
     "index_ensure",
+    "indexes_complete",
     "nearest",
     "vectors_backfill",
     "vectors_dimension",
