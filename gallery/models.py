@@ -111,6 +111,11 @@ class ImageQuerySet(models.QuerySet["Image"]):
     def without_vectors(self) -> ImageQuerySet:
         return self.defer(*VECTOR_FIELDS)
 
+    def for_results(self) -> ImageQuerySet:
+        """Rows as search results are re-read: the hybrid left unread, the image vector read
+        with them (the explanation of each score needs it: a second read costs more)."""
+        return self.defer("hybrid_vector")
+
     def for_display(self) -> ImageQuerySet:
         """Rows as pages and API answers show them: labels prefetched, vectors left unread."""
         return self.without_vectors().prefetch_related("labels")

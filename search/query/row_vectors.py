@@ -1,10 +1,12 @@
 """The stored parts behind results' scores: each row's image vector, hybrid weight and label
 vector (the normalised mean of its labels' text vectors, as the hybrid was made from them).
 
-Read for the rows of one page (the explanations) or for the candidates an emphasis re-ranks:
-three plain queries, whatever the number of rows, and the label names of the rows come with
-them. Plain SQL and one numpy pass over all the vectors: on every search page, building three
-ORM queries and normalising vector by vector cost more than the rest of the explanation.
+Read for the rows of one page (the explanations) or for the candidates an emphasis re-ranks.
+The stores re-read their hits with the image vector and the hybrid weight
+(``ImageQuerySet.for_results``): for those rows only their labels are read, in one plain query
+that brings the label names too; rows read without them cost one query more. Plain SQL and one
+numpy pass over all the vectors: on every search page, building ORM queries and normalising
+vector by vector cost more than the rest of the explanation.
 """
 
 from __future__ import annotations
@@ -22,46 +24,66 @@ from .explain import RowVectors
 
 def rows_vectors(ids: Sequence[int], *, images: Iterable[Image] = ()) -> dict[int, RowVectors]:
     """The stored parts of the rows ``ids`` that have an image vector. The label names of
-    ``images`` (rows among ``ids``) are loaded on the way (``Image.label_names``)."""
+    ``images`` (rows among ``ids``) are loaded on the way (``Image.label_names``); the image
+    vectors and weights they were read with (``ImageQuerySet.for_results``) are used as read."""
     ids = list(dict.fromkeys(int(pk) for pk in ids))
     if not ids:
         return {}
+    images = list(images)
     links = _select(
-        "SELECT l.{image_id}, l.{label_id}, t.{name} FROM {links} l JOIN {labels} t ON t.{pk} = l.{label_id}"
-        " WHERE l.{image_id} IN ({ids}) ORDER BY t.{name}",
+        "SELECT l.{image_id}, l.{label_id}, t.{name}, t.{vector} FROM {links} l"
+        " JOIN {labels} t ON t.{pk} = l.{label_id} WHERE l.{image_id} IN ({ids}) ORDER BY t.{name}",
         ids,
     )
     names_of: dict[int, list[str]] = {pk: [] for pk in ids}
-    for image_id, _, name in links:
+    for image_id, _, name, _ in links:
         names_of[image_id].append(name)
     for image in images:
         image.__dict__["_label_names"] = names_of.get(image.pk, [])
-    wanted = sorted({label_id for _, label_id, _ in links})
-    label_rows = _select(
-        "SELECT {pk}, {vector} FROM {labels} WHERE {pk} IN ({ids}) AND {vector} IS NOT NULL", wanted
-    )
-    image_rows = _select(
-        "SELECT {pk}, {image_vector}, {hybrid_weight} FROM {images} WHERE {pk} IN ({ids})"
-        " AND {image_vector} IS NOT NULL",
-        ids,
-    )
+    image_rows = [
+        (image.pk, image.__dict__["image_vector"], image.hybrid_weight)
+        for image in images
+        if image.__dict__.get("image_vector") is not None and image.pk in names_of
+    ]
+    have = {pk for pk, _, _ in image_rows}
+    unread = [pk for pk in ids if pk not in have]
+    if unread:
+        image_rows += _select(
+            "SELECT {pk}, {image_vector}, {hybrid_weight} FROM {images} WHERE {pk} IN ({ids})"
+            " AND {image_vector} IS NOT NULL",
+            unread,
+        )
     if not image_rows:
         return {}
     pictures = _unit_rows([blob for _, blob, _ in image_rows])
-    position = {pk: i for i, (pk, _) in enumerate(label_rows)}
-    label_vectors = _unit_rows([blob for _, blob in label_rows]) if label_rows else None
-    carried: dict[int, list[int]] = {}
-    for image_id, label_id, _ in links:
-        if label_id in position:
-            carried.setdefault(image_id, []).append(position[label_id])
-    found: dict[int, RowVectors] = {}
-    for row, (pk, _, weight) in enumerate(image_rows):
-        mine = carried.get(pk)
-        labels = None
-        if mine and label_vectors is not None and label_vectors.shape[1] == pictures.shape[1]:
-            labels = encoder.normalize(label_vectors[mine].mean(axis=0, keepdims=True))[0]
-        found[pk] = RowVectors(pictures[row], labels, 0.5 if weight is None else float(weight))
-    return found
+    label_means = _label_means([pk for pk, _, _ in image_rows], links, pictures.shape[1])
+    return {
+        pk: RowVectors(pictures[row], label_means.get(pk), 0.5 if weight is None else float(weight))
+        for row, (pk, _, weight) in enumerate(image_rows)
+    }
+
+
+def _label_means(ids: list[int], links: list[tuple], dimension: int) -> dict[int, np.ndarray]:
+    """The normalised mean of the label vectors of each row of ``ids`` that has labels with
+    vectors of ``dimension`` (``links``: (image id, label id, name, label vector) rows)."""
+    blobs: dict[int, bytes | memoryview] = {}
+    for _, label_id, _, blob in links:
+        if blob is not None:
+            blobs.setdefault(label_id, blob)
+    if not blobs:
+        return {}
+    vectors = _unit_rows(list(blobs.values()))
+    if vectors.shape[1] != dimension:
+        return {}
+    column = {label_id: i for i, label_id in enumerate(blobs)}
+    row = {pk: i for i, pk in enumerate(ids)}
+    carried = np.zeros((len(ids), len(blobs)), dtype=np.float32)
+    for image_id, label_id, _, _ in links:
+        if label_id in column and image_id in row:
+            carried[row[image_id], column[label_id]] = 1.0
+    counts = carried.sum(axis=1)
+    means = encoder.normalize((carried / np.where(counts > 0, counts, 1.0)[:, None]) @ vectors)
+    return {pk: means[i] for pk, i in row.items() if counts[i] > 0}
 
 
 def _unit_rows(blobs: list[bytes | memoryview]) -> np.ndarray:

@@ -101,7 +101,7 @@ def _rows_in_rank_order(
 ) -> Found:
     """Re-read ranked ids from the database, in chunks, until ``needed`` hits."""
     found: Found = []
-    rows_qs = with_labels(Image.objects.ready().without_vectors(), label_ids)
+    rows_qs = with_labels(Image.objects.ready().for_results(), label_ids)
     rows_qs = without_labels(rows_qs, without_label_ids)
     # Most ranked ids are still there: read a few more than needed first, not the whole
     # over-fetch (each row read costs, see ranking.images_search()); then big chunks if many dropped out.

@@ -248,7 +248,7 @@ def nearest_query(
     ranked = Cast(column, HalfVectorField()) if exact else _ranked(dimension, column)
     return (
         rows.annotate(distance=MaxInnerProduct(ranked, query))
-        .defer(*COLUMNS, "image__image_vector", "image__hybrid_vector")
+        .defer(*COLUMNS, "image__hybrid_vector")  # the image vector: see for_results()
         .order_by("distance")[:needed]  # the index's own order: no second key to sort by
     )
 
