@@ -73,17 +73,17 @@ def _index_exists(on: Any, dimension: int, column: str) -> bool:
         return index_name(dimension, column) in on.introspection.get_constraints(cursor, TABLE)
 
 
-def index_ensure(dimension: int, *, using: str | None = None, columns: Sequence[str] = COLUMNS) -> bool:
+def index_ensure(dimension: int, *, using: str | None = None) -> bool:
     """Create the HNSW indexes of ``dimension`` (hybrid and picture) unless they exist (before the
     first vector of that dimension is written: later writes update them). Returns whether one
     was created here."""
     on = connections[using or DEFAULT_DB_ALIAS]
     key = (on.alias, dimension)
-    if key in _indexed and columns == COLUMNS:
+    if key in _indexed:
         return False
     with _indexed_lock:
         created = False
-        for column in columns:
+        for column in COLUMNS:
             if _index_exists(on, dimension, column):
                 continue
             try:
@@ -93,8 +93,7 @@ def index_ensure(dimension: int, *, using: str | None = None, columns: Sequence[
             except DatabaseError:  # another process created it a moment ago
                 if not _index_exists(on, dimension, column):
                     raise
-        if columns == COLUMNS:
-            _indexed.add(key)
+        _indexed.add(key)
         return created
 
 
@@ -107,6 +106,7 @@ def indexes_complete(*, using: str) -> list[str]:
     for dimension in sorted(dimensions):
         missing = [index_name(dimension, c) for c in COLUMNS if not _index_exists(on, dimension, c)]
         if missing:
+            _indexed.discard((on.alias, dimension))  # this process may have seen them before
             index_ensure(dimension, using=using)
             created += missing
     return created
