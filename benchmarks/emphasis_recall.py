@@ -22,8 +22,10 @@ Everything is in memory (numpy and faiss; no database):
   re-scored with :func:`search.query.explain.scores`. The alternatives the issue names: the
   same kind of index over the image vectors alone, and over the label vectors ``L`` alone
   (the images whose labels match the query best), each asked for ``pool``, their union with
-  the hybrid's candidates re-scored the same way; and the hybrid index widened (its nprobe
-  times ``NPROBE_FACTORS``), no second index.
+  the hybrid's candidates re-scored the same way; the hybrid index widened (its nprobe
+  times ``NPROBE_FACTORS``), no second index; the image vectors in an IVF that takes the hybrid
+  index's trained coarse quantizer (``image_shared``: no training of its own); and the hybrid
+  index widened together with either image index (``_COMBINED``).
 * brute force: the alpha-scores of every row (``explain.scores``' formula over all rows, in
   batches of queries; checked against ``explain.scores`` itself for a few queries).
 
@@ -56,8 +58,19 @@ OWN_LABEL = 0.85
 TOPIC_LABEL = 0.6
 WEIGHT = 0.5
 TARGET = 0.95
-MECHANISMS = ("hybrid", "image", "labels", "hybrid+image", "hybrid+labels", "hybrid+image+labels")
-SIDES = ("image", "labels")
+MECHANISMS = (
+    "hybrid",
+    "image",
+    "labels",
+    "image_shared",
+    "hybrid+image",
+    "hybrid+labels",
+    "hybrid+image+labels",
+    "hybrid+image_shared",
+)
+#: Second indexes: "image_shared" is the image vectors in an IVF whose coarse quantizer is the
+#: hybrid index's (trained once, on the hybrids), tuned the same way.
+SIDES = ("image", "labels", "image_shared")
 #: The hybrid index searched with its tuned nprobe times these too ("hybrid_nprobe_x4": the
 #: hybrid index widened, no second index).
 NPROBE_FACTORS = (2, 4, 8)
@@ -129,9 +142,12 @@ def check_combine(lib: Library, rows: int = 50) -> float:
     return worst
 
 
-def product_index(vectors: np.ndarray, probes: dict[str, np.ndarray]) -> tuple[Any, dict[str, Any]]:
+def product_index(
+    vectors: np.ndarray, probes: dict[str, np.ndarray], *, quantizer_of: Any = None
+) -> tuple[Any, dict[str, Any]]:
     """The index a rebuild would write for ``vectors`` (kind ``auto``), built and tuned in memory
-    by the product's code; ids are row positions."""
+    by the product's code; ids are row positions. ``quantizer_of``: an IVF whose trained coarse
+    quantizer the new IVF takes instead of training its own (None, no index, for other kinds)."""
     from search.stores.faiss.faiss_lib import import_faiss
     from search.stores.faiss.kinds import KINDS, ivf_lists
     from search.stores.faiss.tuning import AUTO_FLAT_MAX_VECTORS, kind_for, tune
@@ -142,7 +158,12 @@ def product_index(vectors: np.ndarray, probes: dict[str, np.ndarray]) -> tuple[A
     spec = KINDS[kind]
     ids = np.arange(n, dtype=np.int64)
     t = time.perf_counter()
-    index = spec.create(faiss, ids, vectors)
+    if quantizer_of is not None:
+        if kind != "ivf":
+            return None, {}
+        index = _ivf_sharing(faiss, quantizer_of, ids, vectors)
+    else:
+        index = spec.create(faiss, ids, vectors)
     built = time.perf_counter() - t
     tuning = tune(
         faiss, spec, index, ids, vectors, text_queries=probes["text"], image_queries=probes["image"]
@@ -162,6 +183,16 @@ def product_index(vectors: np.ndarray, probes: dict[str, np.ndarray]) -> tuple[A
             recall_image=tuning.recall_image,
         )
     return index, info
+
+
+def _ivf_sharing(faiss: Any, other: Any, ids: np.ndarray, vectors: np.ndarray) -> Any:
+    """An IVF over ``vectors`` whose coarse quantizer is a copy of ``other``'s (no training)."""
+    trained = faiss.extract_index_ivf(other)
+    quantizer = faiss.IndexFlatIP(vectors.shape[1])
+    quantizer.add(trained.quantizer.reconstruct_n(0, trained.nlist))
+    index = faiss.IndexIVFFlat(quantizer, vectors.shape[1], trained.nlist, faiss.METRIC_INNER_PRODUCT)
+    index.add_with_ids(vectors, ids)
+    return index
 
 
 def exact_thresholds(lib: Library, queries: np.ndarray, batch: int = 64) -> dict[float, np.ndarray]:
@@ -231,17 +262,27 @@ def run(
         indexes: dict[str, Any] = {}
         found: dict[str, np.ndarray] = {}
         out["indexes"] = {}
-        for name, side in (("hybrid", "hybrids"), ("image", "images"), ("labels", "labels")):
+        for name, side in (
+            ("hybrid", "hybrids"),
+            ("image", "images"),
+            ("labels", "labels"),
+            ("image_shared", "images"),
+        ):
             if name != "hybrid" and name not in sides:
                 continue
-            index, info = product_index(getattr(lib, side), probes)
+            shared = indexes["hybrid"] if name == "image_shared" else None
+            index, info = product_index(getattr(lib, side), probes, quantizer_of=shared)
+            if index is None:
+                continue
             found[name] = index.search(all_q, k)[1]
             indexes[name] = index
             out["indexes"][name] = info
             if name == "hybrid":
                 lib.hybrids = None
                 found.update(_widened(index, info, all_q, k))
-        mechanisms = [m for m in (*MECHANISMS, *_WIDENED) if all(p in found for p in m.split("+"))]
+        mechanisms = [
+            m for m in (*MECHANISMS, *_WIDENED, *_COMBINED) if all(p in found for p in m.split("+"))
+        ]
         out["search_ms"] = _search_times(indexes, all_q, pools)
         del indexes
         t = time.perf_counter()
@@ -289,6 +330,8 @@ def run(
 
 
 _WIDENED = tuple(f"hybrid_nprobe_x{f}" for f in NPROBE_FACTORS)
+#: The hybrid index widened and a second index over the image vectors, their union re-scored.
+_COMBINED = tuple(f"hybrid_nprobe_x{f}+{side}" for f in NPROBE_FACTORS for side in ("image", "image_shared"))
 
 
 def _widened(index: Any, info: dict[str, Any], queries: np.ndarray, k: int) -> dict[str, np.ndarray]:
@@ -303,12 +346,13 @@ def _widened(index: Any, info: dict[str, Any], queries: np.ndarray, k: int) -> d
     for factor, name in zip(NPROBE_FACTORS, _WIDENED, strict=True):
         ivf.nprobe = min(ivf.nlist, tuned * factor)
         found[name] = index.search(queries, k)[1]
-        times = []
-        for i in range(0, len(queries), max(1, len(queries) // 40)):
-            t = time.perf_counter()
-            index.search(queries[i : i + 1], 2 * 1000 + 16)
-            times.append(time.perf_counter() - t)
-        info[f"{name}_search_ms_pool_1000"] = round(percentile(times, 50) * 1000, 3)
+        for pool in (500, 1000):
+            times = []
+            for i in range(0, len(queries), max(1, len(queries) // 40)):
+                t = time.perf_counter()
+                index.search(queries[i : i + 1], 2 * pool + 16)
+                times.append(time.perf_counter() - t)
+            info[f"{name}_search_ms_pool_{pool}"] = round(percentile(times, 50) * 1000, 3)
     ivf.nprobe = tuned
     return found
 
@@ -370,14 +414,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--size", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=200, help="text queries, and as many image queries")
-    parser.add_argument("--sides", nargs="*", default=list(SIDES), help="second indexes: image, labels")
+    parser.add_argument(
+        "--sides", nargs="*", default=list(SIDES), help="second indexes: image, labels, image_shared"
+    )
+    parser.add_argument("--pools", nargs="*", type=int, default=list(POOLS), help="pools to measure")
     args = parser.parse_args(argv)
     from . import env
     from .emphasis_report import table
 
     env.configure(fresh=False)  # the product's settings (EMPHASIS_POOL); no database is used
     env.setup_django()
-    result = run(args.size, queries=args.queries, sides=tuple(args.sides))
+    result = run(args.size, queries=args.queries, sides=tuple(args.sides), pools=tuple(args.pools))
     env.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (env.RESULTS_DIR / "emphasis_recall.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k not in ("recall", "rescore")}, indent=2))

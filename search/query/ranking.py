@@ -26,9 +26,12 @@ PAGE_SIZE = 24  # results per page: the search page's grid, and the API's defaul
 MAX_RESULTS = 1000  # deepest result a query pages to
 SORTS = ("relevance", "date")
 DATE_SORT_POOL = 200  # "newest first" reorders this many best matches
-# An emphasis re-scores this many of the nearest hybrids from their stored parts (a wider pool
-# finds more of the images one side alone ranks high; BENCHMARKS.md, "Emphasis", measures it).
-EMPHASIS_POOL = 1000
+# An emphasis re-scores from their stored parts this many of the nearest hybrids (the store
+# searching its hybrid index wider for it) together with up to EMPHASIS_PICTURE_POOL rows nearest
+# by their image vectors alone: the hybrids miss many of the rows the alpha-score ranks first
+# (BENCHMARKS.md, "The emphasis's recall@10 at 1,000,000 rows", measures both).
+EMPHASIS_POOL = 500
+EMPHASIS_PICTURE_POOL = 500
 
 
 @dataclass
@@ -84,7 +87,8 @@ def images_search(
     ``sort``: ``"relevance"`` (best first) or ``"date"``: the ``DATE_SORT_POOL`` best
     matches, newest first by the date taken (the upload time where there is none).
     ``alpha``: rank by ``alpha * cos(q, image) + (1 - alpha) * cos(q, labels)`` instead of the
-    stored hybrids: the ``EMPHASIS_POOL`` nearest hybrids re-scored from their stored parts.
+    stored hybrids: the ``EMPHASIS_POOL`` nearest hybrids and the ``EMPHASIS_PICTURE_POOL``
+    rows nearest by picture (where the store has them) re-scored from their stored parts.
     ``min_score``: leave out results whose hybrid score (the default ranking's) is below it.
     """
     query = vector if isinstance(vector, QueryVector) else QueryVector.single("query", vector)
@@ -102,8 +106,12 @@ def images_search(
         label_ids=label_ids,
         without_label_ids=without_ids,
         slot=slots.model_slot,
+        picture_needed=EMPHASIS_PICTURE_POOL if alpha is not None else 0,
     )
     hits = [Hit(image, score) for image, score in nearest.found]
+    if alpha is not None:
+        known = {hit.image.pk for hit in hits}
+        hits += [Hit(image, score) for image, score in nearest.by_picture if image.pk not in known]
     generation, notices = nearest.generation, status.search_notices() + nearest.notices
     parts: dict[int, RowVectors] = {}
     if alpha is not None:

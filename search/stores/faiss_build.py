@@ -1,8 +1,9 @@
 """What a rebuild means on the FAISS store: write a new generation from the ready rows.
 
-The index is derived from the rows: a rebuild reads every searchable row's hybrid vector and
-writes a new generation, so running it twice, or after a crash, gives the same index (see
-docs/architecture.md, 'Invariants').
+The index is derived from the rows: a rebuild reads every searchable row's hybrid and image
+vectors and writes a new generation (the hybrid index, and the picture index beside it), so
+running it twice, or after a crash, gives the same index (see docs/architecture.md,
+'Invariants').
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from .. import dispatch, encoder, jobs
 from ..models import IndexState
 from . import faiss as search_index
 from .base import RebuildReport
-from .rows import hybrids_read
+from .rows import hybrids_and_pictures_read
 
 logger = logging.getLogger(__name__)
 
@@ -38,11 +39,11 @@ def generation_write(directory: Path) -> RebuildReport:
             # New requests from here on schedule another rebuild.
             seen = jobs.take(IndexState)
             model = encoder.model_name()
-            ids, vectors = hybrids_read(model=model)
+            ids, vectors, (picture_ids, pictures) = hybrids_and_pictures_read(model=model)
             read_seconds = time.monotonic() - started
             dim = vectors.shape[1] if len(ids) else _known_dimension(directory)
             if not len(ids):
-                vectors = np.zeros((0, dim), dtype=np.float32)
+                vectors = pictures = np.zeros((0, dim), dtype=np.float32)
             manifest = search_index.write_generation(
                 directory,
                 ids,
@@ -51,6 +52,7 @@ def generation_write(directory: Path) -> RebuildReport:
                 image_weight=settings.IMAGESEARCH_IMAGE_WEIGHT,
                 kind=settings.IMAGESEARCH_INDEX_KIND,
                 flat_max_vectors=search_index.AUTO_FLAT_MAX_VECTORS,
+                picture_vectors=(picture_ids, pictures),
                 **recall_probes_read(model=model, ids=ids, dim=dim),
             )
             seconds = time.monotonic() - started

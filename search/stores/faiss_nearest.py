@@ -30,6 +30,10 @@ SCAN_CHUNK = 10_000
 # is scanned exactly, once, instead of widening the index request towards the whole index and
 # re-reading its ids 2,000 at a time.
 EXACT_SCAN_FALLBACK_LIMIT = 50_000
+# An emphasised search (``picture_needed``) asks the hybrid index with its tuned search parameter
+# times this (nprobe, efSearch): the rows an alpha-score ranks first lie in lists the tuned value,
+# chosen for the hybrids' own top 10, does not visit (BENCHMARKS.md, "The emphasis's recall@10").
+EMPHASIS_WIDEN = 4
 
 FROM_ROWS_NOTICE = (
     "The search index is being rebuilt: these results were computed exactly from the database, "
@@ -49,8 +53,12 @@ def nearest(
     label_ids: Sequence[int] | None,
     slot: Slot,
     without_label_ids: Sequence[int] = (),
+    picture_needed: int = 0,
 ) -> Nearest:
-    """The hits of ``reader`` (whose served generation is ``manifest``), or of the rows."""
+    """The hits of ``reader`` (whose served generation is ``manifest``), or of the rows.
+    ``picture_needed``: also up to that many rows nearest by their image vectors alone (the
+    generation's picture index, or an exact scan where the hybrids are scanned exactly), and
+    the hybrid index searched ``EMPHASIS_WIDEN`` times wider; none while the rows answer."""
     searchable = without_labels(Image.objects.searchable(encoder.model_name()), without_label_ids)
     # No generation can be served, but the rows hold every hybrid: answer exactly from them.
     from_rows = manifest is None and searchable.exists()
@@ -58,6 +66,8 @@ def nearest(
         raise SearchUnavailable(no_index_message())
     if manifest is not None and vector.shape[1] != manifest.dim:
         raise SearchUnavailable("The index was built with another model; it is being rebuilt.")
+    widen = EMPHASIS_WIDEN if picture_needed > 0 else 1
+    by_picture: Found = []
     if label_ids is None:  # a label nobody carries: nothing can match
         found: Found = []
     elif from_rows:
@@ -67,29 +77,72 @@ def nearest(
         with slot():
             found = nearest_among(candidates, vector, needed=needed, exclude_id=exclude_id)
     elif not label_ids:
-        found = _nearest_from_index(
-            reader, vector, needed=needed, exclude_id=exclude_id, without_label_ids=without_label_ids
-        )
+        filters = {"exclude_id": exclude_id, "without_label_ids": without_label_ids}
+        found = _nearest_from_index(reader, vector, needed=needed, widen_factor=widen, **filters)
+        if picture_needed > 0:
+            by_picture = _nearest_from_index(reader, vector, needed=picture_needed, pictures=True, **filters)
     else:
         candidates = with_labels(searchable, label_ids)
         count = candidates.count()
-        if count <= base.EXACT_FILTER_LIMIT:
-            found = nearest_among(candidates, vector, needed=needed, exclude_id=exclude_id)
-        else:
-            found = _nearest_from_index(
-                reader,
-                vector,
-                needed=needed,
-                exclude_id=exclude_id,
-                label_ids=label_ids,
-                without_label_ids=without_label_ids,
-                kept_fraction=count / max(1, manifest.count),
-                widen=count > EXACT_SCAN_FALLBACK_LIMIT,
-            )
-            if len(found) < needed and count <= EXACT_SCAN_FALLBACK_LIMIT:
-                found = nearest_among(candidates, vector, needed=needed, exclude_id=exclude_id)
+        found, by_picture = _filtered(
+            reader,
+            candidates,
+            vector,
+            needed=needed,
+            picture_needed=picture_needed,
+            exclude_id=exclude_id,
+            label_ids=label_ids,
+            without_label_ids=without_label_ids,
+            count=count,
+            kept_fraction=count / max(1, manifest.count),
+        )
     generation = reader.manifest.generation if reader.manifest else None
-    return Nearest(found, generation=generation, notices=[FROM_ROWS_NOTICE] if from_rows else [])
+    notices = [FROM_ROWS_NOTICE] if from_rows else []
+    return Nearest(found, generation=generation, notices=notices, by_picture=by_picture)
+
+
+def _filtered(
+    reader: search_index.IndexReader,
+    candidates: QuerySet[Image],
+    vector: np.ndarray,
+    *,
+    needed: int,
+    picture_needed: int,
+    exclude_id: int | None,
+    label_ids: Sequence[int],
+    without_label_ids: Sequence[int],
+    count: int,
+    kept_fraction: float,
+) -> tuple[Found, Found]:
+    """A label filter's hits, and its rows nearest by picture (``picture_needed`` > 0): scored
+    exactly from the rows when the filter is narrow, else asked of the indexes."""
+    if count <= base.EXACT_FILTER_LIMIT:
+        found = nearest_among(candidates, vector, needed=needed, exclude_id=exclude_id)
+        by_picture: Found = []
+        if picture_needed > 0:
+            by_picture = nearest_among(
+                candidates, vector, needed=picture_needed, exclude_id=exclude_id, field="image_vector"
+            )
+        return found, by_picture
+    filters = {
+        "exclude_id": exclude_id,
+        "label_ids": label_ids,
+        "without_label_ids": without_label_ids,
+        "kept_fraction": kept_fraction,
+        "widen": count > EXACT_SCAN_FALLBACK_LIMIT,
+    }
+    widen_factor = EMPHASIS_WIDEN if picture_needed > 0 else 1
+    found = _nearest_from_index(reader, vector, needed=needed, widen_factor=widen_factor, **filters)
+    if len(found) < needed and count <= EXACT_SCAN_FALLBACK_LIMIT:
+        found = nearest_among(candidates, vector, needed=needed, exclude_id=exclude_id)
+    by_picture = []
+    if picture_needed > 0:
+        by_picture = _nearest_from_index(reader, vector, needed=picture_needed, pictures=True, **filters)
+        if len(by_picture) < picture_needed and count <= EXACT_SCAN_FALLBACK_LIMIT:
+            by_picture = nearest_among(
+                candidates, vector, needed=picture_needed, exclude_id=exclude_id, field="image_vector"
+            )
+    return found, by_picture
 
 
 def _rows_in_rank_order(
@@ -126,14 +179,27 @@ def _nearest_from_index(
     without_label_ids: Sequence[int] = (),
     kept_fraction: float = 1.0,
     widen: bool = True,
+    widen_factor: int = 1,
+    pictures: bool = False,
 ) -> Found:
     """The index's nearest ids, re-read; asked again for four times as many while the page is
-    not full (``widen``), up to the whole index."""
-    total = reader.manifest.count if reader.manifest else 0
+    not full (``widen``), up to the whole index. ``widen_factor``: the hybrid index searched
+    that much wider (``reader.search``'s ``widen``). ``pictures``: the generation's picture
+    index instead (none where the generation has none)."""
+    manifest = reader.manifest
+    total = manifest.count if manifest else 0
+    if pictures:
+        total = manifest.picture.count if manifest and manifest.picture else 0
     k = min(total, int(needed / max(kept_fraction, 1e-6)) * 2 + 16)
     found: Found = []
     while k > 0:
-        scores, ids = reader.search(vector, k)
+        if pictures:
+            answer = reader.search_pictures(vector, k)
+            if answer is None:  # no picture index that verified
+                return []
+            scores, ids = answer
+        else:
+            scores, ids = reader.search(vector, k, widen=widen_factor)
         pairs = [
             (int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0 and i != exclude_id
         ]
@@ -147,12 +213,21 @@ def _nearest_from_index(
 
 
 def nearest_among(
-    candidates: QuerySet[Image], vector: np.ndarray, *, needed: int, exclude_id: int | None
+    candidates: QuerySet[Image],
+    vector: np.ndarray,
+    *,
+    needed: int,
+    exclude_id: int | None,
+    field: str = "hybrid_vector",
 ) -> Found:
     """Score rows exactly from their stored hybrids (the vectors the index is built from), read
     and scored ``SCAN_CHUNK`` rows at a time, keeping the best ``needed``: the memory of a scan
-    stays one chunk, however many rows it reads."""
-    rows = candidates.exclude(pk=exclude_id or 0).order_by().values_list("pk", "hybrid_vector")
+    stays one chunk, however many rows it reads. ``field="image_vector"``: by their image
+    vectors instead (normalised: the score is the cosine), rows without one left out."""
+    pictures = field == "image_vector"
+    if pictures:
+        candidates = candidates.filter(image_vector__isnull=False)
+    rows = candidates.exclude(pk=exclude_id or 0).order_by().values_list("pk", field)
     best_ids = np.empty(0, dtype=np.int64)
     best_scores = np.empty(0, dtype=np.float32)
     chunk: list[tuple[int, bytes]] = []
@@ -165,6 +240,9 @@ def nearest_among(
             raise SearchUnavailable("Stored vectors have different sizes; the images are being re-embedded.")
         if matrix.shape[1] != vector.shape[1]:
             raise SearchUnavailable("The index was built with another model; it is being rebuilt.")
+        if pictures:
+            norms = np.linalg.norm(matrix, axis=1)
+            matrix = matrix / np.where(norms > 0, norms, 1.0)[:, None]
         ids = np.fromiter((pk for pk, _ in chunk), dtype=np.int64, count=len(chunk))
         best_ids = np.concatenate([best_ids, ids])
         best_scores = np.concatenate([best_scores, matrix @ vector[0]])

@@ -90,6 +90,7 @@ class FaissStore:
             label_ids=label_ids,
             without_label_ids=without_label_ids,
             slot=slot,
+            picture_needed=picture_needed,
         )
 
     def rebuild(self) -> RebuildReport:

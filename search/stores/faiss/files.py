@@ -22,12 +22,17 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 CURRENT_NAME = "CURRENT"
 TMP_PREFIX = ".tmp-"
-GEN_RE = re.compile(r"^gen-(\d{6,})\.(faiss|json)$")
+GEN_RE = re.compile(r"^gen-(\d{6,})(?:-picture)?\.(faiss|json)$")
 _HASH_CHUNK = 1 << 20
 
 
 def index_name(generation: int) -> str:
     return f"gen-{generation:06d}.faiss"
+
+
+def picture_name(generation: int) -> str:
+    """The generation's second index: the same rows' image vectors alone."""
+    return f"gen-{generation:06d}-picture.faiss"
 
 
 def manifest_name(generation: int) -> str:

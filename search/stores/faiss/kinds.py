@@ -47,6 +47,8 @@ class Kind:
     * ``param``: the name of an approximate kind's search parameter (``nprobe``,
       ``efSearch``), tuned at build time (:mod:`.tuning`); ``set_param(faiss, index, value)``
       applies it and ``param_range(index, k)`` gives the values worth trying for top-``k``.
+    * ``search_params(faiss, value)``: faiss's per-search parameters for the value ``value`` of
+      ``param`` (a search wider than the tuned one, without changing the shared index).
 
     An approximate kind ("hnsw", "ivf") is not exact: its parameter is tuned at build time
     for recall against exact results, and the recall measured is recorded in the manifest.
@@ -63,6 +65,8 @@ class Kind:
     param: str | None = None
     set_param: Callable[[Any, Any, int], None] = lambda faiss, index, value: None
     param_range: Callable[[Any, int], tuple[int, int]] = lambda index, k: (1, 1)
+    search_params: Callable[[Any, int], Any] | None = None
+    default_param: int | None = None  # ``param``'s value where the manifest records none
 
     def create(self, faiss: Any, ids: np.ndarray, vectors: np.ndarray) -> Any:
         """The index holding ``vectors`` under ``ids``."""
@@ -168,6 +172,19 @@ def _make_ivf(faiss: Any, ids: np.ndarray, vectors: np.ndarray) -> Any:
     return index
 
 
+def ivf_sharing_lists(faiss: Any, trained: Any, ids: np.ndarray, vectors: np.ndarray) -> Any:
+    """An IVF index of ``vectors`` under ``ids`` whose lists are those of the IVF ``trained``
+    (a copy of its coarse quantizer): no k-means of its own."""
+    other = faiss.extract_index_ivf(trained)
+    dim = vectors.shape[1]
+    quantizer = faiss.IndexFlatIP(dim)
+    quantizer.add(other.quantizer.reconstruct_n(0, other.nlist))
+    index = faiss.IndexIVFFlat(quantizer, dim, other.nlist, faiss.METRIC_INNER_PRODUCT)
+    if len(ids):
+        index.add_with_ids(vectors, ids)
+    return index
+
+
 def _check_ivf(faiss: Any, index: Any) -> str | None:
     if not isinstance(index, faiss.IndexIVFFlat):
         return f"expected IndexIVFFlat, found {type(index).__name__}"
@@ -231,6 +248,8 @@ KINDS: dict[str, Kind] = {
             param="nprobe",
             set_param=_set_nprobe,
             param_range=lambda index, k: (1, int(index.nlist)),
+            search_params=lambda faiss, value: faiss.SearchParametersIVF(nprobe=max(1, int(value))),
+            default_param=IVF_NPROBE,
         ),
         Kind(
             name="hnsw",
@@ -240,6 +259,8 @@ KINDS: dict[str, Kind] = {
             param="efSearch",
             set_param=_set_ef_search,
             param_range=lambda index, k: (max(k, 16), HNSW_EF_SEARCH_MAX),
+            search_params=lambda faiss, value: faiss.SearchParametersHNSW(efSearch=max(1, int(value))),
+            default_param=HNSW_EF_SEARCH,
         ),
     )
 }

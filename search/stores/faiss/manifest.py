@@ -19,6 +19,60 @@ FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True)
+class PictureIndex:
+    """The generation's second index file (``gen-NNNNNN-picture.faiss``): the same ready rows'
+    image vectors alone, which an emphasised search asks for the rows nearest by picture.
+
+    ``count`` rows (those with an image vector), of ``kind`` (the generation's), its file's
+    ``sha256`` and ``size_bytes``; an approximate kind's tuned ``param_value`` and the
+    recall@10 it gave, as the manifest records them for the hybrid index. ``quantizer``:
+    ``"hybrid"`` when an IVF took the hybrid index's trained lists (no training of its own).
+    """
+
+    file: str
+    kind: str
+    count: int
+    sha256: str
+    size_bytes: int
+    param: str | None = None
+    param_value: int | None = None
+    recall_text: float | None = None
+    recall_image: float | None = None
+    quantizer: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: Any, generation: int) -> PictureIndex:
+        if not isinstance(data, dict):
+            raise InvalidGeneration("manifest field 'picture' is not an object")
+
+        def field(name: str, types: tuple[type, ...], optional: bool = False) -> Any:
+            value = data.get(name)
+            if value is None and optional:
+                return None
+            if isinstance(value, bool) or not isinstance(value, types):
+                raise InvalidGeneration(f"manifest field 'picture.{name}' is missing or has the wrong type")
+            return value
+
+        picture = cls(
+            file=field("file", (str,)),
+            kind=field("kind", (str,)),
+            count=field("count", (int,)),
+            sha256=field("sha256", (str,)),
+            size_bytes=field("size_bytes", (int,)),
+            param=field("param", (str,), True),
+            param_value=field("param_value", (int,), True),
+            recall_text=_float_or_none(field("recall_text", (int, float), True)),
+            recall_image=_float_or_none(field("recall_image", (int, float), True)),
+            quantizer=field("quantizer", (str,), True),
+        )
+        if picture.file != files.picture_name(generation):
+            raise InvalidGeneration(f"manifest picture file {picture.file!r} does not match its generation")
+        if picture.count < 0 or not re.fullmatch(r"[0-9a-f]{64}", picture.sha256):
+            raise InvalidGeneration("manifest picture count or sha256 out of range")
+        return picture
+
+
+@dataclass(frozen=True)
 class Manifest:
     """What a generation is. Stored as ``gen-NNNNNN.json`` beside the index file.
 
@@ -33,7 +87,8 @@ class Manifest:
     recall@10 measured with it against exact results on text-like and image queries
     (``recall_text``, ``recall_image``, over ``recall_text_queries`` / ``recall_image_queries``
     queries); the exact flat kind records none of them. Generations written before these
-    fields existed read as ``None``.
+    fields existed read as ``None``. ``picture``: the generation's index over the image vectors
+    alone (:class:`PictureIndex`); ``None`` for generations written before it existed.
     """
 
     format_version: int
@@ -55,6 +110,7 @@ class Manifest:
     recall_image: float | None = None
     recall_text_queries: int | None = None
     recall_image_queries: int | None = None
+    picture: PictureIndex | None = None
 
     @property
     def exact(self) -> bool:
@@ -86,13 +142,14 @@ class Manifest:
             return None if data.get(name) is None else field(name, types)
 
         version = field("format_version", (int,))
+        generation = field("generation", (int,))
         if version != FORMAT_VERSION:
             raise InvalidGeneration(
                 f"manifest format_version {version} is not supported (expected {FORMAT_VERSION})"
             )
         manifest = cls(
             format_version=version,
-            generation=field("generation", (int,)),
+            generation=generation,
             kind=field("kind", (str,)),
             model=field("model", (str,)),
             dim=field("dim", (int,)),
@@ -110,6 +167,7 @@ class Manifest:
             recall_image=_float_or_none(optional("recall_image", (int, float))),
             recall_text_queries=optional("recall_text_queries", (int,)),
             recall_image_queries=optional("recall_image_queries", (int,)),
+            picture=_picture_or_none(data.get("picture"), generation),
         )
         if manifest.generation < 1 or manifest.dim < 1 or manifest.count < 0:
             raise InvalidGeneration("manifest generation, dim or count out of range")
@@ -120,6 +178,10 @@ class Manifest:
                 f"manifest index_file {manifest.index_file!r} does not match its generation"
             )
         return manifest
+
+
+def _picture_or_none(data: Any, generation: int) -> PictureIndex | None:
+    return None if data is None else PictureIndex.from_dict(data, generation)
 
 
 def _float_or_none(value: Any) -> float | None:

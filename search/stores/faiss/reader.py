@@ -19,10 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from . import pictures
 from .errors import IndexUnavailable, InvalidGeneration
 from .faiss_lib import import_faiss
 from .files import CURRENT_NAME, PathLike, existing_generations, read_pointer
-from .kinds import KINDS, SearchFn
+from .kinds import KINDS, Kind, SearchFn
 from .manifest import Manifest, read_manifest_file
 from .verify import check_loaded, read_verified
 
@@ -41,6 +42,10 @@ class _Loaded:
     index: Any
     loaded_at: float
     search: SearchFn
+    spec: Kind
+    param_value: int | None  # the approximate kind's search parameter as loaded
+    pictures: pictures.Loaded | None = None  # the picture index, where it has one that verified
+    picture_error: str | None = None  # why the picture index it records is not served
 
 
 class IndexReader:
@@ -95,7 +100,7 @@ class IndexReader:
         state = self._state
         return state.manifest if state else None
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, *, widen: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Inner-product top-``k`` of each query row: exact for the "flat" kind,
         approximate for "ivf" and "hnsw".
 
@@ -104,25 +109,37 @@ class IndexReader:
         both ``(m, k)``, best first. Where fewer than ``k`` vectors exist, ids are
         ``-1`` and scores ``-inf``. Raises :class:`IndexUnavailable` if no valid
         generation has been loaded, ``ValueError`` for a bad ``k`` or query shape.
+        ``widen``: an approximate kind searches with its tuned parameter times this (more
+        lists, a wider beam) for this search only; the exact kind ignores it.
         """
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
-        k = int(k)
+        k = _check_k(k)
+        state = self._served()
+        search = state.search
+        if widen > 1 and state.spec.search_params is not None and state.param_value is not None:
+            params = state.spec.search_params(import_faiss(), state.param_value * int(widen))
+
+            def search(q: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
+                return state.index.search(q, kk, params=params)
+
+        return _ranked(search, state.index.ntotal, _query_matrix(queries, state.manifest.dim), k)
+
+    def search_pictures(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Like :meth:`search`, over the served generation's picture index (the rows' image
+        vectors alone); None where that generation has none or its picture index did not verify
+        (every other search is answered as before)."""
+        k = _check_k(k)
+        state = self._served()
+        if state.pictures is None:
+            return None
+        q = _query_matrix(queries, state.manifest.dim)
+        return _ranked(state.pictures.search, state.pictures.count, q, k)
+
+    def _served(self) -> _Loaded:
         self._maybe_refresh()
         state = self._state
         if state is None:
             raise IndexUnavailable(self._unavailable_reason())
-        q = _query_matrix(queries, state.manifest.dim)
-        m = q.shape[0]
-        scores = np.full((m, k), -np.inf, dtype=np.float32)
-        ids = np.full((m, k), -1, dtype=np.int64)
-        kk = min(k, state.index.ntotal)
-        if m and kk:
-            d_out, i_out = state.search(np.ascontiguousarray(q), kk)
-            scores[:, :kk] = d_out
-            ids[:, :kk] = i_out
-            scores[ids == -1] = -np.inf
-        return scores, ids
+        return state
 
     def poll(self) -> Manifest | None:
         """Do the check :meth:`search` does, and return the manifest being served.
@@ -156,6 +173,8 @@ class IndexReader:
             "current_generation": self._pointer_generation,
             **{field: getattr(m, field) if m else None for field in _STATUS_MANIFEST_FIELDS},
             "loaded_at": state.loaded_at if state else None,
+            "picture_count": state.pictures.count if state and state.pictures else None,
+            "picture_error": state.picture_error if state else None,
             "loading": self._load_lock.locked(),
             "expected_model": self.expected_model,
             "expected_dim": self.expected_dim,
@@ -309,15 +328,53 @@ class IndexReader:
         spec = KINDS.get(manifest.kind)
         if spec is None:
             raise InvalidGeneration(f"unknown index kind {manifest.kind!r}")
-        index = read_verified(self.directory / manifest.index_file, manifest, spec)
+        path = self.directory / manifest.index_file
+        index = read_verified(path, size_bytes=manifest.size_bytes, sha256=manifest.sha256, spec=spec)
         faiss = import_faiss()
-        check_loaded(faiss, spec, index, manifest)
+        check_loaded(faiss, spec, index, dim=manifest.dim, count=manifest.count)
         spec.prepare(faiss, index)
+        param_value = spec.default_param
         if manifest.param_value is not None and manifest.param == spec.param:
             spec.set_param(faiss, index, manifest.param_value)
+            param_value = manifest.param_value
+        # A damaged picture index costs the emphasis its second source, never the generation.
+        loaded_pictures, picture_error = None, None
+        try:
+            loaded_pictures = pictures.load(faiss, self.directory, manifest)
+        except InvalidGeneration as exc:
+            picture_error = str(exc)
+            logger.warning("search index in %s, generation %d: %s", self.directory, generation, exc)
         return _Loaded(
-            manifest=manifest, index=index, loaded_at=time.time(), search=spec.search_fn(faiss, index)
+            manifest=manifest,
+            index=index,
+            loaded_at=time.time(),
+            search=spec.search_fn(faiss, index),
+            spec=spec,
+            param_value=param_value,
+            pictures=loaded_pictures,
+            picture_error=picture_error,
         )
+
+
+def _check_k(k: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    return int(k)
+
+
+def _ranked(search: SearchFn, ntotal: int, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``search``'s top-``k`` of each row of ``q``, padded with -1 ids and -inf scores where the
+    index holds fewer than ``k`` vectors."""
+    m = q.shape[0]
+    scores = np.full((m, k), -np.inf, dtype=np.float32)
+    ids = np.full((m, k), -1, dtype=np.int64)
+    kk = min(k, ntotal)
+    if m and kk:
+        d_out, i_out = search(np.ascontiguousarray(q), kk)
+        scores[:, :kk] = d_out
+        ids[:, :kk] = i_out
+        scores[ids == -1] = -np.inf
+    return scores, ids
 
 
 def _query_matrix(queries: np.ndarray, dim: int) -> np.ndarray:

@@ -10,12 +10,12 @@ from .errors import InvalidGeneration
 from .faiss_lib import import_faiss
 from .files import sha256_fd
 from .kinds import Kind
-from .manifest import Manifest
 
 
-def read_verified(path: Path, manifest: Manifest, spec: Kind) -> Any:
+def read_verified(path: Path, *, size_bytes: int, sha256: str, spec: Kind) -> Any:
     """Load the index file at ``path`` with faiss if its size and sha256 are the manifest's
-    and the name still refers to that file once loaded; raise InvalidGeneration otherwise."""
+    (``size_bytes``, ``sha256``) and the name still refers to that file once loaded; raise
+    InvalidGeneration otherwise."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError as exc:
@@ -24,15 +24,15 @@ def read_verified(path: Path, manifest: Manifest, spec: Kind) -> Any:
         raise InvalidGeneration(f"cannot open {path.name}: {exc}") from exc
     try:
         st = os.fstat(fd)
-        if st.st_size != manifest.size_bytes:
+        if st.st_size != size_bytes:
             raise InvalidGeneration(
-                f"index file {path.name} has {st.st_size} bytes, manifest says {manifest.size_bytes}"
+                f"index file {path.name} has {st.st_size} bytes, manifest says {size_bytes}"
             )
         try:
             digest = sha256_fd(fd)
         except OSError as exc:
             raise InvalidGeneration(f"cannot read {path.name}: {exc}") from exc
-        if digest != manifest.sha256:
+        if digest != sha256:
             raise InvalidGeneration(f"index file {path.name} checksum mismatch")
         faiss = import_faiss()
         try:
@@ -51,12 +51,12 @@ def read_verified(path: Path, manifest: Manifest, spec: Kind) -> Any:
     return index
 
 
-def check_loaded(faiss: Any, spec: Kind, index: Any, manifest: Manifest) -> None:
-    """Raise InvalidGeneration unless ``index`` is of the manifest's kind, dim and count."""
+def check_loaded(faiss: Any, spec: Kind, index: Any, *, dim: int, count: int) -> None:
+    """Raise InvalidGeneration unless ``index`` is of the manifest's kind, ``dim`` and ``count``."""
     problem = spec.check(faiss, index)
     if problem:
         raise InvalidGeneration(problem)
-    if index.d != manifest.dim:
-        raise InvalidGeneration(f"index dimension {index.d}, manifest says {manifest.dim}")
-    if index.ntotal != manifest.count:
-        raise InvalidGeneration(f"index holds {index.ntotal} vectors, manifest says {manifest.count}")
+    if index.d != dim:
+        raise InvalidGeneration(f"index dimension {index.d}, manifest says {dim}")
+    if index.ntotal != count:
+        raise InvalidGeneration(f"index holds {index.ntotal} vectors, manifest says {count}")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import files
+from . import files, pictures
 from .errors import InvalidGeneration
 from .faiss_lib import import_faiss
 from .kinds import KINDS
@@ -95,6 +95,7 @@ def write_generation(
     flat_max_vectors: int = AUTO_FLAT_MAX_VECTORS,
     text_queries: np.ndarray | None = None,
     image_queries: np.ndarray | None = None,
+    picture_vectors: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Manifest:
     """Build an index of ``vectors`` labelled ``ids`` and make it the current generation.
 
@@ -118,6 +119,11 @@ def write_generation(
     ``text_queries`` (text-like: label text vectors) and ``image_queries`` (image vectors;
     without them, a sample of ``vectors``); the manifest records the value and the recall.
 
+    ``picture_vectors``: ``(ids, image vectors)`` of the same rows (those that have one; the
+    same checks), written as the generation's second index (``gen-NNNNNN-picture.faiss``, of
+    the same kind, tuned the same way, an IVF on the hybrid index's lists: :mod:`.pictures`)
+    before the manifest that records it. None: the generation has no picture index.
+
     The flat kind is written straight from the arrays; the other kinds are built in
     memory first (peak memory about twice the vectors).
     Returns the new generation's :class:`Manifest`.
@@ -127,6 +133,10 @@ def write_generation(
     )
     ids, vectors = _validate(ids, vectors)
     n, dim = vectors.shape
+    if picture_vectors is not None:
+        picture_ids, picture_matrix = _validate(*picture_vectors)
+        if picture_matrix.shape[1] != dim:
+            raise ValueError(f"picture vectors must have dimension {dim}, got {picture_matrix.shape[1]}")
 
     faiss = import_faiss()
     requested, kind = kind, kind_for(kind, n, flat_max_vectors)
@@ -138,6 +148,17 @@ def write_generation(
         built = spec.create(faiss, ids, vectors)
         tuning = tune(
             faiss, spec, built, ids, vectors, text_queries=text_queries, image_queries=image_queries
+        )
+    picture = None
+    if picture_vectors is not None:
+        picture = pictures.build(
+            faiss,
+            spec,
+            built,
+            picture_ids,
+            picture_matrix,
+            text_queries=text_queries,
+            image_queries=image_queries,
         )
 
     def save(path: Path) -> None:
@@ -159,6 +180,13 @@ def write_generation(
 
         index_name = files.index_name(generation)
         size, sha256 = files.publish_file(directory, index_name, save)
+        picture_entry = None
+        if picture is not None:
+            picture_file = files.picture_name(generation)
+            picture_size, picture_sha256 = files.publish_file(directory, picture_file, picture.save)
+            picture_entry = pictures.entry(
+                picture, file=picture_file, kind=kind, size=picture_size, sha256=picture_sha256
+            )
         manifest = Manifest(
             format_version=FORMAT_VERSION,
             generation=generation,
@@ -179,6 +207,7 @@ def write_generation(
             recall_image=tuning.recall_image if tuning else None,
             recall_text_queries=tuning.text_queries if tuning else None,
             recall_image_queries=tuning.image_queries if tuning else None,
+            picture=picture_entry,
         )
         files.publish_bytes(directory, files.manifest_name(generation), manifest.to_json().encode())
         files.fsync_dir(directory)
@@ -186,6 +215,10 @@ def write_generation(
         tuned = ""
         if tuning:
             tuned = f", {tuning.param} {tuning.value}, recall@10 {tuning.recall_text}/{tuning.recall_image}"
+        if picture_entry is not None:
+            tuned += f"; picture index {picture_entry.count} vectors, {picture_entry.size_bytes} bytes"
+            if picture_entry.param:
+                tuned += f", {picture_entry.param} {picture_entry.param_value}"
         logger.info(
             "index generation %d written: %d x %d, %s, %s, %d bytes%s",
             *(generation, n, dim, kind, model, size, tuned),
