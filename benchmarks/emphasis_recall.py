@@ -69,8 +69,12 @@ MECHANISMS = (
     "hybrid+image_shared",
 )
 #: Second indexes: "image_shared" is the image vectors in an IVF whose coarse quantizer is the
-#: hybrid index's (trained once, on the hybrids), tuned the same way.
-SIDES = ("image", "labels", "image_shared")
+#: hybrid index's (trained once, on the hybrids), tuned the same way; "product" is the picture
+#: index as a rebuild writes it (search.stores.faiss.pictures) with the hybrid index searched as
+#: an emphasised search does (its tuned parameter times faiss_nearest.EMPHASIS_WIDEN), each
+#: asked for the product's pools (ranking.EMPHASIS_POOL, EMPHASIS_PICTURE_POOL).
+SIDES = ("image", "labels", "image_shared", "product")
+PRODUCT = "product_hybrid+product_picture"
 #: The hybrid index searched with its tuned nprobe times these too ("hybrid_nprobe_x4": the
 #: hybrid index widened, no second index).
 NPROBE_FACTORS = (2, 4, 8)
@@ -222,7 +226,7 @@ def check_exact(lib: Library, queries: np.ndarray, thresholds: dict[float, np.nd
 
 
 def _candidates(found: dict[str, np.ndarray], mechanism: str, row: int, pool: int) -> np.ndarray:
-    parts = [found[name][row, :pool] for name in mechanism.split("+")]
+    parts = [found[name][row, : pool or None] for name in mechanism.split("+")]
     ids = np.concatenate(parts)
     return np.unique(ids[ids >= 0]) if len(parts) > 1 else ids[ids >= 0]
 
@@ -278,10 +282,14 @@ def run(
             indexes[name] = index
             out["indexes"][name] = info
             if name == "hybrid":
+                if "product" in sides:
+                    product, product_info = _product(index, lib, probes, all_q)
+                    found.update(product)
+                    out["indexes"]["product"] = product_info
                 lib.hybrids = None
                 found.update(_widened(index, info, all_q, k))
         mechanisms = [
-            m for m in (*MECHANISMS, *_WIDENED, *_COMBINED) if all(p in found for p in m.split("+"))
+            m for m in (*MECHANISMS, *_WIDENED, *_COMBINED, PRODUCT) if all(p in found for p in m.split("+"))
         ]
         out["search_ms"] = _search_times(indexes, all_q, pools)
         del indexes
@@ -291,38 +299,38 @@ def run(
         out["brute_force_check_max_diff"] = check_exact(lib, all_q, thresholds)
         recall: dict[str, Any] = {}
         rescore: dict[str, Any] = {}
-        for mechanism in mechanisms:
-            for pool in pools:
-                hits = {(kind, alpha): [] for kind in ("text", "image") for alpha in ALPHAS}
-                times, sizes = [], []
-                for row, q in enumerate(all_q):
-                    cand = _candidates(found, mechanism, row, pool)
-                    sizes.append(len(cand))
-                    for alpha in ALPHAS:
-                        started = time.perf_counter()
-                        scores = explain.scores(
-                            q, lib.images[cand], lib.labels[cand], lib.has_labels[cand], alpha
-                        )
-                        top = np.partition(-scores, 9)[:10] if len(scores) > 10 else -scores
-                        if alpha == 0.5:
-                            times.append(time.perf_counter() - started)
-                        hits[(kinds[row], alpha)].append(np.sum(-top >= thresholds[alpha][row] - 1e-6) / 10)
-                key = f"{mechanism}@{pool}"
-                recall[key] = {
-                    f"{kind}@{alpha:g}": round(float(np.mean(v)), 4) for (kind, alpha), v in hits.items()
+        jobs = [(m, pool) for m in mechanisms if m != PRODUCT for pool in pools]
+        if PRODUCT in mechanisms:
+            jobs.append((PRODUCT, 0))  # its parts hold the product's pools already
+        for mechanism, pool in jobs:
+            hits = {(kind, alpha): [] for kind in ("text", "image") for alpha in ALPHAS}
+            times, sizes = [], []
+            for row, q in enumerate(all_q):
+                cand = _candidates(found, mechanism, row, pool)
+                sizes.append(len(cand))
+                for alpha in ALPHAS:
+                    started = time.perf_counter()
+                    scores = explain.scores(
+                        q, lib.images[cand], lib.labels[cand], lib.has_labels[cand], alpha
+                    )
+                    top = np.partition(-scores, 9)[:10] if len(scores) > 10 else -scores
+                    if alpha == 0.5:
+                        times.append(time.perf_counter() - started)
+                    hits[(kinds[row], alpha)].append(np.sum(-top >= thresholds[alpha][row] - 1e-6) / 10)
+            key = f"{mechanism}@{pool}" if mechanism != PRODUCT else "product"
+            recall[key] = {
+                f"{kind}@{alpha:g}": round(float(np.mean(v)), 4) for (kind, alpha), v in hits.items()
+            }
+            recall[key].update(
+                {
+                    f"all@{alpha:g}": round(float(np.mean(hits[("text", alpha)] + hits[("image", alpha)])), 4)
+                    for alpha in ALPHAS
                 }
-                recall[key].update(
-                    {
-                        f"all@{alpha:g}": round(
-                            float(np.mean(hits[("text", alpha)] + hits[("image", alpha)])), 4
-                        )
-                        for alpha in ALPHAS
-                    }
-                )
-                rescore[key] = {
-                    "candidates": int(np.median(sizes)),
-                    "rescore_ms": round(percentile(times, 50) * 1000, 3),
-                }
+            )
+            rescore[key] = {
+                "candidates": int(np.median(sizes)),
+                "rescore_ms": round(percentile(times, 50) * 1000, 3),
+            }
         out["recall"] = recall
         out["rescore"] = rescore
         out["answer"] = _answer(recall, rescore, pools, mechanisms)
@@ -332,6 +340,67 @@ def run(
 _WIDENED = tuple(f"hybrid_nprobe_x{f}" for f in NPROBE_FACTORS)
 #: The hybrid index widened and a second index over the image vectors, their union re-scored.
 _COMBINED = tuple(f"hybrid_nprobe_x{f}+{side}" for f in NPROBE_FACTORS for side in ("image", "image_shared"))
+
+
+def _product(
+    hybrid: Any, lib: Library, probes: dict[str, np.ndarray], queries: np.ndarray
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The candidates of an emphasised search as the product makes them: the hybrid index
+    searched ``EMPHASIS_WIDEN`` times wider for ``EMPHASIS_POOL`` and the picture index a rebuild
+    writes (``pictures.build``) for ``EMPHASIS_PICTURE_POOL``, each asked for ``2 * pool + 16``
+    ids as the FAISS store asks; with the build's and one query's searches' times."""
+    from search.query.ranking import EMPHASIS_PICTURE_POOL, EMPHASIS_POOL
+    from search.stores.faiss import pictures
+    from search.stores.faiss.faiss_lib import import_faiss
+    from search.stores.faiss.kinds import KINDS
+    from search.stores.faiss.tuning import AUTO_FLAT_MAX_VECTORS, kind_for
+    from search.stores.faiss_nearest import EMPHASIS_WIDEN
+
+    faiss = import_faiss()
+    spec = KINDS[kind_for("auto", len(lib.images), AUTO_FLAT_MAX_VECTORS)]
+    ids = np.arange(len(lib.images), dtype=np.int64)
+    t = time.perf_counter()
+    built = pictures.build(
+        faiss, spec, hybrid, ids, lib.images, text_queries=probes["text"], image_queries=probes["image"]
+    )
+    info: dict[str, Any] = {
+        "kind": spec.name,
+        "picture_build_and_tune_s": round(time.perf_counter() - t, 1),
+        "quantizer": built.quantizer,
+        "hybrid_pool": EMPHASIS_POOL,
+        "picture_pool": EMPHASIS_PICTURE_POOL,
+        "widen": EMPHASIS_WIDEN,
+    }
+    picture = built.index if built.index is not None else spec.create(faiss, ids, lib.images)
+    if built.tuning is not None:
+        info.update(picture_param=built.tuning.param, picture_value=built.tuning.value)
+    params = None
+    if spec.search_params is not None:
+        tuned = faiss.extract_index_ivf(hybrid).nprobe if spec.name == "ivf" else None
+        if tuned is not None:
+            params = spec.search_params(faiss, tuned * EMPHASIS_WIDEN)
+            info["hybrid_widened_value"] = tuned * EMPHASIS_WIDEN
+
+    def hybrid_search(q: np.ndarray, k: int) -> np.ndarray:
+        return hybrid.search(q, k, params=params)[1] if params is not None else hybrid.search(q, k)[1]
+
+    k_hybrid, k_picture = 2 * EMPHASIS_POOL + 16, 2 * EMPHASIS_PICTURE_POOL + 16
+    found = {
+        "product_hybrid": hybrid_search(queries, k_hybrid)[:, :EMPHASIS_POOL],
+        "product_picture": picture.search(queries, k_picture)[1][:, :EMPHASIS_PICTURE_POOL],
+    }
+    times: dict[str, list[float]] = {"hybrid_widened": [], "picture": [], "hybrid_default": []}
+    for i in range(0, len(queries), max(1, len(queries) // 40)):
+        for name, search in (
+            ("hybrid_widened", lambda q: hybrid_search(q, k_hybrid)),
+            ("picture", lambda q: picture.search(q, k_picture)),
+            ("hybrid_default", lambda q: hybrid.search(q, k_hybrid)),
+        ):
+            started = time.perf_counter()
+            search(queries[i : i + 1])
+            times[name].append(time.perf_counter() - started)
+    info["search_ms"] = {name: round(percentile(v, 50) * 1000, 3) for name, v in times.items()}
+    return found, info
 
 
 def _widened(index: Any, info: dict[str, Any], queries: np.ndarray, k: int) -> dict[str, np.ndarray]:
@@ -396,7 +465,10 @@ def _answer(
     """Per mechanism, the smallest pool whose recall reaches the target at every alpha (both
     kinds of query), with its candidates and re-score time."""
     answer: dict[str, Any] = {}
-    for mechanism in mechanisms:
+    if "product" in recall:
+        worst = min(v for k, v in recall["product"].items() if not k.startswith("all@"))
+        answer["product"] = {"worst_recall": worst, "reaches": worst >= TARGET, **rescore["product"]}
+    for mechanism in (m for m in mechanisms if m != PRODUCT):
         for pool in pools:
             key = f"{mechanism}@{pool}"
             worst = min(v for k, v in recall[key].items() if not k.startswith("all@"))

@@ -38,17 +38,20 @@ def index_reader() -> search_index.IndexReader:
 
 #: Seconds between two repair requests of one process for one damaged (or missing) generation.
 REPAIR_REQUEST_SPACING = 30.0
-_repairs_requested: dict[tuple[str, int | None], float] = {}
+_repairs_requested: dict[tuple[str, int | None, int | None], float] = {}
 
 
 def index_repair_request(reader: search_index.IndexReader) -> None:
     """Ask for a rebuild at once (not at the next sweep) when this process finds the current
-    generation damaged, or no generation at all while rows are searchable. At most once per
-    generation and process every ``REPAIR_REQUEST_SPACING`` seconds, so that every search does not
-    ask again."""
-    if reader.failed_generation is None and reader.manifest is not None:
+    generation damaged, or no generation at all while rows are searchable, or the served
+    generation's picture index damaged (the generation serves; the emphasis misses its second
+    source until a rebuild). At most once per generation and process every
+    ``REPAIR_REQUEST_SPACING`` seconds, so that every search does not ask again."""
+    served = reader.manifest
+    pictures_damaged = served.generation if served is not None and reader.picture_error else None
+    if reader.failed_generation is None and served is not None and pictures_damaged is None:
         return
-    key = (str(reader.directory), reader.failed_generation)
+    key = (str(reader.directory), reader.failed_generation, pictures_damaged)
     now = time.monotonic()
     if now - _repairs_requested.get(key, -1e9) < REPAIR_REQUEST_SPACING:
         return

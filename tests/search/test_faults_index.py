@@ -294,8 +294,10 @@ def test_a_writer_killed_mid_write_leaves_the_last_complete_generation_and_the_n
     # the debris.
     report = rebuild.index_rebuild()
     assert report.built and report.count == len(ids)
-    # Left: the new generation and the one current before it (kept for readers), nothing else.
+    # Left: the new generation (with its picture index) and the one current before it (kept for
+    # readers; written without one), nothing else.
     kept = {f"gen-{n:06d}.{ext}" for n in (complete, report.generation) for ext in ("faiss", "json")}
+    kept.add(f"gen-{report.generation:06d}-picture.faiss")
     assert {p.name for p in directory.iterdir()} == kept | {"CURRENT", "LOCK"}
     reader.refresh()
     page = _search_page(staff_client)

@@ -8,7 +8,8 @@ Layout of an index directory::
 
     CURRENT              "42\\n": the generation readers serve (moved atomically)
     gen-000042.faiss     the index, of the kind its manifest names ("flat", "ivf", "hnsw")
-    gen-000042.json      its manifest (see :class:`Manifest`)
+    gen-000042-picture.faiss  the same rows' image vectors alone, same kind (``pictures``)
+    gen-000042.json      its manifest (see :class:`Manifest`), both files' checksums
     gen-000041.faiss     the previous generation, kept for readers that still map it
     gen-000041.json
     LOCK                 flock(2) target of :func:`writer_lock`; never deleted

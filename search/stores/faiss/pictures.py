@@ -36,6 +36,7 @@ class Built:
     tuning: Tuning | None
     quantizer: str | None
     count: int
+    index: Any  # the index built in memory (None for the flat kind, written from the arrays)
 
 
 def build(
@@ -67,7 +68,7 @@ def build(
         else:
             faiss.write_index(built, str(path))
 
-    return Built(save=save, tuning=tuning, quantizer=quantizer, count=len(ids))
+    return Built(save=save, tuning=tuning, quantizer=quantizer, count=len(ids), index=built)
 
 
 def entry(built: Built, *, file: str, kind: str, size: int, sha256: str) -> PictureIndex:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from . import pictures
+from .answers import check_k, query_matrix, ranked
 from .errors import IndexUnavailable, InvalidGeneration
 from .faiss_lib import import_faiss
 from .files import CURRENT_NAME, PathLike, existing_generations, read_pointer
@@ -112,7 +113,7 @@ class IndexReader:
         ``widen``: an approximate kind searches with its tuned parameter times this (more
         lists, a wider beam) for this search only; the exact kind ignores it.
         """
-        k = _check_k(k)
+        k = check_k(k)
         state = self._served()
         search = state.search
         if widen > 1 and state.spec.search_params is not None and state.param_value is not None:
@@ -121,18 +122,18 @@ class IndexReader:
             def search(q: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
                 return state.index.search(q, kk, params=params)
 
-        return _ranked(search, state.index.ntotal, _query_matrix(queries, state.manifest.dim), k)
+        return ranked(search, state.index.ntotal, query_matrix(queries, state.manifest.dim), k)
 
     def search_pictures(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray] | None:
         """Like :meth:`search`, over the served generation's picture index (the rows' image
         vectors alone); None where that generation has none or its picture index did not verify
         (every other search is answered as before)."""
-        k = _check_k(k)
+        k = check_k(k)
         state = self._served()
         if state.pictures is None:
             return None
-        q = _query_matrix(queries, state.manifest.dim)
-        return _ranked(state.pictures.search, state.pictures.count, q, k)
+        q = query_matrix(queries, state.manifest.dim)
+        return ranked(state.pictures.search, state.pictures.count, q, k)
 
     def _served(self) -> _Loaded:
         self._maybe_refresh()
@@ -295,6 +296,12 @@ class IndexReader:
         return False
 
     @property
+    def picture_error(self) -> str | None:
+        """Why the served generation's picture index is not served (None: it is, or it has none)."""
+        state = self._state
+        return state.picture_error if state else None
+
+    @property
     def failed_generation(self) -> int | None:
         """The generation ``CURRENT`` names when it failed verification (not served), else None."""
         return self._failed_generation
@@ -354,40 +361,6 @@ class IndexReader:
             pictures=loaded_pictures,
             picture_error=picture_error,
         )
-
-
-def _check_k(k: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    return int(k)
-
-
-def _ranked(search: SearchFn, ntotal: int, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """``search``'s top-``k`` of each row of ``q``, padded with -1 ids and -inf scores where the
-    index holds fewer than ``k`` vectors."""
-    m = q.shape[0]
-    scores = np.full((m, k), -np.inf, dtype=np.float32)
-    ids = np.full((m, k), -1, dtype=np.int64)
-    kk = min(k, ntotal)
-    if m and kk:
-        d_out, i_out = search(np.ascontiguousarray(q), kk)
-        scores[:, :kk] = d_out
-        ids[:, :kk] = i_out
-        scores[ids == -1] = -np.inf
-    return scores, ids
-
-
-def _query_matrix(queries: np.ndarray, dim: int) -> np.ndarray:
-    """``queries`` as a float32 ``(m, dim)`` matrix; ValueError if it has another shape or
-    a non-finite element."""
-    q = np.asarray(queries, dtype=np.float32)
-    if q.ndim == 1:
-        q = q[None, :]
-    if q.ndim != 2 or q.shape[1] != dim:
-        raise ValueError(f"queries must have shape (m, {dim}), got {np.shape(queries)}")
-    if not np.isfinite(q).all():
-        raise ValueError("queries must be finite")
-    return q
 
 
 # --------------------------------------------------------------------------- per-process cache

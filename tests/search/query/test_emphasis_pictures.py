@@ -10,6 +10,7 @@ import json
 import pytest
 from django.conf import settings
 
+from search.models import IndexState
 from search.query import ranking, slots
 from search.query import vectors as query_vectors
 from search.stores import faiss as search_index
@@ -118,7 +119,9 @@ def test_a_generation_without_a_picture_index_re_scores_the_hybrid_pool_alone(li
     assert ranking.images_search(vector=query, page_size=5).generation == page.generation
 
 
-def test_a_damaged_picture_index_leaves_the_default_search_as_it_was(library, small_hybrid_pool):
+def test_a_damaged_picture_index_leaves_the_default_search_as_it_was_and_asks_for_a_rebuild(
+    library, small_hybrid_pool
+):
     query = query_vectors.query_vector_for_text(text=QUERY)
     before = ranking.images_search(vector=query, page_size=10)
     manifest = search_index.read_current_manifest(settings.INDEX_DIR)
@@ -127,9 +130,12 @@ def test_a_damaged_picture_index_leaves_the_default_search_as_it_was(library, sm
     data[len(data) // 2] ^= 0xFF
     picture.write_bytes(bytes(data))
     search_index.reset_readers()
+    faiss_store._repairs_requested.clear()  # what a new process starts with
+    requested = IndexState.get().requested
     after = ranking.images_search(vector=query, page_size=10)
     assert _ids(after) == _ids(before) and after.generation == before.generation
     assert not [notice for notice in after.notices if "damaged" in notice.lower()]
     emphasised = ranking.images_search(vector=query, alpha=1.0, page_size=5)
     assert _ids(emphasised) == _by_alpha(query, _hybrid_pool(query, 5 + 1), 1.0)[:5]
     assert "checksum" in faiss_store.index_reader().status()["picture_error"]
+    assert IndexState.get().requested == requested + 1  # a rebuild repairs it, asked for once
