@@ -23,6 +23,27 @@ SORTED_AT = Coalesce("taken_at", "uploaded_at")
 # Blobs that a page never shows: deferred wherever rows are read for display.
 VECTOR_FIELDS = ("image_vector", "hybrid_vector")
 
+# What a search result reads of its row: what pages and API answers show of a hit, and the image
+# vector and hybrid weight the explanation of its score needs (search.query.row_vectors). The
+# stores re-read their hits with these fields only (search.stores.result_rows).
+RESULT_FIELDS = (
+    "id",
+    "file",
+    "thumbnail",
+    "display",
+    "original_name",
+    "content_type",
+    "width",
+    "height",
+    "uploaded_at",
+    "taken_at",
+    "taken_at_offset",
+    "status",
+    "failure_reason",
+    "image_vector",
+    "hybrid_weight",
+)
+
 
 class LabelQuerySet(models.QuerySet["Label"]):
     def named(self, name: str) -> LabelQuerySet:
@@ -110,11 +131,6 @@ class ImageQuerySet(models.QuerySet["Image"]):
 
     def without_vectors(self) -> ImageQuerySet:
         return self.defer(*VECTOR_FIELDS)
-
-    def for_results(self) -> ImageQuerySet:
-        """Rows as search results are re-read: the hybrid left unread, the image vector read
-        with them (the explanation of each score needs it: a second read costs more)."""
-        return self.defer("hybrid_vector")
 
     def for_display(self) -> ImageQuerySet:
         """Rows as pages and API answers show them: labels prefetched, vectors left unread."""

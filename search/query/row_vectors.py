@@ -3,7 +3,7 @@ vector (the normalised mean of its labels' text vectors, as the hybrid was made 
 
 Read for the rows of one page (the explanations) or for the candidates an emphasis re-ranks.
 The stores re-read their hits with the image vector and the hybrid weight
-(``ImageQuerySet.for_results``): for those rows only their labels are read, in one plain query
+(``gallery.models.RESULT_FIELDS``): for those rows only their labels are read, in one plain query
 that brings the label names too; rows read without them cost one query more. Plain SQL and one
 numpy pass over all the vectors: on every search page, building ORM queries and normalising
 vector by vector cost more than the rest of the explanation.
@@ -25,7 +25,7 @@ from .explain import RowVectors
 def rows_vectors(ids: Sequence[int], *, images: Iterable[Image] = ()) -> dict[int, RowVectors]:
     """The stored parts of the rows ``ids`` that have an image vector. The label names of
     ``images`` (rows among ``ids``) are loaded on the way (``Image.label_names``); the image
-    vectors and weights they were read with (``ImageQuerySet.for_results``) are used as read."""
+    vectors and weights they were read with (``gallery.models.RESULT_FIELDS``) are used as read."""
     ids = list(dict.fromkeys(int(pk) for pk in ids))
     if not ids:
         return {}

@@ -19,6 +19,7 @@ from ..errors import SearchUnavailable
 from . import base
 from . import faiss as search_index
 from .base import Nearest, Slot
+from .result_rows import rows_by_id
 from .rows import no_index_message, with_labels, without_labels
 
 _ROW_CHUNK = 2000  # ids re-read from the database per query
@@ -154,14 +155,12 @@ def _rows_in_rank_order(
 ) -> Found:
     """Re-read ranked ids from the database, in chunks, until ``needed`` hits."""
     found: Found = []
-    rows_qs = with_labels(Image.objects.ready().for_results(), label_ids)
-    rows_qs = without_labels(rows_qs, without_label_ids)
     # Most ranked ids are still there: read a few more than needed first, not the whole
     # over-fetch (each row read costs, see ranking.images_search()); then big chunks if many dropped out.
     start, size = 0, needed + max(8, needed // 4)
     while start < len(pairs):
         chunk = pairs[start : start + size]
-        rows = rows_qs.filter(pk__in=[pk for pk, _ in chunk]).in_bulk()  # labels: see images_search()
+        rows = rows_by_id([pk for pk, _ in chunk], label_ids=label_ids, without_label_ids=without_label_ids)
         found.extend((rows[pk], score) for pk, score in chunk if pk in rows)
         if len(found) >= needed:
             break

@@ -74,3 +74,28 @@ def test_pages_past_the_over_fetch_window_are_full_and_never_repeat_an_image(mon
         assert max(asked) > min(asked)  # the request to the index was widened
     else:
         assert asked == []  # pgvector filters in its one query: the FAISS index is never read
+
+
+def test_hits_are_read_as_the_orm_reads_their_rows_and_show_without_a_query_per_hit(
+    django_assert_max_num_queries,
+):
+    from django.utils import timezone
+
+    from gallery.models import RESULT_FIELDS
+
+    ids = create_images([(seed, ["zebra"]) for seed in range(1, 7)])
+    pipeline.images_embed(image_ids=ids)
+    Image.objects.filter(pk=ids[0]).update(taken_at=timezone.now(), taken_at_offset=120)
+    rebuild.index_rebuild()
+    page = ranking.images_search(vector=query_vectors.query_vector_for_text(text="zebra"), page_size=6)
+
+    for hit in page.hits:
+        stored = Image.objects.get(pk=hit.image.pk)
+        for name in RESULT_FIELDS:
+            assert getattr(hit.image, name) == getattr(stored, name), name
+    with django_assert_max_num_queries(0):  # every field a result shows came with the read
+        for hit in page.hits:
+            image = hit.image
+            _ = (image.file.url, image.display_url, image.taken, image.sorted_at, image.label_names, str(image))
+            _ = (image.width, image.height, image.content_type, image.status, image.failure_reason)
+    assert all(hit.why is not None for hit in page.hits)

@@ -17,7 +17,7 @@ from django.db.models.functions import Cast
 from pgvector import HalfVector
 from pgvector.django import HalfVectorField, HnswIndex, MaxInnerProduct
 
-from gallery.models import Image
+from gallery.models import RESULT_FIELDS, Image
 
 from ... import encoder
 from ...models import ImageVector
@@ -248,7 +248,7 @@ def nearest_query(
     ranked = Cast(column, HalfVectorField()) if exact else _ranked(dimension, column)
     return (
         rows.annotate(distance=MaxInnerProduct(ranked, query))
-        .defer(*COLUMNS, "image__hybrid_vector")  # the image vector: see for_results()
+        .only("image", *(f"image__{name}" for name in RESULT_FIELDS))  # as the FAISS store reads them
         .order_by("distance")[:needed]  # the index's own order: no second key to sort by
     )
 
