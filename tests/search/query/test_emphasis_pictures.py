@@ -1,7 +1,8 @@
-"""An emphasised search on the FAISS store re-scores the hybrid pool together with the rows
-nearest by picture (the generation's picture index, or an exact scan of a narrow label filter),
-so the pictures nearest the query are found even where their labels rank them far down; a
-generation without that index, or with a damaged one, still serves every search."""
+"""An emphasised search re-scores the hybrid pool together with the rows nearest by picture (on
+either store: FAISS's picture index of the generation, pgvector's picture column and its HNSW
+index, or an exact scan of a narrow label filter), so the pictures nearest the query are found
+even where their labels rank them far down; a FAISS generation without that index, or with a
+damaged one, still serves every search."""
 
 from __future__ import annotations
 
@@ -27,10 +28,11 @@ HYBRID_POOL = 3  # the hybrid index's share of an emphasis, small beside this li
 
 
 @pytest.fixture
-def library(settings) -> dict[str, list[int]]:
+def library(request, settings) -> dict[str, list[int]]:
     # 40 images whose pictures are unrelated to their labels (random seeds): the rows nearest by
     # picture are not the rows nearest by hybrid.
-    settings.IMAGESEARCH_VECTOR_BACKEND = "faiss"
+    if "vector_store" not in request.fixturenames:  # the tests of FAISS's picture index
+        settings.IMAGESEARCH_VECTOR_BACKEND = "faiss"
     specs = [
         (seed, sorted({WORDS[seed % 8], WORDS[(seed * 3) % 8], WORDS[(seed // 5) % 8]})) for seed in range(40)
     ]
@@ -51,8 +53,8 @@ def _by_alpha(query, ids, alpha: float) -> list[int]:
 
 
 def _hybrid_pool(query, needed: int) -> list[int]:
-    """The store's hybrid candidates for an emphasis asking for ``needed`` (the flat kind: no
-    widening), without the rows nearest by picture."""
+    """The store's hybrid candidates for a search asking for ``needed`` (FAISS's flat kind, or
+    pgvector's graph over 40 rows: exact), without the rows nearest by picture."""
     found = (
         vector_store()
         .nearest(query[None], needed=needed, exclude_id=None, label_ids=[], slot=slots.model_slot)
@@ -73,6 +75,7 @@ def _without_picture_index() -> None:
     search_index.reset_readers()
 
 
+@pytest.mark.usefixtures("vector_store")
 def test_an_emphasis_on_the_picture_finds_the_pictures_the_hybrid_pool_misses(library, small_hybrid_pool):
     query = query_vectors.query_vector_for_text(text=QUERY)
     page = ranking.images_search(vector=query, alpha=1.0, page_size=5)
@@ -84,6 +87,7 @@ def test_an_emphasis_on_the_picture_finds_the_pictures_the_hybrid_pool_misses(li
         assert hit.score == pytest.approx(alpha_score(query, hit.image.pk, 1.0), abs=1e-5)
 
 
+@pytest.mark.usefixtures("vector_store")
 @pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
 def test_the_emphasis_with_a_small_hybrid_pool_still_ranks_as_a_brute_force_scan(
     library, small_hybrid_pool, alpha
@@ -96,12 +100,14 @@ def test_the_emphasis_with_a_small_hybrid_pool_still_ranks_as_a_brute_force_scan
     ]
 
 
+@pytest.mark.usefixtures("vector_store")
 def test_a_narrow_label_filter_finds_its_pictures_by_an_exact_scan(library, small_hybrid_pool):
     query = query_vectors.query_vector_for_text(text=QUERY)
     page = ranking.images_search(vector=query, alpha=1.0, labels=["moon"], page_size=4)
     assert _ids(page) == _by_alpha(query, library["moon"], 1.0)[:4]
 
 
+@pytest.mark.usefixtures("vector_store")
 def test_an_emphasis_leaves_out_the_excluded_image_among_the_pictures_too(library, small_hybrid_pool):
     query = query_vectors.query_vector_for_text(text=QUERY)
     nearest = _by_alpha(query, library["all"], 1.0)[0]
