@@ -61,7 +61,9 @@ def test_pages_past_the_over_fetch_window_are_full_and_never_repeat_an_image(mon
     asked: list[int] = []
     search = search_index.IndexReader.search
     monkeypatch.setattr(
-        search_index.IndexReader, "search", lambda self, v, k: asked.append(k) or search(self, v, k)
+        search_index.IndexReader,
+        "search",
+        lambda self, v, k, **options: asked.append(k) or search(self, v, k, **options),
     )
 
     pages = [ranking.images_search(vector=vector, page=n, page_size=5) for n in (1, 2, 3, 4, 5, 6)]
