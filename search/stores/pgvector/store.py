@@ -33,7 +33,8 @@ OPCLASS = "halfvec_ip_ops"
 # Scan on in exact distance order while filters (labels, status, model) drop candidates.
 ITERATIVE_SCAN = "strict_order"
 # An emphasised query (search.query.ranking) takes a wide pool by hybrid and one by picture: both
-# are searched this much wider than a page (BENCHMARKS.md, "The emphasis on pgvector").
+# are searched this much wider than a page (BENCHMARKS.md, "The emphasis on pgvector": the
+# picture search's first rows come nearer exact, text queries above all).
 EMPHASIS_EF_SEARCH_FACTOR = 2.5
 EF_SEARCH_LIMIT = 1000  # pgvector's largest hnsw.ef_search
 
