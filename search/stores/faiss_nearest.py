@@ -137,7 +137,7 @@ def _filtered(
     if len(found) < needed and count <= EXACT_SCAN_FALLBACK_LIMIT:
         found = nearest_among(candidates, vector, needed=needed, exclude_id=exclude_id)
     by_picture = []
-    if picture_needed > 0:
+    if picture_needed > 0 and reader.serves_pictures:  # else the hybrid pool is re-scored alone
         by_picture = _nearest_from_index(reader, vector, needed=picture_needed, pictures=True, **filters)
         if len(by_picture) < picture_needed and count <= EXACT_SCAN_FALLBACK_LIMIT:
             by_picture = nearest_among(

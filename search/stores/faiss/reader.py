@@ -296,6 +296,12 @@ class IndexReader:
         return False
 
     @property
+    def serves_pictures(self) -> bool:
+        """Whether the served generation has a picture index that verified."""
+        state = self._state
+        return state is not None and state.pictures is not None
+
+    @property
     def picture_error(self) -> str | None:
         """Why the served generation's picture index is not served (None: it is, or it has none)."""
         state = self._state
