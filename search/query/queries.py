@@ -93,9 +93,11 @@ class SearchQuery:
         words = bool(query_vectors.query_text_clean(self.words))
         if self.has_image:
             return "hybrid" if words else "image"
-        if words or self.excluded:  # only words left out: said to be not enough (query_vector)
+        if words:
             return "text"
-        return "browse" if self.labels else "empty"
+        # Only labels, or only words left out: the newest images with those labels and without
+        # images labelled with the words left out (nothing to move a query away from).
+        return "browse" if self.labels or self.excluded else "empty"
 
     def params(self, **changes: object) -> list[tuple[str, str]]:
         """GET parameters that ask this query again (an uploaded image by its token)."""
@@ -178,7 +180,7 @@ def query_vector(query: SearchQuery) -> tuple[QueryVector, SearchQuery]:
     words = query_vectors.query_text_clean(query.words)
     if image_vector is None:
         if not words:
-            raise QueryError("Say what to look for, not only what to leave out.")
+            raise QueryError("Say what to look for.")
         vector = QueryVector.single("words", query_vectors.query_vector_for_text(text=words))
     elif not words:
         vector = QueryVector.single("image", image_vector)
@@ -202,7 +204,10 @@ def run(
     if len(query.labels) > MAX_FILTER_LABELS:
         raise QueryError(f"Filter by at most {MAX_FILTER_LABELS} labels at a time.")
     if query.kind in ("browse", "empty"):  # no query: the newest images (with those labels)
-        return ranking.images_browse(labels=query.labels, page=page, page_size=page_size), query
+        found = ranking.images_browse(
+            labels=query.labels, without_labels=query.excluded, page=page, page_size=page_size
+        )
+        return found, query
     if query.alpha is not None and not 0.0 <= query.alpha <= 1.0:
         raise QueryError("The emphasis is a number from 0 (labelled as) to 1 (looks like).")
     if query.min_precision is not None and not MIN_LEVEL <= query.min_precision <= MAX_LEVEL:

@@ -17,6 +17,7 @@ from gallery.models import Image, Label
 from .. import status
 from ..errors import QueryError
 from ..stores.rows import with_labels
+from ..stores.rows import without_labels as rows_without_labels
 from ..stores.selection import vector_store
 from . import explain, slots
 from .explain import Explanation, QueryVector, RowVectors
@@ -96,9 +97,7 @@ def images_search(
     start = _check_paging(page, page_size, sort)
     needed = DATE_SORT_POOL if sort == "date" else start + page_size + 1
     label_ids = _label_ids(labels)
-    without_ids = (
-        list(Label.objects.named_any(without_labels).values_list("pk", flat=True)) if without_labels else []
-    )
+    without_ids = _label_ids_any(without_labels)
     nearest = vector_store().nearest(
         query.vector,
         needed=max(needed, EMPHASIS_POOL) if alpha is not None else needed,
@@ -186,9 +185,15 @@ def _explain(query: QueryVector, shown: list[Hit], alpha: float | None) -> None:
         hit.score = why.score
 
 
-def images_browse(*, labels: Sequence[str] = (), page: int = 1, page_size: int | None = None) -> ResultPage:
-    """Ready images carrying every one of ``labels`` (all images when none), newest first (by the
-    date taken, the upload time where there is none).
+def images_browse(
+    *,
+    labels: Sequence[str] = (),
+    without_labels: Sequence[str] = (),
+    page: int = 1,
+    page_size: int | None = None,
+) -> ResultPage:
+    """Ready images carrying every one of ``labels`` (all images when none) and none of
+    ``without_labels``, newest first (by the date taken, the upload time where there is none).
 
     No query vector: needs neither the model nor the index, so it works while they are down.
     """
@@ -197,7 +202,8 @@ def images_browse(*, labels: Sequence[str] = (), page: int = 1, page_size: int |
     label_ids = _label_ids(labels)
     hits: list[Hit] = []
     if label_ids is not None:
-        rows = with_labels(Image.objects.ready().for_display(), label_ids).newest_first()
+        rows = with_labels(Image.objects.ready().for_display(), label_ids)
+        rows = rows_without_labels(rows, _label_ids_any(without_labels)).newest_first()
         hits = [Hit(image, None) for image in rows[start : start + page_size + 1]]
     return ResultPage(
         hits=hits[:page_size],
@@ -217,6 +223,11 @@ def _check_paging(page: int, page_size: int, sort: str) -> int:
     if page * page_size > MAX_RESULTS:
         raise QueryError(f"Results stop at {MAX_RESULTS}; refine the query to see others.")
     return (page - 1) * page_size
+
+
+def _label_ids_any(names: Sequence[str]) -> list[int]:
+    """Ids of the labels named (any case) that exist."""
+    return list(Label.objects.named_any(names).values_list("pk", flat=True)) if names else []
 
 
 def _label_ids(names: Sequence[str]) -> list[int] | None:

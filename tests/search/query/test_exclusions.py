@@ -80,11 +80,19 @@ def test_the_page_says_what_was_left_out_and_keeps_it_in_its_links(client, libra
     assert "q=beach+-people+-%22red+car%22" in html
 
 
-def test_only_words_left_out_is_refused_in_words(client, library):
+def test_only_words_left_out_show_the_newest_images_not_labelled_so(client, library):
+    everything = _ids(client)  # no query: every ready image, newest first
+    kept = [pk for pk in everything if pk not in library["people"]]
+    assert set(library["people"]) <= set(everything) and kept != everything
+    assert _ids(client, text="-people") == kept
+    assert _ids(client, exclude=["people"], labels=["beach"]) == [
+        pk for pk in _ids(client, labels=["beach"]) if pk not in library["people"]
+    ]
     page = client.get("/", {"q": "-people"})
-    assert page.status_code == 400
-    assert "not only what to leave out" in page.content.decode()
-    assert client.get("/api/search", {"text": "-people"}).status_code == 400
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "Leaving out “people”: images labelled so are not shown." in html
+    assert "Newest images" in html
 
 
 def test_a_hyphen_inside_a_word_is_part_of_it():
