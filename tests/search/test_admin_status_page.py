@@ -135,3 +135,17 @@ def test_the_status_page_names_the_runtime_and_where_it_runs(staff_client, setti
     html = staff_client.get(STATUS).content.decode()
     assert f'<code id="encoder">{runtime} on {provider}, fp32</code>' in html
     encoder.reset()
+
+
+def test_the_status_page_shows_the_generation_s_picture_index(staff_client):
+    def picture_row() -> str:
+        html = staff_client.get(STATUS).content.decode()
+        return re.search(r'<td id="picture-index">(.*?)</td>', html, re.S)[1]
+
+    assert picture_row() == "–"  # nothing built yet
+    ids = create_images([(1, ["a"]), (2, ["b"]), (3, ["c"])])
+    pipeline.images_embed(image_ids=ids)
+    rebuild.index_rebuild()
+    row = picture_row()
+    assert row.startswith("3 image vector(s), flat")
+    assert "nearest by picture" in row
