@@ -166,23 +166,14 @@ def _insert_sql(model: type, fields: list) -> str:
     return f"INSERT INTO {qn(model._meta.db_table)} ({columns}) VALUES ({marks})"
 
 
-def grow_library(target: int, *, vectors: ClusteredVectors, model: str, chunk: int = 5000) -> dict:
-    """Insert synthetic ready rows until ``target`` synthetic images exist. Returns timings.
-
-    Rows go in with one ``executemany`` per chunk (the ORM's ``bulk_create`` spends most of its
-    time building model instances): the column values come from one model instance prepared by
-    Django, so defaults of fields added later are honoured; only the per-row columns change.
-    """
-    from django.db import connection, transaction
-    from django.utils import timezone
+def ready_row_template(model: str, now) -> tuple[list, list, list[int]]:
+    """What every synthetic row inserts: the Image table's fields (primary key aside), their
+    database values for a ready row of ``model`` made at ``now``, and the positions of the four
+    that vary per row (original name, sha256, image vector, hybrid vector)."""
+    from django.db import connection
 
     from gallery.models import Image
 
-    started = time.perf_counter()
-    _placeholder()
-    label_ids = _labels(model, vectors)
-    have = synthetic_count()
-    now = timezone.now()
     template = Image(
         file=PLACEHOLDER,
         thumbnail=PLACEHOLDER,
@@ -200,6 +191,27 @@ def grow_library(target: int, *, vectors: ClusteredVectors, model: str, chunk: i
     base = [f.get_db_prep_save(f.pre_save(template, True), connection) for f in fields]
     position = {f.name: i for i, f in enumerate(fields)}
     varying = [position[n] for n in ("original_name", "sha256", "image_vector", "hybrid_vector")]
+    return fields, base, varying
+
+
+def grow_library(target: int, *, vectors: ClusteredVectors, model: str, chunk: int = 5000) -> dict:
+    """Insert synthetic ready rows until ``target`` synthetic images exist. Returns timings.
+
+    Rows go in with one ``executemany`` per chunk (the ORM's ``bulk_create`` spends most of its
+    time building model instances): the column values come from one model instance prepared by
+    Django, so defaults of fields added later are honoured; only the per-row columns change.
+    """
+    from django.db import connection, transaction
+    from django.utils import timezone
+
+    from gallery.models import Image
+
+    started = time.perf_counter()
+    _placeholder()
+    label_ids = _labels(model, vectors)
+    have = synthetic_count()
+    now = timezone.now()
+    fields, base, varying = ready_row_template(model, now)
     insert_image = _insert_sql(Image, fields)
     through = Image.labels.through
     link_fields = [through._meta.get_field("image"), through._meta.get_field("label")]

@@ -37,7 +37,7 @@ import numpy as np
 
 from . import env
 from .emphasis_recall import ALPHAS, exact_thresholds, library_build
-from .library import PLACEHOLDER, ClusteredVectors, _insert_sql, _labels, _placeholder, queries_near
+from .library import ClusteredVectors, _insert_sql, _labels, _placeholder, queries_near, ready_row_template
 from .timing import summary_ms
 
 MODEL = "benchmark-model"
@@ -74,23 +74,7 @@ def _rows_insert(lib: Any, vectors: ClusteredVectors, chunk: int = 5000) -> np.n
     _placeholder()
     label_pks = np.array(_labels(MODEL, vectors))  # their text vectors are lib.texts
     now = timezone.now()
-    template = Image(
-        file=PLACEHOLDER,
-        thumbnail=PLACEHOLDER,
-        content_type="image/jpeg",
-        width=640,
-        height=480,
-        status=Image.Status.READY,
-        status_changed_at=now,
-        embedding_model=MODEL,
-        hybrid_weight=0.5,
-        hybrid_updated_at=now,
-        uploaded_at=now,
-    )
-    fields = [f for f in Image._meta.concrete_fields if not f.primary_key]
-    base = [f.get_db_prep_save(f.pre_save(template, True), connection) for f in fields]
-    position = {f.name: i for i, f in enumerate(fields)}
-    varying = [position[n] for n in ("original_name", "sha256", "image_vector", "hybrid_vector")]
+    fields, base, varying = ready_row_template(MODEL, now)
     through = Image.labels.through
     insert_link = _insert_sql(through, [through._meta.get_field("image"), through._meta.get_field("label")])
     table = connection.ops.quote_name(Image._meta.db_table)
