@@ -39,7 +39,8 @@ from .kinds import KINDS
 from .lock import writer_lock
 from .manifest import FORMAT_VERSION, Manifest, read_current_manifest
 from .neighbours import close_pairs
-from .reader import IndexReader, get_reader, reset_readers
+from .reader import IndexReader
+from .readers import get_reader, reset_readers
 from .tuning import AUTO_FLAT_MAX_VECTORS, RECALL_TARGET
 from .writer import write_generation
 
