@@ -158,7 +158,10 @@ class Wsgi:
         return int(status[0].split()[0]), body
 
 
-def run(size: int, *, requests: int) -> dict[str, Any]:
+def run(size: int, *, requests: int, repeat_rounds: int | None = None) -> dict[str, Any]:
+    """The figures of the module's docstring at ``size`` (the library grown and its index built),
+    over ``requests`` new query texts; the repeated text ``repeat_rounds`` times (a quarter of
+    ``requests`` by default)."""
     from search import encoder, status
     from search.query import ranking
     from search.stores import faiss as search_index
@@ -226,7 +229,7 @@ def run(size: int, *, requests: int) -> dict[str, Any]:
             out["request"]["p50_ms"] - out["encode"]["p50_ms"] - out["product_search"]["p50_ms"], 3
         )
         out["results_per_page"] = {"min": int(min(hits)), "expected": ranking.PAGE_SIZE}
-        out["repeat"] = _repeated_query(client, texts[5], rounds=max(10, requests // 4))
+        out["repeat"] = _repeated_query(client, texts[5], rounds=repeat_rounds or max(10, requests // 4))
         manifest = reader.manifest
         out["index"] = {
             "kind": manifest.kind,
@@ -273,3 +276,64 @@ def _repeated_query(client: Any, text: str, *, rounds: int) -> dict[str, Any]:
     finally:
         del model.encode_texts  # back to the class's method
     return {"model_calls": calls, **summary_ms(times)}
+
+
+def _at_size(size: int, *, requests: int, repeat_rounds: int) -> dict[str, Any]:
+    from . import rebuild
+
+    rebuild.rebuild(size, cold=False)
+    return run(size, requests=requests, repeat_rounds=repeat_rounds)
+
+
+def summary_line(figures: dict[str, Any]) -> str:
+    """One line of the figures the request's goal is judged by."""
+    search = figures["baseline_search"]
+    return (
+        f"{figures['size']:>9,}: ratio {figures['ratio']:.3f}"
+        f"  request p50 {figures['request']['p50_ms']:.2f} ms"
+        f"  encode {figures['encode']['p50_ms']:.2f}  scan {figures[search]['p50_ms']:.2f} ({search})"
+        f"  baseline {figures['baseline_p50_ms']:.2f}  own work p50 {figures['repeat']['p50_ms']:.2f}"
+        f" / min {figures['repeat']['min_ms']:.2f} ms (model calls {figures['repeat']['model_calls']})"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.query --sizes 10000 100000 --requests 60``: a fresh library grown
+    to each size in turn, its index built, then :func:`run`; one summary line per size and all
+    the figures in ``query.json`` of the results directory."""
+    import argparse
+    import json
+
+    from . import env
+
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.query",
+        description="A text search request's p50 against text encode + the fastest scan, and its "
+        "own work (the same text again: the query vector cached, no model).",
+    )
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--requests", type=int, default=60, help="new query texts per size")
+    parser.add_argument("--repeat", type=int, default=200, help="requests of the repeated text")
+    args = parser.parse_args(argv)
+    env.configure(fresh=True)
+    env.build_model()
+    env.setup_django()
+    from django.core.management import call_command
+
+    from .library import ClusteredVectors, grow_library
+
+    call_command("migrate", verbosity=0)
+    vectors, results = ClusteredVectors(), {}
+    for size in args.sizes:
+        grow_library(size, vectors=vectors, model=str(env.MODEL_DIR))
+        results[str(size)] = figures = _at_size(size, requests=args.requests, repeat_rounds=args.repeat)
+        print(f"{summary_line(figures)}  load {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    env.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    (env.RESULTS_DIR / "query.json").write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
