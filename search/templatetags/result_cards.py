@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from django import template
 from django.core.files.storage import FileSystemStorage
 from django.urls import reverse
+from django.utils.functional import LazyObject, empty
 from django.utils.safestring import SafeString, mark_safe
 
 register = template.Library()
@@ -35,12 +36,23 @@ def escape(value: object) -> str:
     return html.escape(str(value))
 
 
+def _unwrapped(storage):
+    """The storage itself: a field's default storage is ``default_storage``, a lazy wrapper
+    (whose type is not the storage's, and whose every attribute read goes through the wrapper)."""
+    if isinstance(storage, LazyObject):
+        if storage._wrapped is empty:
+            storage._setup()
+        return storage._wrapped
+    return storage
+
+
 def file_url(file) -> str:
     """``file.url``; on the file system storage a generated name is joined to the base URL as
     the storage would join it (its quoting and ``urljoin`` leave such a name as it is)."""
-    storage = file.storage
-    if type(storage) is FileSystemStorage and _PLAIN_NAME.fullmatch(file.name):
-        return storage.base_url + file.name
+    storage = _unwrapped(file.storage)
+    name = file.name
+    if type(storage) is FileSystemStorage and name and _PLAIN_NAME.fullmatch(name):
+        return storage.base_url + name
     return file.url
 
 

@@ -11,7 +11,7 @@ from gallery.models import Image
 from search.query import ranking
 from search.query import vectors as query_vectors
 from search.query.explain import Explanation
-from search.templatetags.result_cards import why_bar
+from search.templatetags.result_cards import file_url, why_bar
 from tests.factories import create_indexed_images
 
 pytestmark = pytest.mark.django_db
@@ -62,3 +62,12 @@ def test_a_part_or_score_that_rounds_to_zero_is_shown_without_a_minus_sign():
     assert '<span class="why-l">labels 0.000</span>' in bar
     assert '">0.000</b>' in bar and 'aria-label="Score 0.000: picture 0.000 + labels 0.000"' in bar
     assert "x cosine 0.000;" in bar
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["thumbnails/ab/abcdef0123.jpg", "bench/placeholder.jpg", "odd name/ä b#1.jpg", "a/../b.jpg"],
+)
+def test_a_cards_file_url_is_the_storages_own_for_default_storage_names(name):
+    image = Image(file=name, thumbnail=name)
+    assert file_url(image.thumbnail) == image.thumbnail.url == image.thumbnail.storage.url(name)
