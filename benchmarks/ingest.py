@@ -17,13 +17,22 @@ weighs on the baselines and on the end to end alike. ratio = (images / end-to-en
 against torch's.
 
 The images are photo-like JPEGs of 2048x1536 (3 MP, quality 90), generated once and cached.
+
+Alone: ``python -m benchmarks.ingest --images 256 --batch 16 [--rounds 2]`` starts from an empty
+benchmark database (``env.configure(fresh=True)``), runs this and prints both ratios and the
+whole result as JSON (also written to ``benchmarks/results/ingest-latest.json``).
 """
 
 from __future__ import annotations
 
+import argparse
 import io
+import json
+import os
+import sys
 import time
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -167,3 +176,42 @@ def run(*, images: int, staff_client: Any, batch: int, rounds: int = 2) -> dict[
         }
     )
     return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.ingest", description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args(argv)
+    env.configure(fresh=True)
+    os.environ["IMAGESEARCH_TORCH_THREADS"] = "1"  # this process is the web process, as in the suite
+    env.build_model()
+    env.setup_django()
+    warnings.filterwarnings("ignore", message="No directory at")  # whitenoise, no collectstatic
+
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from django.test import Client
+
+    call_command("migrate", verbosity=0)
+    staff = get_user_model().objects.create_superuser("bench", "bench@example.org", "bench-pw-123456")
+    client = Client()
+    client.force_login(staff)
+    try:
+        result = run(images=args.images, staff_client=client, batch=args.batch, rounds=args.rounds)
+    finally:
+        env.purge_queue()
+    (env.RESULTS_DIR / "ingest-latest.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    print(
+        f"ingest {result['end_to_end_images_per_s']} img/s; {result['model_runtime']} alone "
+        f"{result['model_images_per_s']} img/s, torch alone {result['torch_images_per_s']} img/s\n"
+        f"ratio vs served runtime: {result['ratio']} (target >= 0.9)\n"
+        f"ratio vs torch:          {result['ratio_vs_torch']} (target >= 1.15)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
