@@ -1,9 +1,8 @@
-"""``{% search_box %}`` and ``{% label_chips chips %}``: the search box and the label chips of the
-search page, rendered in Python.
+"""``{% search_box %}``: the search box of the search and image pages, rendered in Python.
 
-After the result grid (:mod:`search.templatetags.result_cards`), these were the largest parts of
-rendering a results page through the template engine (about 0.2 ms each at 10k, BENCHMARKS.md):
-dozens of lookups, conditions and escapes a request. Here each is one string built from the
+After the result grid (:mod:`search.templatetags.result_cards`), it was the largest part of
+rendering a results page through the template engine (about 0.2 ms at 10k, BENCHMARKS.md):
+dozens of lookups, conditions and escapes a request. Here it is one string built from the
 query, every value escaped as the template engine escapes it; the HTML is the same as the
 template's was, character for character (the tests of the search page read it).
 """
@@ -128,23 +127,3 @@ def search_box(context: template.Context) -> SafeString:
         "",
     ]
     return mark_safe("\n".join(lines))  # noqa: S308 - every value above is escaped
-
-
-@register.simple_tag
-def label_chips(chips: list[Any]) -> SafeString:
-    """The label chips (``search.query.queries.Chip``): an active one removes its filter, the
-    others narrow the query to their label."""
-    parts = []
-    for chip in chips:
-        name = escape(chip.name)
-        if chip.active:
-            parts.append(
-                f'<a class="chip active" href="{escape(chip.url)}" aria-pressed="true"'
-                f' title="Remove this filter">{name} <span aria-hidden="true">×</span></a>'
-            )
-        else:
-            parts.append(
-                f'<a class="chip" href="{escape(chip.url)}" aria-pressed="false"'
-                f' title="Only images labelled {name}">{name}</a>'
-            )
-    return mark_safe("".join(parts))  # noqa: S308 - every value above is escaped
