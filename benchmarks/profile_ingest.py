@@ -6,10 +6,11 @@ worker runs: the tasks stay queued and are purged), then runs ``images_embed`` o
 ``--batch`` ids per call as the worker's tasks get them, under cProfile, with the worker's
 thread settings; then the model alone (``encode_images`` of the runtime, what
 benchmarks.model_forward times) on the same decoded pictures. Prints ms per image of each
-stage of the task (see STAGES) beside the model alone.
+stage of the task (see STAGES) beside the model alone, and the upload request's own time per
+image (one thread, nothing beside it).
 
-Quiet machine: nothing else runs here while it profiles, so the figures are the task's own
-cost, not contention.
+Nothing of this run competes while it profiles (no worker, no upload beside the task), so
+the figures are the task's own cost, not ingest's contention with itself.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ STAGES = (
     ("encode_images (crop, preprocessing, model, normalise)", "search/encoder/__init__.py", "encode_images"),
     ("  preprocessing (resize, crop, normalise to pixels)", "search/encoder/preprocessing.py", "pixels"),
     ("  model run (InferenceSession.run / forward)", "onnxruntime", "run"),
-    ("mark ready (UPDATE + commit, per image)", "search/ingest/pipeline.py", "_mark_ready"),
+    ("mark ready (UPDATEs + one commit, per batch)", "search/ingest/pipeline.py", "_rows_write"),
     ("mark failed", "search/ingest/pipeline.py", "_mark_failed"),
     ("claims (claim, renew, release, free lost)", "gallery/models.py", "claim"),
     ("", "gallery/models.py", "claims_release"),
@@ -85,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         warm = _upload(client, paths[args.images :], "warm up")
         pipeline.images_embed(image_ids=warm)  # model loaded, label vectors made
+        started = time.perf_counter()
         ids = _upload(client, paths[: args.images], "bulk, benchmark")
+        upload_s = time.perf_counter() - started
     finally:
         env.purge_queue()
     profiler = cProfile.Profile()
@@ -112,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         "runtime": f"{model.runtime} {model.provider} {model.precision}",
         "task_ms_per_image_wall": round(1000 * task_s / len(ids), 2),
         "model_alone_ms_per_image_wall": round(1000 * model_s / len(ids), 2),
+        # The upload request alone (no worker beside it): what it takes from the cores ingest shares.
+        "upload_request_ms_per_image_wall": round(1000 * upload_s / len(ids), 2),
         "profile": breakdown(stats, len(ids)),
     }
     print(json.dumps(out, indent=2))

@@ -150,10 +150,13 @@ def _embed_held(image_ids: Sequence[int], *, owner: str, report: EmbedReport) ->
             labels=(label for i in done for label in i.labels.all()), deriving=[i.pk for i in done]
         )
         now = timezone.now()
-        for image in done:
-            hybrid = _hybrid_for(image, encoder.from_bytes(image.image_vector), label_vectors)
-            _mark_ready(image.pk, hybrid, weight, now)
-            report.refreshed += 1
+        _rows_write(
+            [(i.pk, _hybrid_for(i, encoder.from_bytes(i.image_vector), label_vectors), {}) for i in done],
+            weight=weight,
+            now=now,
+            ready=True,
+        )
+        report.refreshed += len(done)
 
 
 def _embed_batch(images: Sequence[Image], *, model: str, weight: float, report: EmbedReport) -> None:
@@ -172,13 +175,16 @@ def _embed_batch(images: Sequence[Image], *, model: str, weight: float, report: 
     vectors = encoder.encode_images(
         [pil for _, pil in decoded], batch_size=settings.IMAGESEARCH_EMBED_BATCH_SIZE
     )
-    now = timezone.now()
-    for (image, _), vector in zip(decoded, vectors, strict=True):
-        hybrid = _hybrid_for(image, vector, label_vectors)
-        _mark_ready(
-            image.pk, hybrid, weight, now, image_vector=encoder.to_bytes(vector), embedding_model=model
+    rows = [
+        (
+            image.pk,
+            _hybrid_for(image, vector, label_vectors),
+            {"image_vector": encoder.to_bytes(vector), "embedding_model": model},
         )
-        report.embedded += 1
+        for (image, _), vector in zip(decoded, vectors, strict=True)
+    ]
+    _rows_write(rows, weight=weight, now=timezone.now(), ready=True)
+    report.embedded += len(rows)
 
 
 def hybrids_refresh(*, image_ids: Sequence[int]) -> int:
@@ -202,14 +208,8 @@ def hybrids_refresh(*, image_ids: Sequence[int]) -> int:
         # The rows stay stamped as stale: the sweep sends them again; the status page says why.
         logger.warning("hybrids of %d image(s) not refreshed: %s", len(images), exc)
         return 0
-    now = timezone.now()
-    for image in images:
-        hybrid = _hybrid_for(image, encoder.from_bytes(image.image_vector), label_vectors)
-        with transaction.atomic():
-            updated = Image.objects.filter(pk=image.pk).update(
-                hybrid_vector=encoder.to_bytes(hybrid), hybrid_weight=weight, hybrid_updated_at=now
-            )
-            _vector_store_write(image.pk, hybrid, now, updated)
+    rows = [(i.pk, _hybrid_for(i, encoder.from_bytes(i.image_vector), label_vectors), {}) for i in images]
+    _rows_write(rows, weight=weight, now=timezone.now(), ready=False)
     dispatch.index_rebuild_request()
     return len(images)
 
@@ -314,27 +314,34 @@ def _hybrid_for(image: Image, image_vector: np.ndarray, label_vectors: dict[int,
     return encoder.combine(image_vector, parts, settings.IMAGESEARCH_IMAGE_WEIGHT)
 
 
-def _mark_ready(image_id: int, hybrid: np.ndarray, weight: float, now: Any, **vector_fields: Any) -> None:
-    """Store a hybrid (and, when given, the image vector and its model) and mark the row ready."""
+def _rows_write(
+    rows: Sequence[tuple[int, np.ndarray, dict[str, Any]]], *, weight: float, now: Any, ready: bool
+) -> None:
+    """Store each row's hybrid (with its other fields: the image vector and its model, when
+    given) and, with ``ready``, mark the rows ready; the vector store writes the hybrids in the
+    same transaction (pgvector: an image is searchable as soon as it is ready; FAISS: the next
+    generation reads it).
+
+    One transaction for the batch, not one per image: a commit (and on pgvector a store write)
+    per batch. A failure rolls the whole batch back: its rows stay as they were (pending ones are
+    sent again by the sweep), nothing is half written. A row deleted meanwhile matches no UPDATE
+    and gets no stored vector.
+    """
+    status = {"status": Image.Status.READY, "failure_reason": "", "status_changed_at": now} if ready else {}
     with transaction.atomic():
-        updated = Image.objects.filter(pk=image_id).update(
-            hybrid_vector=encoder.to_bytes(hybrid),
-            hybrid_weight=weight,
-            hybrid_updated_at=now,
-            status=Image.Status.READY,
-            failure_reason="",
-            status_changed_at=now,
-            **vector_fields,
-        )
-        _vector_store_write(image_id, hybrid, now, updated)
-
-
-def _vector_store_write(image_id: int, hybrid: np.ndarray, now: Any, updated: int) -> None:
-    """The store writes the hybrid in the row's own transaction (pgvector: the image is
-    searchable as soon as it is ready; FAISS: the next generation reads it). A row deleted
-    meanwhile has none."""
-    if updated:
-        vector_store().rows_ready([(image_id, hybrid)], model=encoder.model_name(), now=now)
+        written = [
+            (pk, hybrid)
+            for pk, hybrid, fields in rows
+            if Image.objects.filter(pk=pk).update(
+                hybrid_vector=encoder.to_bytes(hybrid),
+                hybrid_weight=weight,
+                hybrid_updated_at=now,
+                **status,
+                **fields,
+            )
+        ]
+        if written:
+            vector_store().rows_ready(written, model=encoder.model_name(), now=now)
 
 
 def _mark_failed(image_id: int, reason: str) -> None:
