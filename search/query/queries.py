@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
+from functools import cached_property, lru_cache
 from typing import ClassVar
-from urllib.parse import urlencode
+from urllib.parse import quote_plus
 
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
@@ -52,12 +53,15 @@ class SearchQuery:
     def has_image(self) -> bool:
         return self.image is not None or bool(self.image_token)
 
-    @property
+    # ``words``, ``excluded`` and ``kind`` are read a dozen times a request (the view, the
+    # search, the page): worked out once per query (the instance is frozen; ``replace`` makes a
+    # new one, with none of them worked out yet).
+    @cached_property
     def words(self) -> str:
         """The words to look for (the text without its ``-word`` terms)."""
         return words_split(self.text)[0]
 
-    @property
+    @cached_property
     def excluded(self) -> tuple[str, ...]:
         """Every term left out: the text's ``-word`` terms and ``exclude``."""
         return tuple(dict.fromkeys((*words_split(self.text)[1], *self.exclude)))
@@ -84,7 +88,7 @@ class SearchQuery:
             return "labelled as"
         return f"{self.alpha_percent} % picture"
 
-    @property
+    @cached_property
     def kind(self) -> str:
         """``like``, ``hybrid`` (words and image), ``image``, ``text``, ``browse`` (labels only)
         or ``empty``."""
@@ -100,8 +104,11 @@ class SearchQuery:
         return "browse" if self.labels or self.excluded else "empty"
 
     def params(self, **changes: object) -> list[tuple[str, str]]:
-        """GET parameters that ask this query again (an uploaded image by its token)."""
-        query = replace(self, **changes) if changes else self
+        """GET parameters that ask this query again (an uploaded image by its token), with the
+        fields of ``changes`` changed."""
+        # The fields as changed, without building a changed query (a page asks for some 17
+        # links, each a changed query): only the fields read below.
+        query = _Changed(self, changes) if changes else self
         params: list[tuple[str, str]] = []
         if query.like:
             params.append(("like", str(query.like)))
@@ -124,10 +131,36 @@ class SearchQuery:
         return params
 
     def url(self, *, page: int = 1, **changes: object) -> str:
+        """``?`` and the GET parameters of :meth:`params` (and ``page`` past the first), as
+        ``urlencode`` writes them."""
         params = self.params(**changes)
         if page > 1:
             params.append(("page", str(page)))
-        return "?" + urlencode(params) if params else "?"
+        return "?" + "&".join(f"{_quoted(name)}={_quoted(value)}" for name, value in params)
+
+
+#: ``urlencode``'s own quoting of one name or value, remembered: a page's links repeat the same
+#: few values (the text, the labels) over and over.
+_quoted = lru_cache(maxsize=4096)(quote_plus)
+
+
+class _Changed:
+    """The fields of ``query`` that :meth:`SearchQuery.params` reads, ``changes`` applied."""
+
+    __slots__ = ("_changes", "_query")
+
+    def __init__(self, query: SearchQuery, changes: dict[str, object]) -> None:
+        unknown = set(changes) - _FIELD_NAMES
+        if unknown:  # as ``dataclasses.replace`` refuses them
+            raise TypeError(f"SearchQuery has no field {', '.join(sorted(unknown))}")
+        self._query, self._changes = query, changes
+
+    def __getattr__(self, name: str) -> object:
+        changes = self._changes
+        return changes[name] if name in changes else getattr(self._query, name)
+
+
+_FIELD_NAMES = frozenset(f.name for f in fields(SearchQuery))
 
 
 def search_query_build(
