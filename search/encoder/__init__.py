@@ -45,6 +45,7 @@ __all__ = [
     "encode_images",
     "cached_query_text",
     "encode_query_text",
+    "encode_query_texts",
     "encode_texts",
     "ensure_models",
     "from_bytes",
@@ -337,18 +338,28 @@ def cached_query_text(text: str) -> np.ndarray | None:
 
 def encode_query_text(text: str) -> np.ndarray:
     """One query's unit vector; repeated queries come from a small LRU and skip the model."""
+    return encode_query_texts([text])[0]
+
+
+def encode_query_texts(texts: Sequence[str]) -> list[np.ndarray]:
+    """Several queries' unit vectors, in the order given, from one encode of those not in the
+    small LRU (query texts that arrive together share it: search.query.text_batches). Each
+    vector is remembered and read-only."""
     get_text_model()  # loaded (or refused) before the cache answers
-    key = (text_model_name(), text)
-    cached = _text_cache.get(key)
-    if cached is not None:
-        _text_cache.move_to_end(key)
-        return cached
-    vector = encode_texts([text])[0]
-    vector.setflags(write=False)
-    _text_cache[key] = vector
-    if len(_text_cache) > _TEXT_CACHE_SIZE:
+    model = text_model_name()
+    found: dict[str, np.ndarray] = {}
+    for text in texts:
+        cached = _text_cache.get((model, text))
+        if cached is not None:
+            _text_cache.move_to_end((model, text))
+            found[text] = cached
+    missing = [text for text in dict.fromkeys(texts) if text not in found]
+    for text, vector in zip(missing, encode_texts(missing), strict=True):
+        vector.setflags(write=False)
+        found[text] = _text_cache[(model, text)] = vector
+    while len(_text_cache) > _TEXT_CACHE_SIZE:
         _text_cache.popitem(last=False)
-    return vector
+    return [found[text] for text in texts]
 
 
 def combine(image_vector: np.ndarray, label_vectors: Sequence[np.ndarray], weight: float) -> np.ndarray:

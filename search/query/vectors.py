@@ -17,7 +17,7 @@ from gallery.validation import InvalidImage, query_image_decode
 
 from .. import encoder
 from ..errors import QueryError, QueryTargetMissing, SearchUnavailable
-from . import slots
+from . import slots, text_batches
 from .explain import QueryPart, QueryVector
 
 logger = logging.getLogger(__name__)
@@ -62,8 +62,7 @@ def query_vector_for_text(*, text: str) -> np.ndarray:
         cached = encoder.cached_query_text(cleaned)
         if cached is not None:
             return cached  # no model work: no slot
-        with slots.model_slot():
-            return encoder.encode_query_text(cleaned)
+        return text_batches.encode(cleaned)  # in a model slot, with the texts waiting beside it
     except encoder.ModelUnavailable:
         raise _model_unavailable() from None
 
