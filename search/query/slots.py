@@ -60,15 +60,21 @@ def _semaphore() -> threading.BoundedSemaphore:
         return _pool
 
 
+def busy() -> ModelBusy:
+    """The refusal of model work that found no slot free within its wait."""
+    return ModelBusy(
+        "Search is busy right now: every search this server runs at once is taken. "
+        f"Try again in {RETRY_AFTER} seconds."
+    )
+
+
 @contextlib.contextmanager
-def model_slot() -> Iterator[None]:
-    """Hold one slot for the model work in the block, or raise :class:`ModelBusy`."""
+def model_slot(*, wait: float | None = None) -> Iterator[None]:
+    """Hold one slot for the model work in the block, or raise :class:`ModelBusy` when none
+    frees within ``wait`` seconds (by default IMAGESEARCH_MODEL_SLOT_WAIT)."""
     pool = _semaphore()
-    if not pool.acquire(timeout=settings.IMAGESEARCH_MODEL_SLOT_WAIT):
-        raise ModelBusy(
-            "Search is busy right now: every search this server runs at once is taken. "
-            f"Try again in {RETRY_AFTER} seconds."
-        )
+    if not pool.acquire(timeout=settings.IMAGESEARCH_MODEL_SLOT_WAIT if wait is None else max(0.0, wait)):
+        raise busy()
     try:
         yield
     finally:
