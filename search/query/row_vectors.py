@@ -12,6 +12,7 @@ vector by vector cost more than the rest of the explanation.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 
 import numpy as np
 from django.db import connection
@@ -95,6 +96,17 @@ def _unit_rows(blobs: list[bytes | memoryview]) -> np.ndarray:
 def _select(template: str, ids: Sequence[int]) -> list[tuple]:
     if not ids:
         return []
+    sql = _statement(template, connection.vendor).replace("{ids}", ", ".join(["%s"] * len(ids)))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, list(ids))
+        return cursor.fetchall()
+
+
+@lru_cache(maxsize=32)
+def _statement(template: str, vendor: str) -> str:
+    """``template`` with the tables and columns quoted for ``vendor`` (its quoting is the
+    backend's own, the same on every connection), the ids' placeholders left to fill: worked out
+    once, not on every page."""
     quote = connection.ops.quote_name
     links = Image.labels.through._meta
     names = {
@@ -108,8 +120,6 @@ def _select(template: str, ids: Sequence[int]) -> list[tuple]:
         "vector": quote(Label._meta.get_field("vector").column),
         "image_vector": quote(Image._meta.get_field("image_vector").column),
         "hybrid_weight": quote(Image._meta.get_field("hybrid_weight").column),
-        "ids": ", ".join(["%s"] * len(ids)),
+        "ids": "{ids}",
     }
-    with connection.cursor() as cursor:
-        cursor.execute(template.format(**names), list(ids))
-        return cursor.fetchall()
+    return template.format(**names)
