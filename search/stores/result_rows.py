@@ -16,6 +16,9 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.models import Model
+from django.db.models.base import ModelState
+from django.db.models.signals import post_init, pre_init
 
 from gallery.models import RESULT_FIELDS, Image
 
@@ -84,6 +87,7 @@ def rows_by_id(
         cursor.execute(" ".join(sql), params)
         rows = cursor.fetchall()
     converting, attnames, alias = statement.converting, statement.attnames, connection.alias
+    plain = _plain_construction()
     images: dict[int, Image] = {}
     for row in rows:
         if converting:
@@ -91,6 +95,31 @@ def rows_by_id(
             for i, column, converters in converting:
                 for convert in converters:
                     row[i] = convert(row[i], column, connection)
-        image = Image.from_db(alias, attnames, row)
+        image = _instance(alias, attnames, row) if plain else Image.from_db(alias, attnames, row)
         images[image.pk] = image
     return images
+
+
+def _plain_construction() -> bool:
+    """Whether an instance read from the database is no more than its values and its state:
+    ``Image`` has the model's own ``__init__`` and ``from_db`` and nothing listens to its
+    ``pre_init`` or ``post_init``. Then :func:`_instance` builds what ``from_db`` would."""
+    return (
+        Image.__init__ is Model.__init__
+        and Image.from_db.__func__ is Model.from_db.__func__  # type: ignore[attr-defined]
+        and not pre_init.has_listeners(Image)
+        and not post_init.has_listeners(Image)
+    )
+
+
+def _instance(alias: str, attnames: Sequence[str], values: Sequence[object]) -> Image:
+    """``Image.from_db(alias, attnames, values)``: the fields read set as ``Model.__init__`` sets
+    them (each value under its attname; the others deferred, left out), the state of a row
+    loaded from ``alias``. A page's 30 rows through ``Model.__init__`` were a tenth of its
+    request's own work."""
+    image = Image.__new__(Image)
+    state = ModelState()
+    state.adding, state.db = False, alias
+    image.__dict__["_state"] = state
+    image.__dict__.update(zip(attnames, values, strict=True))
+    return image

@@ -102,3 +102,26 @@ def test_hits_are_read_as_the_orm_reads_their_rows_and_show_without_a_query_per_
             _ = (str(image), image.width, image.height, image.content_type, image.status)
             _ = image.failure_reason
     assert all(hit.why is not None for hit in page.hits)
+
+
+def test_a_re_read_row_is_the_instance_the_orm_reads_with_those_fields():
+    from gallery.models import RESULT_FIELDS
+    from search.stores.result_rows import rows_by_id
+    from tests.factories import create_indexed_images
+
+    ids = create_indexed_images([(1, ["zebra"]), (2, ["moon", "apple"])])
+    read = rows_by_id(ids)
+    for pk in ids:
+        orm = Image.objects.only(*RESULT_FIELDS).get(pk=pk)
+        image = read[pk]
+        assert type(image) is Image and image.pk == pk
+        assert (
+            (image._state.adding, image._state.db) == (orm._state.adding, orm._state.db) == (False, "default")
+        )
+        assert image.get_deferred_fields() == orm.get_deferred_fields()
+        assert {name: getattr(image, name) for name in RESULT_FIELDS} == {
+            name: getattr(orm, name) for name in RESULT_FIELDS
+        }
+        assert image.thumbnail.url == orm.thumbnail.url and image.label_names == orm.label_names
+        image.refresh_from_db(fields=["sha256"])  # a deferred field still loads on demand
+        assert image.sha256 == Image.objects.get(pk=pk).sha256
