@@ -6,9 +6,22 @@ Threads and fork: the master loads the model with one thread (ONNX Runtime sessi
 intra-op thread start no pool; torch encodes its warm-up text with one thread), so no thread pool
 exists when it forks (a pool inherited across fork can hang the child). A torch worker then
 sets its own thread count; an ONNX Runtime session keeps the one thread each web process runs.
+
+Exit: a worker ends with ``os._exit`` once gunicorn has finished with it (``worker_exit``), never
+through the interpreter's exit. ``import onnxruntime`` starts a native thread in the master, which
+a forked worker does not have but whose condition variable it inherits with that thread waiting on
+it; ONNX Runtime's C++ destructors, run by ``exit()``, destroy that variable (waiting forever for
+the absent waiter) or join the absent thread (``std::system_error``, SIGABRT). Either way the
+worker never ended by itself, and ``./run`` killed it after 10 s. A worker told to quit (SIGINT,
+SIGQUIT) ignores any further quit signal (``worker_int``): a Ctrl-C reaching the master and the
+workers together makes the master send its own SIGQUIT a moment later, and that second
+``sys.exit`` raised inside gunicorn's exit path would skip ``worker_exit``.
 """
 
 import gc
+import logging
+import os
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -111,3 +124,41 @@ def post_worker_init(worker) -> None:
             worker.log.warning("the model could not be loaded; search will say so")
 
     threading.Thread(target=warm, name="warm-model", daemon=True).start()
+
+
+def worker_int(worker) -> None:
+    """In the worker, on its first quit signal (it leaves at once, through ``worker_exit``)."""
+    _ignore_quit_signals()
+
+
+def _ignore_quit_signals() -> None:
+    for sig in (signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def worker_exit(server, worker) -> None:
+    """In the worker, last, once it has answered its connections and gunicorn has logged its exit:
+    end the process with the status it was leaving with, without the interpreter's exit (the
+    native destructors of libraries it inherited from the master hang or abort: module docstring).
+    What the interpreter's exit would still do that matters is done here: the database
+    connections closed, the logs and the standard streams flushed."""
+    _ignore_quit_signals()  # leaving already: a quit signal now would only interrupt this
+    leaving = sys.exc_info()[1]  # the SystemExit that gunicorn's worker process ends with
+    code = leaving.code if isinstance(leaving, SystemExit) else (1 if leaving else 0)
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):  # sys.exit("message"): printed, status 1, as Python does
+        print(code, file=sys.stderr)
+        code = 1
+    try:
+        from django.db import connections
+
+        connections.close_all()
+    finally:
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # closed or gone: nothing left to lose
+                pass
+        os._exit(code)

@@ -228,7 +228,8 @@ class Installation:
 
     def stop_run(self) -> None:
         """Ctrl-C, as a terminal sends it: SIGINT to ./run's foreground process group. Whatever
-        ./run started must be gone 30 s later; anything left (a failure) is killed by its id."""
+        ./run started must stop by itself (./run did not have to kill it) and be gone 30 s later;
+        anything left (a failure) is killed by its id."""
         proc, self.run_proc = self.run_proc, None
         if proc is None:
             return
@@ -247,6 +248,8 @@ class Installation:
         proc.wait(timeout=10)
         log = (self.run_log or Path()).read_text(errors="replace")[-3000:]
         assert not left, f"./run left processes behind 30 s after Ctrl-C: {left}\n{log}"
+        # Stopped, not killed: ./run kills whatever is still running 10 s after Ctrl-C and says so.
+        assert "killing them" not in log, f"./run had to kill its processes:\n{log}"
 
     # --- probes (not README commands) -------------------------------------------------------
 

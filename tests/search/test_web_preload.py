@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import signal
 from urllib.parse import urlencode
 
 import numpy as np
@@ -81,3 +82,44 @@ def test_gunicorn_loads_the_model_and_index_in_its_master_and_the_workers_answer
     assert len(workers) == 2
     # The master loaded the generation once; no worker loaded it again.
     assert len(re.findall(r"search index generation \d+ loaded", log)) == 1
+
+
+# How long a stop may take before it counts as hung: far beyond a graceful stop (a second or two),
+# short of gunicorn's graceful timeout (30 s), after which it kills the workers itself.
+STOP_BOUND = 25
+
+
+@pytest.mark.worker  # media and index where the server's processes look: the data directory
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "sig",
+    [signal.SIGTERM, signal.SIGINT],
+    ids=["SIGTERM, as ./run stops it", "SIGINT, Ctrl-C of gunicorn alone"],
+)
+def test_gunicorn_with_the_model_loaded_in_its_master_stops_its_workers_gracefully(
+    clip_model_dir, tmp_path, sig
+):
+    # The master imports onnxruntime (a native thread of its own) and forks: a worker that then
+    # left through the interpreter's exit hung in ONNX Runtime's destructors or aborted, until
+    # gunicorn (SIGINT: after 2 s) or ./run (after 10 s) killed it.
+    create_indexed_images([(1, ["zebra"]), (2, ["harbour"])])
+    env = web_server_env(clip_model_dir, IMAGESEARCH_LOG_LEVEL="INFO", PYTHONUNBUFFERED="1")
+    server = Gunicorn(workers=2, threads=2, log_path=tmp_path / "gunicorn.log", env=env).start()
+    try:
+        server.wait_answering("/?" + urlencode({"q": "zebra"}), timeout=180)
+        wait_for(lambda: len(server.worker_pids()) >= 2, what="both workers")
+        for _ in range(6):  # both workers have encoded a query
+            assert server.answers("/api/search?" + urlencode({"text": "zebra"}))
+        assert "onnxruntime" in open(f"/proc/{server.proc.pid}/maps").read()
+        os.killpg(server.proc.pid, sig)  # the master and its workers, as a terminal's Ctrl-C
+        status = server.proc.wait(STOP_BOUND)
+    finally:
+        server.stop()
+    log = (tmp_path / "gunicorn.log").read_text()
+    assert status == 0, log[-3000:]
+    assert log.count("Worker exiting") == 2, log[-3000:]
+    # Neither killed nor aborted (gunicorn logs "Worker (pid:N) was sent SIGKILL!", "... SIGABRT!"),
+    # nor left with an error status ("Worker (pid:N) exited with code N").
+    assert not re.search(r"Worker \(pid:\d+\) (was sent|exited with code)", log), log[-3000:]
+    assert "terminate called" not in log, log[-3000:]
+    assert "Shutting down: Master" in log
