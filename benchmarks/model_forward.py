@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -40,16 +41,20 @@ def measure(folder: Path, *, batch: int, rounds: int, runtime: str | None = None
         images.append(rgb)
     model.encode_images(images, batch_size=batch)  # warm up
     times = []
+    cpu = os.times()
     for _ in range(rounds):
         started = time.perf_counter()
         model.encode_images(images, batch_size=batch)
         times.append(time.perf_counter() - started)
+    cpu_s = (os.times().user + os.times().system) - (cpu.user + cpu.system)
     return {
         "runtime": f"{model.runtime} {model.provider} {model.precision}",
         "torch_threads": encoder.threads(),
         "images_per_s_best": round(batch / min(times), 2),
         "images_per_s_median": round(batch / float(np.median(times)), 2),
         "batch_seconds": [round(t, 3) for t in times],
+        # CPU (all the model's threads) per image: what the model takes from cores it shares.
+        "cpu_ms_per_image": round(1000 * cpu_s / (batch * rounds), 1),
     }
 
 
