@@ -31,9 +31,14 @@ _SENTINEL = 987654321  # an id no real URL contains, replaced by each image's ow
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*\.[A-Za-z0-9]+")
 
 
+_SPECIAL = re.compile("[&<>\"']")
+
+
 def escape(value: object) -> str:
-    """``django.utils.html.escape`` of a plain value: the same five characters escaped."""
-    return html.escape(str(value))
+    """``django.utils.html.escape`` of a plain value: the same five characters escaped (most
+    values of a page have none of them: those are returned as they are, at the cost of a scan)."""
+    text = str(value)
+    return html.escape(text) if _SPECIAL.search(text) else text
 
 
 def _unwrapped(storage):
@@ -78,7 +83,8 @@ def cards(hits: Iterable) -> list[Card]:
         image = hit.image
         pk = str(image.pk)
         labels = image.label_names
-        source = image.thumbnail if image.thumbnail else image.file
+        thumbnail = image.thumbnail
+        source = thumbnail if thumbnail else image.file
         score = hit.score
         out.append(
             Card(
@@ -140,7 +146,7 @@ def why_bar(why) -> SafeString:
             + " · ".join(f"{escape(part.name)} {part.picture + part.labels:+.3f}" for part in why.shares)
             + "</span>"
         )
-    return mark_safe(  # noqa: S308 - every value is a number or escaped
+    return SafeString(  # every value is a number or escaped
         f'<div class="why" title="{escape(detail)}">'
         f'<span class="why-row"><span class="why-bar" aria-hidden="true">'
         f'<span class="why-picture w{_width(why.picture)}"></span>'
