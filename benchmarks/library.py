@@ -250,19 +250,31 @@ def grow_library(target: int, *, vectors: ClusteredVectors, model: str, chunk: i
     return {"rows": target, "added": max(0, target - have), "seconds": time.perf_counter() - started}
 
 
-def sizes_main(argv: list[str] | None, *, prog: str, description: str, run, results_name: str) -> int:
+def sizes_main(
+    argv: list[str] | None,
+    *,
+    prog: str,
+    description: str,
+    run,
+    results_name: str,
+    options: dict[str, tuple[int, str]] | None = None,
+    line=None,
+) -> int:
     """The command line of a benchmark that measures one pass over libraries of growing sizes:
-    ``--sizes`` and ``--rounds``, a fresh data directory, the library grown to each size in turn
-    (``run(size, rounds=...)`` returns that size's figures, printed as it goes), and every size's
-    figures written to ``results_name`` in the results directory."""
+    ``--sizes`` and the integer ``options`` (name: (default, help); ``--rounds`` by default), a
+    fresh data directory, the library grown to each size in turn (``run(size, **options)``
+    returns that size's figures, printed as it goes: ``line(figures)``, JSON by default), and
+    every size's figures written to ``results_name`` in the results directory."""
     import argparse
     import json
 
     from . import env
 
+    options = options if options is not None else {"rounds": (1, "")}
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
-    parser.add_argument("--rounds", type=int, default=1)
+    for name, (default, help_text) in options.items():
+        parser.add_argument(f"--{name}", type=int, default=default, help=help_text or None)
     args = parser.parse_args(argv)
     env.configure(fresh=True)
     env.build_model()
@@ -273,8 +285,8 @@ def sizes_main(argv: list[str] | None, *, prog: str, description: str, run, resu
     vectors, results = ClusteredVectors(), {}
     for size in args.sizes:
         grow_library(size, vectors=vectors, model=str(env.MODEL_DIR))
-        results[str(size)] = run(size, rounds=args.rounds)
-        print(json.dumps(results[str(size)]), flush=True)
+        results[str(size)] = run(size, **{name: getattr(args, name) for name in options})
+        print((line or json.dumps)(results[str(size)]), flush=True)
     env.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (env.RESULTS_DIR / results_name).write_text(json.dumps(results, indent=2) + "\n")
     return 0

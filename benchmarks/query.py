@@ -278,11 +278,11 @@ def _repeated_query(client: Any, text: str, *, rounds: int) -> dict[str, Any]:
     return {"model_calls": calls, **summary_ms(times)}
 
 
-def _at_size(size: int, *, requests: int, repeat_rounds: int) -> dict[str, Any]:
+def _at_size(size: int, *, requests: int, repeat: int) -> dict[str, Any]:
     from . import rebuild
 
     rebuild.rebuild(size, cold=False)
-    return run(size, requests=requests, repeat_rounds=repeat_rounds)
+    return run(size, requests=requests, repeat_rounds=repeat)
 
 
 def summary_line(figures: dict[str, Any]) -> str:
@@ -301,36 +301,21 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m benchmarks.query --sizes 10000 100000 --requests 60``: a fresh library grown
     to each size in turn, its index built, then :func:`run`; one summary line per size and all
     the figures in ``query.json`` of the results directory."""
-    import argparse
-    import json
+    from .library import sizes_main
 
-    from . import env
-
-    parser = argparse.ArgumentParser(
+    return sizes_main(
+        argv,
         prog="python -m benchmarks.query",
         description="A text search request's p50 against text encode + the fastest scan, and its "
         "own work (the same text again: the query vector cached, no model).",
+        run=_at_size,
+        results_name="query.json",
+        options={
+            "requests": (60, "new query texts per size"),
+            "repeat": (200, "requests of the repeated text"),
+        },
+        line=lambda figures: f"{summary_line(figures)}  load {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
     )
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
-    parser.add_argument("--requests", type=int, default=60, help="new query texts per size")
-    parser.add_argument("--repeat", type=int, default=200, help="requests of the repeated text")
-    args = parser.parse_args(argv)
-    env.configure(fresh=True)
-    env.build_model()
-    env.setup_django()
-    from django.core.management import call_command
-
-    from .library import ClusteredVectors, grow_library
-
-    call_command("migrate", verbosity=0)
-    vectors, results = ClusteredVectors(), {}
-    for size in args.sizes:
-        grow_library(size, vectors=vectors, model=str(env.MODEL_DIR))
-        results[str(size)] = figures = _at_size(size, requests=args.requests, repeat_rounds=args.repeat)
-        print(f"{summary_line(figures)}  load {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
-    env.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (env.RESULTS_DIR / "query.json").write_text(json.dumps(results, indent=2) + "\n")
-    return 0
 
 
 if __name__ == "__main__":
