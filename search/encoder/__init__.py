@@ -44,7 +44,6 @@ __all__ = [
     "dimension",
     "encode_images",
     "cached_query_text",
-    "encode_query_text",
     "encode_query_texts",
     "encode_texts",
     "ensure_models",
@@ -327,18 +326,13 @@ def encode_texts(texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
 
 
 def cached_query_text(text: str) -> np.ndarray | None:
-    """The vector :func:`encode_query_text` keeps for ``text``, or None: no model work either way
+    """The vector :func:`encode_query_texts` keeps for ``text``, or None: no model work either way
     (the query path asks first, and takes a model slot only when it must encode)."""
     get_text_model()  # loaded (or refused) before the cache answers
     cached = _text_cache.get((text_model_name(), text))
     if cached is not None:
         _text_cache.move_to_end((text_model_name(), text))
     return cached
-
-
-def encode_query_text(text: str) -> np.ndarray:
-    """One query's unit vector; repeated queries come from a small LRU and skip the model."""
-    return encode_query_texts([text])[0]
 
 
 def encode_query_texts(texts: Sequence[str]) -> list[np.ndarray]:
