@@ -1,8 +1,12 @@
-"""The flat kind's exact search for a few queries: numpy over the stored vectors.
+"""The flat kind's exact search for a few queries: faiss's inner-product kernel over the stored
+vectors, then ``argpartition``.
 
-For one query (or a handful), ``vectors @ q`` plus ``argpartition`` is faster than faiss's
-flat scan, which works through the database block by block with a heap per block on one
-thread; the results are the same top-k. Batches go to faiss, whose blocked sgemm wins there.
+For one query (or a handful), scoring every row with ``faiss.fvec_inner_products_ny`` (faiss's
+SIMD inner-product kernel, built for the CPU's AVX2 or AVX-512) and keeping the top k with numpy
+is faster than faiss's flat search, which keeps a heap as it goes, and than numpy's
+``vectors @ q``, whose OpenBLAS matrix-vector product on one thread ran at a third of the
+kernel's speed (BENCHMARKS.md, "The flat scan's kernel"); the results are the same top-k.
+Batches go to faiss, whose blocked sgemm wins there.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import numpy as np
 #: ``(queries, k) -> (scores, ids)`` for one loaded index.
 SearchFn = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
-#: Up to this many queries at once, the flat kind scans with numpy (see :func:`flat_searcher`).
+#: Up to this many queries at once, the flat kind scans row by row (see :func:`flat_searcher`).
 NUMPY_SCAN_MAX_QUERIES = 4
 #: A flat scan is split across the scan threads only above this many rows per part: below it,
 #: handing parts to threads costs more than it saves.
@@ -81,7 +85,7 @@ def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
 
 
 def flat_searcher(faiss: Any, index: Any) -> SearchFn:
-    """Exact search that reads the flat index's vectors with BLAS matrix-vector products.
+    """Exact search that scores every one of the flat index's vectors with faiss's kernel.
 
     The scan reads ``n x d x 4`` bytes: memory bandwidth is the limit (see
     :data:`PRIVATE_COPY_MAX_BYTES` for which memory it reads). Above
@@ -100,12 +104,15 @@ def flat_searcher(faiss: Any, index: Any) -> SearchFn:
         vectors = np.array(vectors)
     vectors.flags.writeable = False
     labels = faiss.vector_to_array(index.id_map).astype(np.int64, copy=False)
+    inner_products, swig_ptr = faiss.fvec_inner_products_ny, faiss.swig_ptr
     _scan_executor()  # numpy's BLAS at one thread in this process, from the first search on
     parts = max(1, min(_scan_threads(), n // SCAN_MIN_ROWS_PER_THREAD))
     bounds = [(n * i // parts, n * (i + 1) // parts) for i in range(parts)]
 
     def scan_part(query: np.ndarray, k: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
-        scores = vectors[lo:hi] @ query
+        scores = np.empty(hi - lo, dtype=np.float32)
+        # ``query`` is a C-contiguous float32 row (ranked() hands a contiguous float32 matrix).
+        inner_products(swig_ptr(scores), swig_ptr(query), swig_ptr(vectors[lo:hi]), d, hi - lo)
         best = _top_k(scores, k)
         return scores[best], best + lo
 
