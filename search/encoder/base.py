@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
@@ -13,6 +14,29 @@ if TYPE_CHECKING:  # pragma: no cover
 
 class ModelUnavailable(RuntimeError):
     """The configured model cannot be loaded; the message says why, for a person."""
+
+
+HUB_HOST = "huggingface.co"
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers a connection (a model not on this machine comes from
+    there)."""
+    try:
+        with socket.create_connection((HUB_HOST, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def not_here(name: str, setting: str) -> ModelUnavailable:
+    """The refusal of a model that is neither a directory nor in the local cache while the hub
+    cannot be reached."""
+    return ModelUnavailable(
+        f"The model {name!r} is not in the local cache and the Hugging Face hub cannot be "
+        f"reached. Download it on a machine with network access, or set {setting} to a local "
+        "directory."
+    )
 
 
 class Encoder(Protocol):

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .base import ModelUnavailable
+from .base import ModelUnavailable, hub_reachable, not_here
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +124,8 @@ def export_in_subprocess(name: str, fallback_root: Path, *, setting: str, timeou
     found = find_export(name, fallback_root)
     if found is not None:
         return found
+    if resolve_model_dir(name) is None and not hub_reachable():
+        raise not_here(name, setting)  # what the child would say, without starting torch for it
     with _export_lock(name, fallback_root):
         found = find_export(name, fallback_root)  # another process made it while we waited
         if found is not None:

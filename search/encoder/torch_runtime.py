@@ -8,28 +8,17 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .base import ModelUnavailable
+from .base import ModelUnavailable, hub_reachable, not_here
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL.Image import Image as PILImage
 
 logger = logging.getLogger(__name__)
-
-HUB_HOST = "huggingface.co"
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    try:
-        with socket.create_connection((HUB_HOST, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def load_sentence_transformer(name: str, *, device: str, threads: int, setting: str) -> Any:
@@ -56,12 +45,8 @@ def load_sentence_transformer(name: str, *, device: str, threads: int, setting: 
         return SentenceTransformer(name, device=device, local_files_only=True)
     except Exception:  # noqa: BLE001 - not in the local cache: try the hub below
         pass
-    if not _hub_reachable():
-        raise ModelUnavailable(
-            f"The model {name!r} is not in the local cache and the Hugging Face hub cannot be "
-            "reached. Download it on a machine with network access, or set "
-            f"{setting} to a local directory."
-        )
+    if not hub_reachable():
+        raise not_here(name, setting)
     return SentenceTransformer(name, device=device)
 
 
