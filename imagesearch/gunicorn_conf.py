@@ -28,6 +28,22 @@ from pathlib import Path
 
 # The application (Django, the model, the index) is imported in the master, then forked.
 preload_app = True
+
+
+def _control_socket() -> str | None:
+    """This instance's control socket (``gunicornc -s <path>``): in its data directory. gunicorn's
+    default is one path per user ($XDG_RUNTIME_DIR or ~/.gunicorn/gunicorn.ctl), which a second
+    instance on the machine (another data directory, the tests' servers) takes over from the
+    first. None where the path is longer than a Unix socket's address holds (107 bytes)."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "imagesearch.settings")
+    from django.conf import settings
+
+    path = str(Path(settings.DATA_DIR) / "gunicorn.ctl")
+    return path if len(os.fsencode(path)) <= 107 else None
+
+
+control_socket = _control_socket() or ""
+control_socket_disable = not control_socket
 # gunicorn's threaded worker (./run's --threads), which parks a rate-limited client's connection.
 worker_class = "imagesearch.gunicorn_worker.ParkingThreadWorker"
 
