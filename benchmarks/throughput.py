@@ -1,9 +1,11 @@
 """Target 5: requests per second of the search page at concurrency 16, with gunicorn.
 
 Every request is a text the server has not seen (the model runs for each: the worst case for
-the query cache). The configuration is ``./run``'s: gthread workers with 4 threads each and one
-torch thread per web process; the worker count is chosen for 2 cores (one process per core)
-and compared, in the full run, with the alternatives.
+the query cache), made as the query section makes its texts (``query.query_texts``: three or
+four words and a number): an encode's cost grows with the text's tokens, so the load's texts are
+like those whose encode the ideal counts. The configuration is ``./run``'s: gthread workers with
+4 threads each and one torch thread per web process; the worker count is chosen for 2 cores (one
+process per core) and compared, in the full run, with the alternatives.
 
 Baseline, same run: the CPU work of one request measured alone (text encode + index search,
 p50, from the query section at this size) spread over the cores: ``ideal = cores / (encode +
@@ -21,21 +23,21 @@ from .timing import CpuAccount, noise
 from .web import Gunicorn, load, summarise
 
 CONCURRENCY = 16
+#: Distinct texts made for one load: more than it sends (a text sent twice would be cached).
+TEXTS = 30_000
 
 
-def _run_one(*, workers: int, threads: int, seconds: float, size: int, tag: str) -> dict[str, Any]:
+def _run_one(*, workers: int, threads: int, seconds: float, seed: int) -> dict[str, Any]:
+    from .query import query_texts
+
+    pool = query_texts(TEXTS, seed=seed)
     log = env.RESULTS_DIR / f"gunicorn-throughput-{workers}x{threads}.log"
     log.unlink(missing_ok=True)
     server = Gunicorn(workers=workers, threads=threads, log=log).start()
     try:
         server.wait_ready(warm_requests=8 * workers)
         account = CpuAccount(server.proc.pid)
-        result = load(
-            server.port,
-            concurrency=CONCURRENCY,
-            seconds=seconds,
-            texts=lambda i: f"throughput {tag} {size} query number {i} red bicycle",
-        )
+        result = load(server.port, concurrency=CONCURRENCY, seconds=seconds, texts=lambda i: pool[i % TEXTS])
         cpu = account.result()  # before the server stops: its processes are counted while alive
     finally:
         server.stop()
@@ -50,12 +52,13 @@ def run(*, size: int, seconds: float, query_figures: dict[str, Any], compare: bo
     cores = len(os.sched_getaffinity(0))
     out: dict[str, Any] = {"size": size, "concurrency": CONCURRENCY, "cores": cores}
     with noise(out):
-        main = _run_one(workers=cores, threads=4, seconds=seconds, size=size, tag="main")
+        # Seeds of their own: texts unlike the query section's (seed = size) and each other's.
+        main = _run_one(workers=cores, threads=4, seconds=seconds, seed=10 * size + 1)
         out["main"] = main
         if compare:
             out["alternatives"] = [
-                _run_one(workers=w, threads=t, seconds=min(20.0, seconds), size=size, tag=f"alt{w}")
-                for w, t in ((1, 8), (2 * cores, 2))
+                _run_one(workers=w, threads=t, seconds=min(20.0, seconds), seed=10 * size + 2 + n)
+                for n, (w, t) in enumerate(((1, 8), (2 * cores, 2)))
             ]
     per_request = query_figures["encode"]["p50_ms"] + query_figures["product_search"]["p50_ms"]
     ideal = cores * 1000.0 / per_request
