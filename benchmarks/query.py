@@ -18,10 +18,13 @@ ratio = p50(request) / baseline. recall@10 of the served index against the exact
 measured for the labels' text vectors, a sample of image vectors and the run's query texts.
 Each search asks for the ``k`` the search service asks for on page 1. Then the same text
 is requested again and again: the model must not run (counted), and its latency is reported.
+After the warm-up the collector is frozen (``gc.freeze``), as gunicorn's master freezes it
+before it forks the web processes.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import time
@@ -181,6 +184,12 @@ def run(size: int, *, requests: int, repeat_rounds: int | None = None) -> dict[s
         # Warm-up: model, templates, database connection, page cache of the index.
         for text in texts[:5]:
             client.get("/", {"q": text})
+        # What the web processes inherit from gunicorn's master (imagesearch.gunicorn_conf,
+        # when_ready): everything loaded so far kept out of the collector's passes. Without it
+        # this process's full collections walk the ~155,000 objects that the model, Django and
+        # the libraries leave, which no web process does.
+        gc.collect()
+        gc.freeze()
         rows: dict[str, list[float]] = {"encode": [], "faiss": [], "product_search": [], "request": []}
         hits = []
         found: list[np.ndarray] = []
@@ -248,6 +257,7 @@ def run(size: int, *, requests: int, repeat_rounds: int | None = None) -> dict[s
             "query_texts": recall(reader, faiss_index, np.stack(found)),
         }
         del faiss_index, vectors
+    gc.unfreeze()  # the next size's run freezes what it loaded
     return out
 
 
@@ -303,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     the figures in ``query.json`` of the results directory."""
     from .library import sizes_main
 
+    os.environ["IMAGESEARCH_TORCH_THREADS"] = "1"  # this process serves queries like a web process
     return sizes_main(
         argv,
         prog="python -m benchmarks.query",

@@ -87,6 +87,7 @@ def _at_size(size: int, *, rounds: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     from .library import sizes_main
 
+    os.environ["IMAGESEARCH_TORCH_THREADS"] = "1"  # this process serves queries like a web process
     return sizes_main(
         argv,
         prog="python -m benchmarks.throughput",
