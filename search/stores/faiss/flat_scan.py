@@ -4,7 +4,7 @@ vectors, then ``argpartition``.
 For one query (or a handful), scoring every row with ``faiss.fvec_inner_products_ny`` (faiss's
 SIMD inner-product kernel, built for the CPU's AVX2 or AVX-512) and keeping the top k with numpy
 is faster than faiss's flat search, which keeps a heap as it goes, and than numpy's
-``vectors @ q``, whose OpenBLAS matrix-vector product on one thread ran at a third of the
+``vectors @ q``, whose OpenBLAS matrix-vector product on one thread ran at under half the
 kernel's speed (BENCHMARKS.md, "The flat scan's kernel"); the results are the same top-k.
 Batches go to faiss, whose blocked sgemm wins there.
 """
@@ -23,7 +23,7 @@ import numpy as np
 SearchFn = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
 #: Up to this many queries at once, the flat kind scans row by row (see :func:`flat_searcher`).
-NUMPY_SCAN_MAX_QUERIES = 4
+ROW_SCAN_MAX_QUERIES = 4
 #: A flat scan is split across the scan threads only above this many rows per part: below it,
 #: handing parts to threads costs more than it saves.
 SCAN_MIN_ROWS_PER_THREAD = 32768
@@ -91,7 +91,7 @@ def flat_searcher(faiss: Any, index: Any) -> SearchFn:
     :data:`PRIVATE_COPY_MAX_BYTES` for which memory it reads). Above
     :data:`SCAN_MIN_ROWS_PER_THREAD` rows per thread the rows are split among the scan threads
     (:func:`_scan_executor`) and the parts' top-k merged. Batches of more than
-    :data:`NUMPY_SCAN_MAX_QUERIES` go to faiss, which needs no ``n x m`` score matrix.
+    :data:`ROW_SCAN_MAX_QUERIES` go to faiss, which needs no ``n x m`` score matrix.
     """
     n, d = int(index.ntotal), int(index.d)
     if n == 0:
@@ -118,7 +118,7 @@ def flat_searcher(faiss: Any, index: Any) -> SearchFn:
 
     def search(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         m = queries.shape[0]
-        if m > NUMPY_SCAN_MAX_QUERIES:
+        if m > ROW_SCAN_MAX_QUERIES:
             return index.search(queries, k)
         out_scores = np.empty((m, k), dtype=np.float32)
         out_ids = np.empty((m, k), dtype=np.int64)

@@ -74,7 +74,7 @@ def test_flat_single_query_scan_returns_the_exact_top_k_like_faiss(tmp_path, k):
 def test_flat_single_queries_and_batches_give_the_same_results(tmp_path):
     vectors = unit(np.random.default_rng(2).standard_normal((500, DIM)))
     write(tmp_path, vectors, "flat")
-    queries = unit(np.random.default_rng(3).standard_normal((flat_scan.NUMPY_SCAN_MAX_QUERIES + 3, DIM)))
+    queries = unit(np.random.default_rng(3).standard_normal((flat_scan.ROW_SCAN_MAX_QUERIES + 3, DIM)))
     r = reader(tmp_path)
 
     batch_scores, batch_ids = r.search(queries, 10)  # more than the numpy path takes: faiss
