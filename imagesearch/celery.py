@@ -6,11 +6,14 @@ import os
 
 from celery import Celery
 
+from . import task_logs
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "imagesearch.settings")
 
 app = Celery("imagesearch")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+task_logs.install()  # the periodic sweep logged only when it did something
 
 
 # How often a worker waiting on the embedded broker looks whether it was asked to stop (seconds).
