@@ -23,10 +23,10 @@ def _filters_installed():
     task_logs.install()
 
 
-def _run_logged(name: str, result: dict[str, int]) -> None:
+def _run_logged(name: str, result: dict[str, int], *, kwargs: str = "{}") -> None:
     """The three lines Celery logs for one run of task ``name``."""
     beat.info("Scheduler: Sending due task %s (%s)", name.rsplit(".", 1)[-1], name)
-    context = {"id": "abc", "name": name, "args": "()", "kwargs": "{}", "eta": None}
+    context = {"id": "abc", "name": name, "args": "()", "kwargs": kwargs, "eta": None}
     strategy.logger.info(trace.LOG_RECEIVED, context, extra={"data": context})  # as strategy's info
     trace.info(
         trace.LOG_SUCCESS,
@@ -36,7 +36,7 @@ def _run_logged(name: str, result: dict[str, int]) -> None:
             "return_value": repr(result),
             "runtime": 0.01,
             "args": "()",
-            "kwargs": "{}",
+            "kwargs": kwargs,
         },
     )
 
@@ -93,3 +93,10 @@ def test_a_result_it_cannot_read_is_logged():
     assert task_logs._did_something("<object at 0x1>")
     assert task_logs._did_something("[0, 0]")
     assert not task_logs._did_something(repr(IDLE))
+
+
+def test_the_start_up_sweep_is_logged_even_when_it_found_nothing(caplog):
+    caplog.set_level(logging.INFO)
+    _run_logged("search.tasks.sweep", IDLE, kwargs="{'at_start': True}")
+    messages = [r.getMessage() for r in caplog.records if "sweep[abc]" in r.getMessage()]
+    assert [m.split("]", 1)[1].split(":")[0].strip() for m in messages] == ["received", "succeeded in 0.01s"]
