@@ -339,5 +339,12 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": envstr("IMAGESEARCH_LOG_LEVEL", "INFO")},
-    "loggers": {"django": {"level": "INFO"}, "PIL": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
+    "loggers": {
+        "django": {"level": "INFO"},
+        "PIL": {"level": "WARNING"},
+        "axes": {"level": "WARNING"},
+        # faiss's loader logs, at every import, that it "could not load" its per-CPU builds: the
+        # wheel's one library chooses its AVX2 / AVX-512 code at run time, so nothing is missing.
+        "faiss": {"level": "WARNING"},
+    },
 }
