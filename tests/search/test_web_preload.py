@@ -7,6 +7,8 @@ import os
 import pickle
 import re
 import signal
+import subprocess
+from pathlib import Path
 from urllib.parse import urlencode
 
 import numpy as np
@@ -112,7 +114,10 @@ def test_gunicorn_with_the_model_loaded_in_its_master_stops_its_workers_graceful
             assert server.answers("/api/search?" + urlencode({"text": "zebra"}))
         assert "onnxruntime" in open(f"/proc/{server.proc.pid}/maps").read()
         os.killpg(server.proc.pid, sig)  # the master and its workers, as a terminal's Ctrl-C
-        status = server.proc.wait(STOP_BOUND)
+        try:
+            status = server.proc.wait(STOP_BOUND)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running {STOP_BOUND} s after {sig.name}:\n{_where_stuck(server)}")
     finally:
         server.stop()
     log = (tmp_path / "gunicorn.log").read_text()
@@ -123,3 +128,18 @@ def test_gunicorn_with_the_model_loaded_in_its_master_stops_its_workers_graceful
     assert not re.search(r"Worker \(pid:\d+\) (was sent|exited with code)", log), log[-3000:]
     assert "terminate called" not in log, log[-3000:]
     assert "Shutting down: Master" in log
+
+
+def _where_stuck(server: Gunicorn) -> str:
+    """What a server that did not stop was doing: each of its processes' threads and the kernel
+    function each waits in (``wchan``), then the end of its log."""
+    lines = []
+    for pid in [server.proc.pid, *server.worker_pids()]:
+        for task in sorted(Path(f"/proc/{pid}/task").glob("*")):
+            try:
+                name = (task / "comm").read_text().strip()
+                wchan = (task / "wchan").read_text().strip()
+            except OSError:  # gone meanwhile
+                continue
+            lines.append(f"pid {pid} thread {task.name} ({name}): {wchan}")
+    return "\n".join(lines) + "\n" + server.log_tail()
