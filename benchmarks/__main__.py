@@ -6,7 +6,8 @@ their copies; and for each library size, grows the library with synthetic rows, 
 index from the database, measures queries and (at 10k and 100k) the near-duplicate scan; at the
 middle size the web server's throughput, at the largest the approximate index, the memory of
 several web processes and a generation switch under load; at the smallest size the encoder's
-runtimes against each other (ONNX Runtime and torch, interleaved, with the same top 10); at
+runtimes against each other (ONNX Runtime and torch, interleaved, with the same top 10) and
+ONNX Runtime's arithmetic rate against the machine's BLAS (``blas_bound``); at
 10k and 100k the search features' cost (issue 22), and at the end the emphasis's recall over a
 library in memory (1M rows; 100k with ``--quick``).
 Prints every figure with its target, writes
@@ -127,6 +128,7 @@ def run(quick: bool, lean: bool = False) -> dict[str, Any]:
 
     from . import (
         ann,
+        blas_bound,
         duplicate_threshold,
         duplicates,
         emphasis_recall,
@@ -185,6 +187,9 @@ def run(quick: bool, lean: bool = False) -> dict[str, Any]:
                 _log("encoder: ONNX Runtime against torch, interleaved, same top 10 ...")
                 results["encoder"] = encoder_compare.run(queries=plan.get("encoder_queries", 60))
                 _log(f"text encode onnx / torch {results['encoder']['text_ratio']}")
+                _log("encoder: its arithmetic rate against the machine's BLAS ...")
+                bound = results["encoder"]["blas_bound"] = blas_bound.run()
+                _log(f"share of the BLAS peak: text {bound['text_1_thread']['share_of_peak']}")
             if size in plan["duplicates_sizes"]:
                 _log("near-duplicate scan against the kNN search alone ...")
                 scan = section["duplicates"] = duplicates.run(size, rounds=plan["duplicates_rounds"])

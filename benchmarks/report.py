@@ -183,6 +183,19 @@ def _encoder_figures(results: dict[str, Any], sizes: list[int]) -> list[dict[str
                 note=f"{i['onnx']} ms vs {i['torch']} ms; int8 {i['onnx_int8']} ms",
             )
         )
+    towers = {"text_1_thread": "text tower, one thread", "images_16_worker_threads": "image tower, 16 images"}
+    for key, what in towers.items():
+        tower = _get(results, "encoder", "blas_bound", key)
+        if tower:
+            out.append(
+                _figure(
+                    "20 encoder",
+                    f"{what}: onnx arithmetic rate / BLAS peak at {tower['threads']} threads",
+                    tower["share_of_peak"],
+                    note=f"{tower['onnx_gflop_per_s']} vs {tower['peak_gflop_per_s']} GFLOP/s; "
+                    f"whole run / its products in BLAS {tower['ratio']}",
+                )
+            )
     ingest = results.get("ingest")
     if ingest and "ratio_vs_torch" in ingest:
         out.append(
@@ -217,6 +230,17 @@ def _encoder_figures(results: dict[str, Any], sizes: list[int]) -> list[dict[str
                     "<=",
                     1.25,
                     note=f"{q['request']['p50_ms']} ms vs {q['baseline_p50_ms']} ms",
+                )
+            )
+        if q and "ratio_scan_after_encode" in q:
+            scan = q["numpy_1_thread_after_encode"]["p50_ms"]
+            looped = q[q["baseline_search"]]["p50_ms"]
+            out.append(
+                _figure(
+                    "20 encoder",
+                    f"the same with numpy's scan right after an encode at {size:,}",
+                    q["ratio_scan_after_encode"],
+                    note=f"that scan {scan} ms against {looped} ms in a loop of scans",
                 )
             )
         own = _get(q or {}, "repeat", "p50_ms")
