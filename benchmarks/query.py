@@ -14,9 +14,11 @@ between, so the time is what the server spends. For each query text, in turn:
 
 baseline = p50(encode) + the fastest of p50(faiss), p50(numpy), p50(numpy with one BLAS thread),
 p50(product_search), the numpy ones measured in a block of their own after the loop;
-ratio = p50(request) / baseline. For information, ``ratio_scan_after_encode`` takes numpy's
-one-thread scan measured right after an encode of another text instead (each scan then reads
-the vectors from memory, as the request's does). recall@10 of the served index against the
+ratio = p50(request) / baseline. For information, ``ratio_scan_after_encode`` takes the fastest
+of the scans measured right after an encode instead: faiss's and the product's in the loop, and
+numpy's one-thread scan, in a block of its own, each right after an encode of another text (the
+encode streams the text tower's weights through the caches, so each such scan reads the vectors
+from memory, as the request's does). recall@10 of the served index against the
 exact flat search is measured for the labels' text vectors, a sample of image vectors and the
 run's query texts. Each search asks for the ``k`` the search service asks for on page 1. Then
 the same text is requested again and again: the model must not run (counted), and its latency
@@ -246,7 +248,12 @@ def run(size: int, *, requests: int, repeat_rounds: int | None = None) -> dict[s
         out["baseline_search"] = min(candidates, key=candidates.get)
         out["baseline_p50_ms"] = round(out["encode"]["p50_ms"] + candidates[out["baseline_search"]], 3)
         out["ratio"] = round(out["request"]["p50_ms"] / out["baseline_p50_ms"], 3)
-        after_encode = out["encode"]["p50_ms"] + out["numpy_1_thread_after_encode"]["p50_ms"]
+        # The same with the scans measured where the request's runs, right after an encode:
+        # faiss's and the product's in the loop, numpy's one-thread in the block above.
+        cold = ("faiss", "product_search", "numpy_1_thread_after_encode")
+        after = {name: out[name]["p50_ms"] for name in cold}
+        out["baseline_search_after_encode"] = min(after, key=after.get)
+        after_encode = out["encode"]["p50_ms"] + after[out["baseline_search_after_encode"]]
         out["ratio_scan_after_encode"] = round(out["request"]["p50_ms"] / after_encode, 3)
         # What the request adds to encode + search: rows, labels, notices, render, middleware.
         out["overhead_p50_ms"] = round(
