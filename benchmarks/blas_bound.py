@@ -180,10 +180,10 @@ def run(*, text_rounds: int = 30, image_rounds: int = 5) -> dict[str, Any]:
 
 
 def _blas_name() -> str:
-    from threadpoolctl import threadpool_info
+    """numpy's BLAS, the one the products and the peak run in (torch may load another)."""
+    from .query import _numpy_blas_libraries
 
-    found = [f"{i['internal_api']} {i['version']}" for i in threadpool_info() if i["user_api"] == "blas"]
-    return ", ".join(found) or "unknown"
+    return ", ".join(f"{lib.internal_api} {lib.version}" for lib in _numpy_blas_libraries()) or "unknown"
 
 
 def main() -> int:
