@@ -18,11 +18,10 @@ ratio = p50(request) / baseline. For information, ``ratio_scan_after_encode`` ta
 of the scans measured right after an encode instead: faiss's and the product's in the loop, and
 numpy's one-thread scan, in a block of its own, each right after an encode of another text (the
 encode streams the text tower's weights through the caches, so each such scan reads the vectors
-from memory, as the request's does). recall@10 of the served index against the
-exact flat search is measured for the labels' text vectors, a sample of image vectors and the
-run's query texts. Each search asks for the ``k`` the search service asks for on page 1. Then
-the same text is requested again and again: the model must not run (counted), and its latency
-is reported.
+from memory, as the request's does). recall@10 of the served index against the exact flat search
+is measured for the labels' text vectors, a sample of image vectors and the run's query texts.
+Each search asks for the ``k`` the search service asks for on page 1. Then the same text is
+requested again and again: the model must not run (counted), and its latency is reported.
 After the warm-up the collector is frozen (``gc.freeze``), as gunicorn's master freezes it
 before it forks the web processes.
 """
