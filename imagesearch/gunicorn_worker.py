@@ -1,5 +1,6 @@
 """gunicorn's threaded worker, parking the keep-alive connection of a client it has just
-refused for its rate limit (a 429 from search.query.throttle).
+refused for its rate limit (a 429 from search.query.throttle), and quitting without waiting on
+its own thread pool's lock.
 
 A refused request is cheap, but a client that sends the next one the moment the answer arrives
 (a flood on many connections) still keeps the cores busy with refusals, and everyone else's
@@ -15,6 +16,7 @@ from __future__ import annotations
 import threading
 import time
 
+from gunicorn.workers.base import Worker
 from gunicorn.workers.gthread import ThreadWorker
 
 from search.query import throttle
@@ -42,3 +44,17 @@ class ParkingThreadWorker(ThreadWorker):
             timer.start()
             return
         super().finish_request(conn, fs)
+
+    def handle_quit(self, sig, frame):
+        """SIGINT / SIGQUIT: leave at once (``worker_int``, then ``SystemExit``), as gunicorn's base
+        worker does, without ``ThreadWorker``'s shutdown of the thread pool first.
+
+        A signal handler runs in the main thread, between any two of its steps. That shutdown
+        takes the pool's lock, which the main thread may be holding already: inside the pool's
+        ``submit`` (each accepted request), or inside the first quit signal's own shutdown when
+        a second one comes (a Ctrl-C reaches the master and the workers, and the master's
+        SIGQUIT follows). The lock is not reentrant, so the worker waited on itself until the
+        master killed it after its graceful timeout. Nothing needs that shutdown: the worker
+        ends with ``os._exit`` (``imagesearch.gunicorn_conf.worker_exit``), its threads with it.
+        """
+        Worker.handle_quit(self, sig, frame)
